@@ -1,0 +1,38 @@
+"""Reading and writing JSON bodies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from diego.models.errors import InvalidJSON
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON response."""
+    return web.Response(text=dumps(data), status=status, content_type="application/json")
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's body as JSON; InvalidJSON when it is not.
+
+    aiohttp refuses a body over the app's ``client_max_size`` (413) while reading.
+    """
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise InvalidJSON("request body is not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise InvalidJSON(
+            f"request body is not JSON: {e.msg} at line {e.lineno} column {e.colno}"
+        ) from None
+    except RecursionError:
+        raise InvalidJSON("request body is nested too deeply") from None

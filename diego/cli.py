@@ -1,0 +1,315 @@
+"""The ``diego`` command: ``serve`` runs a node; the rest are clients of its API.
+
+Client commands print human tables by default and JSON with ``--json``. A
+server error is printed plainly on stderr and exits 1; ``task wait`` exits 0
+when the Task succeeded and 3 when it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import click
+
+from diego import __version__, config, node
+from diego.client import DEFAULT_API, ApiError, Client, StreamEvent
+from diego.models.codec import decode, encode
+from diego.models.task import Task, TaskState
+
+T = TypeVar("T")
+
+EXIT_ERROR = 1
+EXIT_TASK_FAILED = 3
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a client coroutine; print errors plainly and exit non-zero."""
+    try:
+        return asyncio.run(coro)
+    except ApiError as e:
+        click.echo(f"error: {e.name}: {e.message}", err=True)
+    except aiohttp.ClientConnectionError as e:
+        click.echo(f"error: cannot reach diego: {e}", err=True)
+    except aiohttp.ClientError as e:
+        click.echo(f"error: {e}", err=True)
+    except KeyboardInterrupt:
+        pass
+    sys.exit(EXIT_ERROR)
+
+
+def _client(ctx: click.Context) -> Client:
+    return Client(ctx.find_root().obj["api"])
+
+
+def _with_client(ctx: click.Context, call: Callable[[Client], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with _client(ctx) as client:
+            return await call(client)
+
+    return _run(go())
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group()
+@click.version_option(__version__, prog_name="diego")
+@click.option(
+    "--api",
+    envvar="DIEGO_API",
+    default=DEFAULT_API,
+    show_default=True,
+    help="The node's API URL (env DIEGO_API).",
+)
+@click.pass_context
+def main(ctx: click.Context, api: str) -> None:
+    """diego: Tasks and processes scheduled onto cells, Cloud Foundry Diego style."""
+    ctx.obj = {"api": api}
+
+
+# ------------------------------------------------------------------ serve
+
+
+@main.command()
+@click.option("--listen", help="HOST:PORT for the API [default: 127.0.0.1:8889].")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="State directory.")
+@click.option(
+    "--config",
+    "config_file",
+    envvar="DIEGO_CONFIG",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A diego.toml (env DIEGO_CONFIG).",
+)
+def serve(listen: str | None, data_dir: str | None, config_file: Path | None) -> None:
+    """Run a node: the store and the HTTP API, until SIGINT or SIGTERM."""
+    try:
+        settings = config.load(
+            config_file, overrides={"server.listen": listen, "server.data_dir": data_dir}
+        )
+    except config.ConfigError as e:
+        raise click.UsageError(f"configuration: {e}") from None
+    logging.basicConfig(
+        level=settings.log.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    # Alembic narrates every plugin it loads at INFO; its news is in our own lines.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    asyncio.run(_serve_until_signalled(settings))
+
+
+async def _serve_until_signalled(settings: config.Settings) -> None:
+    serving = asyncio.ensure_future(node.serve(settings))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, serving.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
+
+
+# ------------------------------------------------------------------ tasks
+
+
+@main.group()
+def task() -> None:
+    """Create, inspect, cancel, wait for and delete Tasks."""
+
+
+@task.command("create")
+@click.option(
+    "-f",
+    "--file",
+    "source",
+    type=click.File("r"),
+    required=True,
+    help="TaskCreateRequest JSON, or -.",
+)
+@json_option
+@click.pass_context
+def task_create(ctx: click.Context, source: Any, as_json: bool) -> None:
+    """Create a Task from a TaskCreateRequest JSON document."""
+    try:
+        request = json.load(source)
+    except ValueError as e:
+        raise click.UsageError(f"{source.name}: not JSON: {e}") from None
+    created = _with_client(ctx, lambda c: c.create_task(request))
+    _print_task(created, as_json)
+
+
+@task.command("get")
+@click.argument("task_guid")
+@json_option
+@click.pass_context
+def task_get(ctx: click.Context, task_guid: str, as_json: bool) -> None:
+    """Show one Task."""
+    _print_task(_with_client(ctx, lambda c: c.get_task(task_guid)), as_json)
+
+
+@task.command("list")
+@click.option("--domain", help="Only this domain's Tasks.")
+@json_option
+@click.pass_context
+def task_list(ctx: click.Context, domain: str | None, as_json: bool) -> None:
+    """List Tasks, oldest first."""
+    found = _with_client(ctx, lambda c: c.list_tasks(domain))
+    if as_json:
+        click.echo(json.dumps([encode(t) for t in found], indent=2))
+        return
+    rows = [(t.task_guid, t.domain, t.state.value, t.cell_id or "-", _outcome(t)) for t in found]
+    click.echo(_table(("GUID", "DOMAIN", "STATE", "CELL", "OUTCOME"), rows))
+
+
+@task.command("cancel")
+@click.argument("task_guid")
+@json_option
+@click.pass_context
+def task_cancel(ctx: click.Context, task_guid: str, as_json: bool) -> None:
+    """Cancel a Task that has not completed."""
+    _print_task(_with_client(ctx, lambda c: c.cancel_task(task_guid)), as_json)
+
+
+@task.command("delete")
+@click.argument("task_guid")
+@click.pass_context
+def task_delete(ctx: click.Context, task_guid: str) -> None:
+    """Delete (resolve) a COMPLETED Task."""
+    _with_client(ctx, lambda c: c.delete_task(task_guid))
+    click.echo(f"deleted {task_guid}")
+
+
+@task.command("wait")
+@click.argument("task_guid")
+@click.option("--timeout", type=float, help="Give up after this many seconds.")
+@json_option
+@click.pass_context
+def task_wait(ctx: click.Context, task_guid: str, timeout: float | None, as_json: bool) -> None:
+    """Wait until a Task is COMPLETED; print failed, failure_reason and result.
+
+    Exits 0 when the Task succeeded, 3 when it failed.
+    """
+
+    async def wait(client: Client) -> Task:
+        return await asyncio.wait_for(_wait_for_completion(client, task_guid), timeout)
+
+    try:
+        done = _with_client(ctx, wait)
+    except TimeoutError:
+        click.echo(f"error: {task_guid} not completed within {timeout:g}s", err=True)
+        sys.exit(EXIT_ERROR)
+    if as_json:
+        click.echo(json.dumps(encode(done), indent=2))
+    else:
+        click.echo(f"failed: {str(done.failed).lower()}")
+        click.echo(f"failure_reason: {done.failure_reason}")
+        click.echo(f"result: {done.result}")
+    if done.failed:
+        sys.exit(EXIT_TASK_FAILED)
+
+
+async def _wait_for_completion(client: Client, guid: str) -> Task:
+    """Follow the event stream until the Task is COMPLETED (or is being resolved)."""
+    finished = (TaskState.COMPLETED, TaskState.RESOLVING)
+    async for event in client.events():
+        if event.type == "subscribed":
+            # From here no change is missed: look at where the Task is now.
+            current = await client.get_task(guid)
+            if current.state in finished:
+                return current
+        elif _guid_of(event) == guid:
+            task = _task_of(event)
+            if event.type == "task_removed" or task.state in finished:
+                return task
+    raise ApiError(0, "StreamEnded", "the event stream ended before the Task completed")
+
+
+def _guid_of(event: StreamEvent) -> str | None:
+    data = event.data if isinstance(event.data, dict) else {}
+    task = data.get("after") or data.get("task") or {}
+    return task.get("task_guid") if isinstance(task, dict) else None
+
+
+def _task_of(event: StreamEvent) -> Task:
+    data = event.data
+    return decode(Task, data.get("after") or data["task"])
+
+
+# ------------------------------------------------------------------ events
+
+
+@main.command()
+@click.option("--domain", help="Only this domain's events.")
+@json_option
+@click.pass_context
+def events(ctx: click.Context, domain: str | None, as_json: bool) -> None:
+    """Print the node's events as they happen, until interrupted."""
+
+    async def follow(client: Client) -> None:
+        async for event in client.events(domain):
+            if event.type == "subscribed":
+                continue
+            if as_json:
+                click.echo(json.dumps({"type": event.type, "data": event.data}))
+            else:
+                click.echo(_describe(event))
+
+    _with_client(ctx, follow)
+
+
+def _describe(event: StreamEvent) -> str:
+    data = event.data if isinstance(event.data, dict) else {}
+    if event.type == "task_changed":
+        before, after = data["before"], data["after"]
+        moved = f"{before['state']} -> {after['state']}"
+        return f"{event.type:<14} {after['task_guid']}  {moved}  {_outcome_data(after)}".rstrip()
+    if "task" in data:
+        task = data["task"]
+        return f"{event.type:<14} {task['task_guid']}  {task['state']}"
+    return f"{event.type:<14} {json.dumps(data)}"
+
+
+# ------------------------------------------------------------------ output
+
+
+def _outcome(task: Task) -> str:
+    if task.state not in (TaskState.COMPLETED, TaskState.RESOLVING):
+        return ""
+    return f"failed: {task.failure_reason}" if task.failed else "succeeded"
+
+
+def _outcome_data(task: dict[str, Any]) -> str:
+    if task.get("state") not in ("COMPLETED", "RESOLVING"):
+        return ""
+    return f"failed: {task.get('failure_reason', '')}" if task.get("failed") else "succeeded"
+
+
+def _print_task(task: Task, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(encode(task), indent=2))
+        return
+    data = encode(task)
+    action = json.dumps(data.pop("action"), separators=(",", ":"))
+    width = max(len(k) for k in data)
+    for key, value in data.items():
+        if value in ("", [], None) and key not in ("state",):
+            continue
+        shown = json.dumps(value) if isinstance(value, list | dict | bool) else value
+        click.echo(f"{key:<{width}}  {shown}")
+    click.echo(f"{'action':<{width}}  {action}")
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    lines = [header, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )

@@ -1,0 +1,165 @@
+"""Settings: defaults < config file (TOML) < ``DIEGO_*`` environment < flags.
+
+Every setting lives in a section; ``[server] listen`` is ``server.listen`` in
+errors and ``DIEGO_SERVER_LISTEN`` in the environment. The settings are decoded by
+the same codec as the API's documents, so an unknown or ill-typed setting is
+refused with its name, never ignored. ``config/diego.toml`` documents them all.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from diego.models.codec import InvalidDocument, decode
+from diego.models.rules import Rule, at_least, non_empty, one_of, rule_metadata
+
+ENV_PREFIX = "DIEGO_"
+
+
+def _host_port() -> Rule:
+    def check(value: str) -> str | None:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            return "must be HOST:PORT"
+        return None
+
+    return Rule(check)
+
+
+def _positive() -> Rule:
+    return Rule(lambda v: None if v > 0 else "must be > 0", {"exclusiveMinimum": 0})
+
+
+@attrs.frozen(kw_only=True)
+class ServerSettings:
+    """The HTTP API and where the node keeps its files."""
+
+    listen: str = attrs.field(default="127.0.0.1:8889", metadata=rule_metadata(_host_port()))
+    data_dir: str = attrs.field(default="./diego-data", metadata=rule_metadata(non_empty()))
+    max_body_bytes: int = attrs.field(default=1024 * 1024, metadata=rule_metadata(at_least(1)))
+
+    @property
+    def host(self) -> str:
+        """The address to listen on."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """The port to listen on."""
+        return int(self.listen.rpartition(":")[2])
+
+
+@attrs.frozen(kw_only=True)
+class StoreSettings:
+    """The BBS store: empty ``url`` means SQLite in the data directory."""
+
+    url: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class EventsSettings:
+    """The event bus and the event stream."""
+
+    queue_size: int = attrs.field(default=1024, metadata=rule_metadata(at_least(1)))
+    heartbeat_interval: float = attrs.field(default=15.0, metadata=rule_metadata(_positive()))
+
+
+@attrs.frozen(kw_only=True)
+class LogSettings:
+    """Logging."""
+
+    level: str = attrs.field(
+        default="info", metadata=rule_metadata(one_of("debug", "info", "warning", "error"))
+    )
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every setting of a node."""
+
+    server: ServerSettings = attrs.Factory(ServerSettings)
+    store: StoreSettings = attrs.Factory(StoreSettings)
+    events: EventsSettings = attrs.Factory(EventsSettings)
+    log: LogSettings = attrs.Factory(LogSettings)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory as a path."""
+        return Path(self.server.data_dir)
+
+
+class ConfigError(Exception):
+    """A setting is unknown, ill-typed or out of range; the message names it."""
+
+
+def load(
+    file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from defaults, then ``file``, then ``environ``, then ``overrides``.
+
+    ``overrides`` maps dotted names (``server.listen``) to values, as flags give them.
+    """
+    layers: dict[str, dict[str, Any]] = {}
+    if file is not None:
+        try:
+            with open(file, "rb") as f:
+                document = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"config file {file}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {file}: {e}") from None
+        for section, values in document.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{section}: must be a [section] of settings")
+            layers.setdefault(section, {}).update(values)
+    for name, text in _environment(environ if environ is not None else os.environ).items():
+        section, key = name
+        layers.setdefault(section, {})[key] = _coerce(section, key, text)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            section, _, key = dotted.partition(".")
+            layers.setdefault(section, {})[key] = value
+    try:
+        return decode(Settings, layers)
+    except InvalidDocument as e:
+        raise ConfigError(str(e)) from None
+
+
+def _environment(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    sections = {f.name: f.type for f in attrs.fields(Settings)}
+    for section in sections:
+        prefix = f"{ENV_PREFIX}{section.upper()}_"
+        for name, text in environ.items():
+            if name.startswith(prefix):
+                found[(section, name[len(prefix) :].lower())] = text
+    return found
+
+
+def _coerce(section: str, key: str, text: str) -> Any:
+    """An environment string as the type the setting takes (left as text if unknown)."""
+    section_type = typing.get_type_hints(Settings)[section]
+    kind = typing.get_type_hints(section_type).get(key)
+    name = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+    try:
+        if kind is bool:
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("1", "true", "yes")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        words: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number"}
+        raise ConfigError(f"{name}: {text!r} is not {words.get(kind, 'valid')}") from None
+    return text

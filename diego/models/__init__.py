@@ -1,0 +1,1 @@
+"""Models: attrs values, their JSON form, validation and the pure lifecycle rules."""

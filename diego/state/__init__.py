@@ -1,0 +1,1 @@
+"""The BBS: desired and actual state in SQL, changed only by lifecycle verbs."""

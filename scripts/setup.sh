@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what diego and its tests need, on a fresh Debian machine as root.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_install() {
+  if [[ ! -f /var/lib/apt/periodic/diego-updated ]]; then
+    apt-get update -qq
+    mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/diego-updated
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+missing=()
+python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+command -v git >/dev/null || missing+=(git)
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  apt_install "${missing[@]}"
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+# Reinstall only when pyproject.toml changed since the last install.
+stamp=.venv/.diego-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
