@@ -16,6 +16,9 @@ missing=()
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v git >/dev/null || missing+=(git)
+# The store's tests run against a private PostgreSQL cluster as well as SQLite.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+command -v runuser >/dev/null || missing+=(util-linux)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   apt_install "${missing[@]}"
