@@ -12,12 +12,22 @@ from typing import ClassVar
 import attrs
 
 from diego.models.codec import Problems, join
-from diego.models.rules import at_least, non_empty, non_empty_items, one_of, rule_metadata
+from diego.models.rules import Rule, at_least, non_empty, non_empty_items, rule_metadata
 
 DEFAULT_USER = "root"
 """The user a run, download or upload action acts as inside the container."""
 
 CHECKSUM_ALGORITHMS = ("md5", "sha1", "sha256")
+
+
+def _algorithm() -> Rule:
+    """Empty, or a checksum algorithm in any case (Diego lowercases it)."""
+    words = "must be one of " + ", ".join(CHECKSUM_ALGORITHMS)
+
+    def check(value: str) -> str | None:
+        return None if not value or value.lower() in CHECKSUM_ALGORITHMS else words
+
+    return Rule(check, {"enum": ["", *CHECKSUM_ALGORITHMS]})
 
 
 @attrs.frozen(kw_only=True)
@@ -65,9 +75,7 @@ class DownloadAction:
     cache_key: str = ""
     log_source: str = ""
     user: str = attrs.field(default=DEFAULT_USER, metadata=rule_metadata(non_empty()))
-    checksum_algorithm: str = attrs.field(
-        default="", metadata=rule_metadata(one_of("", *CHECKSUM_ALGORITHMS))
-    )
+    checksum_algorithm: str = attrs.field(default="", metadata=rule_metadata(_algorithm()))
     checksum_value: str = ""
 
     def check(self, path: str, problems: Problems) -> None:

@@ -76,7 +76,14 @@ def start(task: Task, cell_id: str, now: int) -> Task:
 def complete(
     task: Task, cell_id: str, failed: bool, failure_reason: str, result: str, now: int
 ) -> Task:
-    """The cell ``cell_id`` finished the Task, successfully or not."""
+    """The cell ``cell_id`` finished the Task, successfully or not.
+
+    The completing cell stays in ``cell_id`` (Diego clears it): a consumer can see
+    where its Task ran.
+    """
+    if task.state not in (P, C, R):
+        # RESOLVING → COMPLETED is the converger's demote, never a cell's say.
+        raise InvalidStateTransition(task.task_guid, task.state, D)
     _require_cell(task, cell_id)
     return _move(
         task,

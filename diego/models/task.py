@@ -29,7 +29,7 @@ from diego.models.rules import (
     rule_metadata,
 )
 
-GUID_PATTERN = r"[a-zA-Z0-9_-]+"
+GUID_PATTERN = r"[a-zA-Z0-9_-]*"  # emptiness is non_empty()'s to report
 MAX_ANNOTATION_BYTES = 10 * 1024
 MAX_RESULT_BYTES = 10 * 1024
 """Only the first 10 KiB of a result_file come back in ``result``."""
@@ -80,7 +80,9 @@ class SecurityGroupRule:
     def check(self, path: str, problems: Problems) -> None:
         """Ports go with tcp and udp only, icmp_info with icmp only."""
         has_ports = self.port_range is not None or self.ports is not None
-        if self.protocol in ("tcp", "udp"):
+        if self.ports is not None and not self.ports:
+            problems.add(join(path, "ports"), "must not be empty")
+        elif self.protocol in ("tcp", "udp"):
             if self.port_range is not None and self.ports is not None:
                 problems.add(join(path, "ports"), "give ports or port_range, not both")
             elif not has_ports:
