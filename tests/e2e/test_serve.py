@@ -1,0 +1,239 @@
+"""``diego serve`` as a real process: startup, persistence, shutdown, bad input, config."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from .conftest import (
+    DIEGO,
+    STOP_DEADLINE,
+    Server,
+    clean_env,
+    free_port,
+    no_traceback,
+    task_request,
+)
+
+PROMPT_STOP = 10.0
+"""How long a stop may take to count as prompt (aiohttp's own limit is 60 s)."""
+
+
+def test_ping_answers(server: Server) -> None:
+    """A started server answers GET /v1/ping with available: true."""
+    reply = server.request("GET", "/v1/ping")
+    assert reply.status == 200
+    assert reply.body["available"] is True
+    assert reply.body["version"]
+
+
+def test_task_survives_kill_9_and_restart(server: Server) -> None:
+    """A created Task is durable: after kill -9 and a restart on the same data dir it is
+    unchanged and still PENDING."""
+    created = server.post_json("/v1/tasks", task_request("durable-1", annotation="keep me"))
+    assert created.status == 201, created.text
+    before = server.request("GET", "/v1/tasks/durable-1").body
+
+    assert server.kill() == -9
+    server.start()
+
+    after = server.request("GET", "/v1/tasks/durable-1")
+    assert after.status == 200, after.text
+    assert after.body == before
+    assert after.body["state"] == "PENDING"
+    assert after.body["annotation"] == "keep me"
+    listed = server.request("GET", "/v1/tasks").body
+    assert [t["task_guid"] for t in listed] == ["durable-1"]
+
+
+def test_sigterm_stops_with_exit_code_zero(server: Server) -> None:
+    """SIGTERM makes the server exit 0 promptly."""
+    started = time.monotonic()
+    assert server.terminate(PROMPT_STOP) == 0
+    assert time.monotonic() - started < PROMPT_STOP
+    assert no_traceback(server.stderr)
+
+
+def test_open_event_stream_does_not_block_sigterm(server: Server) -> None:
+    """An open /v1/events stream neither delays a SIGTERM stop nor changes its exit code 0,
+    and the stream ends when the server stops."""
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=STOP_DEADLINE)
+    try:
+        conn.request("GET", "/v1/events")
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type", "").startswith("text/event-stream")
+        first = response.readline()
+        assert first.startswith(b": subscribed")
+
+        started = time.monotonic()
+        assert server.terminate(PROMPT_STOP) == 0
+        assert time.monotonic() - started < PROMPT_STOP
+
+        # The stream ends (EOF) rather than hanging until the socket timeout.
+        rest = response.read()
+        assert b"Traceback" not in rest
+    finally:
+        conn.close()
+    assert no_traceback(server.stderr)
+
+
+def test_second_server_sees_tasks_after_clean_stop(server: Server) -> None:
+    """After a clean stop, a new server on the same data dir serves the same Tasks in
+    the same states."""
+    for guid in ("kept-a", "kept-b"):
+        assert server.post_json("/v1/tasks", task_request(guid)).status == 201
+    assert server.request("POST", "/v1/tasks/kept-b/cancel").status == 200
+    before = server.request("GET", "/v1/tasks").body
+
+    assert server.terminate() == 0
+    server.start()
+
+    after = server.request("GET", "/v1/tasks").body
+    assert after == before
+    states = {t["task_guid"]: (t["state"], t["failure_reason"]) for t in after}
+    assert states == {"kept-a": ("PENDING", ""), "kept-b": ("COMPLETED", "cancelled")}
+
+
+BAD_BODIES = {
+    "malformed JSON": (b'{"task_guid": "x", ', 400),
+    "wrong type": (json.dumps(task_request("wrong-type", cpu_weight="heavy")).encode(), 400),
+    "unknown field": (json.dumps(task_request("unknown-field", colour="blue")).encode(), 400),
+    "over 1 MiB": (
+        json.dumps(task_request("too-big", annotation="x" * (1024 * 1024 + 1))).encode(),
+        413,
+    ),
+}
+
+
+def test_bad_input_costs_nothing(server: Server) -> None:
+    """Malformed JSON, a wrong type, an unknown field and a body over 1 MiB each get a 4xx
+    with a JSON {name, message} body; nothing is stored and nothing is traced."""
+    for what, (body, status) in BAD_BODIES.items():
+        reply = server.request("POST", "/v1/tasks", body)
+        assert reply.status == status, f"{what}: {reply.status} {reply.text[:300]}"
+        assert reply.headers.get("Content-Type", "").startswith("application/json"), what
+        assert isinstance(reply.body, dict), f"{what}: {reply.text[:300]}"
+        assert isinstance(reply.body.get("name"), str), what
+        assert reply.body["name"], what
+        assert isinstance(reply.body.get("message"), str), what
+        assert reply.body["message"], what
+
+    assert server.request("GET", "/v1/tasks").body == []
+    assert server.request("GET", "/v1/ping").status == 200
+    assert no_traceback(server.stderr), server.stderr
+
+
+def test_openapi_document_lists_paths(server: Server) -> None:
+    """GET /v1/openapi.json is an OpenAPI document whose paths include /v1/tasks and
+    /v1/events."""
+    reply = server.request("GET", "/v1/openapi.json")
+    assert reply.status == 200
+    assert str(reply.body["openapi"]).startswith("3.")
+    assert {"/v1/tasks", "/v1/events"} <= set(reply.body["paths"])
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def body_of_size(guid: str, size: int) -> bytes:
+    """A valid TaskCreateRequest exactly ``size`` bytes long."""
+    base = len(json.dumps(task_request(guid, annotation="")))
+    body = json.dumps(task_request(guid, annotation="x" * (size - base))).encode()
+    assert len(body) == size
+    return body
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "diego.toml"
+    path.write_text(text)
+    return path
+
+
+LIMITED = '[server]\nlisten = "127.0.0.1:0"\nmax_body_bytes = 2000\n'
+
+
+def test_config_file_sets_body_limit(server_proc: Server, tmp_path: Path) -> None:
+    """A --config file's [server] listen and max_body_bytes take effect: a 3000-byte body
+    gets 413 while a small one is accepted."""
+    config = write_config(tmp_path, LIMITED)
+    server_proc.start("--config", str(config), listen=None)
+
+    too_big = server_proc.request("POST", "/v1/tasks", body_of_size("big", 3000))
+    assert too_big.status == 413, too_big.text
+    assert too_big.body["name"] == "RequestTooLarge"
+    assert "2000" in too_big.body["message"]
+    assert server_proc.request("POST", "/v1/tasks", body_of_size("small", 1500)).status == 201
+
+
+def test_env_overrides_config_file(server_proc: Server, tmp_path: Path) -> None:
+    """DIEGO_SERVER_MAX_BODY_BYTES beats the config file: with 5000 in the environment a
+    3000-byte body is accepted."""
+    config = write_config(tmp_path, LIMITED)
+    server_proc.start(
+        "--config", str(config), listen=None, env={"DIEGO_SERVER_MAX_BODY_BYTES": "5000"}
+    )
+
+    reply = server_proc.request("POST", "/v1/tasks", body_of_size("big", 3000))
+    assert reply.status == 201, reply.text
+
+
+def test_listen_flag_overrides_env_and_env_overrides_file(
+    server_proc: Server, tmp_path: Path
+) -> None:
+    """For [server] listen, the environment beats the file and --listen beats the
+    environment."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]  # a server that tried this port would fail to start
+
+        config = write_config(tmp_path, f'[server]\nlisten = "127.0.0.1:{taken}"\n')
+        server_proc.start(
+            "--config", str(config), listen=None, env={"DIEGO_SERVER_LISTEN": "127.0.0.1:0"}
+        )
+        assert server_proc.port != taken
+        assert server_proc.terminate() == 0
+
+        wanted = free_port()
+        server_proc.start(
+            "--config",
+            str(config),
+            listen=f"127.0.0.1:{wanted}",
+            env={"DIEGO_SERVER_LISTEN": f"127.0.0.1:{taken}"},
+        )
+        assert server_proc.port == wanted
+        assert server_proc.request("GET", "/v1/ping").status == 200
+
+
+@pytest.mark.parametrize("where", ["file", "env"])
+def test_unknown_setting_is_refused_by_name(tmp_path: Path, where: str) -> None:
+    """An unknown setting (in the config file or the environment) makes diego serve exit
+    non-zero with a message naming it, and no traceback."""
+    config = write_config(tmp_path, '[server]\nlisten = "127.0.0.1:0"\n')
+    env = {}
+    if where == "file":
+        config.write_text('[server]\nlisten = "127.0.0.1:0"\nbogus_setting = 1\n')
+    else:
+        env["DIEGO_SERVER_BOGUS_SETTING"] = "1"
+    done = subprocess.run(
+        [str(DIEGO), "serve", "--config", str(config), "--data-dir", str(tmp_path / "data")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "bogus_setting" in done.stderr
+    assert no_traceback(done.stderr), done.stderr
+    assert "api-listening" not in done.stderr
