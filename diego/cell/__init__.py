@@ -1,0 +1,1 @@
+"""The cell: the rep, the executor and the backends that run containers."""

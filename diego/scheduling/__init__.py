@@ -1,0 +1,1 @@
+"""Placement and repair: the auction and the converger, each a pure plan and its loop."""
