@@ -82,6 +82,8 @@ def main(ctx: click.Context, api: str) -> None:
 @main.command()
 @click.option("--listen", help="HOST:PORT for the API [default: 127.0.0.1:8889].")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="State directory.")
+@click.option("--cells", type=int, help="Embedded cells to run [default: 1].")
+@click.option("--zones", type=int, help="Zones to spread the embedded cells over [default: 1].")
 @click.option(
     "--config",
     "config_file",
@@ -89,12 +91,26 @@ def main(ctx: click.Context, api: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A diego.toml (env DIEGO_CONFIG).",
 )
-def serve(listen: str | None, data_dir: str | None, config_file: Path | None) -> None:
-    """Run a node: the store and the HTTP API, until SIGINT or SIGTERM."""
+def serve(
+    listen: str | None,
+    data_dir: str | None,
+    cells: int | None,
+    zones: int | None,
+    config_file: Path | None,
+) -> None:
+    """Run a node until SIGINT or SIGTERM: store, API, auctioneer, converger and cells.
+
+    The first signal evacuates the cells (no new work; running Tasks get the
+    evacuation timeout), then stops; a second one stops at once.
+    """
+    overrides = {
+        "server.listen": listen,
+        "server.data_dir": data_dir,
+        "cell.count": cells,
+        "cell.zones": zones,
+    }
     try:
-        settings = config.load(
-            config_file, overrides={"server.listen": listen, "server.data_dir": data_dir}
-        )
+        settings = config.load(config_file, overrides=overrides)
     except config.ConfigError as e:
         raise click.UsageError(f"configuration: {e}") from None
     logging.basicConfig(
@@ -108,10 +124,17 @@ def serve(listen: str | None, data_dir: str | None, config_file: Path | None) ->
 
 
 async def _serve_until_signalled(settings: config.Settings) -> None:
-    serving = asyncio.ensure_future(node.serve(settings))
+    stopping = asyncio.Event()
+    serving = asyncio.ensure_future(node.serve(settings, stopping=stopping))
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            serving.cancel()  # a second signal: stop now
+        stopping.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, serving.cancel)
+        loop.add_signal_handler(sig, on_signal)
     with contextlib.suppress(asyncio.CancelledError):
         await serving
 
@@ -274,6 +297,56 @@ def _describe(event: StreamEvent) -> str:
         task = data["task"]
         return f"{event.type:<14} {task['task_guid']}  {task['state']}"
     return f"{event.type:<14} {json.dumps(data)}"
+
+
+# ------------------------------------------------------------------ logs and cells
+
+
+@main.command()
+@click.argument("log_guid")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=int, default=100, show_default=True, help="Recent lines first.")
+@json_option
+@click.pass_context
+def logs(ctx: click.Context, log_guid: str, follow: bool, tail: int, as_json: bool) -> None:
+    """Print a log_guid's container output (recent lines; -f to follow)."""
+
+    async def show(client: Client) -> None:
+        async for event in client.logs(log_guid, tail, follow):
+            if event.type != "log":
+                continue
+            if as_json:
+                click.echo(json.dumps(event.data))
+            else:
+                line = event.data
+                click.echo(f"[{line['source_type']}/{line['stream']}] {line['message']}")
+
+    _with_client(ctx, show)
+
+
+@main.command()
+@json_option
+@click.pass_context
+def cells(ctx: click.Context, as_json: bool) -> None:
+    """List the node's cells and their free capacity."""
+    found = _with_client(ctx, lambda c: c.cells())
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    rows = [
+        (
+            c["cell_id"],
+            c["zone"],
+            ",".join(c["stacks"]),
+            f"{c['available']['memory_mb']}/{c['capacity']['memory_mb']}",
+            f"{c['available']['disk_mb']}/{c['capacity']['disk_mb']}",
+            str(c["containers"]),
+            "evacuating" if c["evacuating"] else "",
+        )
+        for c in found
+    ]
+    header = ("CELL", "ZONE", "STACKS", "FREE MEMORY MB", "FREE DISK MB", "CONTAINERS", "")
+    click.echo(_table(header, rows))
 
 
 # ------------------------------------------------------------------ output

@@ -97,6 +97,22 @@ class Client:
         """Resolve (remove) a COMPLETED Task."""
         await self._call("DELETE", f"/v1/tasks/{guid}")
 
+    async def cells(self) -> list[dict[str, Any]]:
+        """The node's cells."""
+        return list(await self._call("GET", "/v1/cells"))
+
+    async def evacuate_cell(self, cell_id: str) -> None:
+        """Start evacuating a cell."""
+        await self._call("POST", f"/v1/cells/{cell_id}/evacuate")
+
+    async def logs(
+        self, log_guid: str, tail: int = 100, follow: bool = False
+    ) -> AsyncIterator[StreamEvent]:
+        """The lines of ``log_guid``: the last ``tail``, then new ones if ``follow``."""
+        params = {"tail": str(tail), "follow": "true" if follow else "false"}
+        async for event in self._stream(f"/v1/logs/{log_guid}", params):
+            yield event
+
     async def events(self, domain: str | None = None) -> AsyncIterator[StreamEvent]:
         """The node's events from now on; the first item is yielded once subscribed.
 
@@ -104,7 +120,11 @@ class Client:
         it will be seen.
         """
         params = {"domain": domain} if domain is not None else {}
-        async with self.session.get(self.url + "/v1/events", params=params) as response:
+        async for event in self._stream("/v1/events", params):
+            yield event
+
+    async def _stream(self, path: str, params: dict[str, str]) -> AsyncIterator[StreamEvent]:
+        async with self.session.get(self.url + path, params=params) as response:
             if response.status >= 400:
                 text = await response.text()
                 raise _error(response.status, _json_or_none(text), text)

@@ -72,6 +72,65 @@ class EventsSettings:
 
 
 @attrs.frozen(kw_only=True)
+class CellSettings:
+    """The cells a node runs itself (embedded cells)."""
+
+    count: int = attrs.field(default=1, metadata=rule_metadata(at_least(0)))
+    zones: int = attrs.field(default=1, metadata=rule_metadata(at_least(1)))
+    name_prefix: str = ""  # empty: this machine's host name
+    stacks: tuple[str, ...] = ("linux",)
+    backend: str = attrs.field(default="local", metadata=rule_metadata(one_of("local")))
+    memory_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
+    disk_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
+    max_containers: int = attrs.field(default=256, metadata=rule_metadata(at_least(1)))
+    container_uid: int = attrs.field(default=100_000, metadata=rule_metadata(at_least(1)))
+    poll_interval: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
+    presence_ttl: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
+    evacuation_timeout: float = attrs.field(default=600.0, metadata=rule_metadata(at_least(0)))
+
+
+@attrs.frozen(kw_only=True)
+class AuctionSettings:
+    """The auctioneer."""
+
+    retry_interval: float = attrs.field(default=1.0, metadata=rule_metadata(_positive()))
+
+
+@attrs.frozen(kw_only=True)
+class ConvergerSettingsSection:
+    """The converger (seconds)."""
+
+    interval: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
+    kick_task_interval: float = attrs.field(default=30.0, metadata=rule_metadata(at_least(0)))
+    expire_pending_task: float = attrs.field(default=1800.0, metadata=rule_metadata(at_least(0)))
+    expire_completed_task: float = attrs.field(default=120.0, metadata=rule_metadata(at_least(0)))
+
+
+@attrs.frozen(kw_only=True)
+class CallbackSettings:
+    """Completion callbacks."""
+
+    timeout: float = attrs.field(default=10.0, metadata=rule_metadata(_positive()))
+    immediate_retries: int = attrs.field(default=3, metadata=rule_metadata(at_least(0)))
+
+
+@attrs.frozen(kw_only=True)
+class TransferSettings:
+    """Downloads and uploads."""
+
+    file_roots: tuple[str, ...] = ()
+    timeout: float = attrs.field(default=600.0, metadata=rule_metadata(_positive()))
+
+
+@attrs.frozen(kw_only=True)
+class LogsSettings:
+    """Container logs kept for GET /v1/logs."""
+
+    keep_lines: int = attrs.field(default=1000, metadata=rule_metadata(at_least(0)))
+    keep_guids: int = attrs.field(default=10_000, metadata=rule_metadata(at_least(1)))
+
+
+@attrs.frozen(kw_only=True)
 class LogSettings:
     """Logging."""
 
@@ -87,6 +146,12 @@ class Settings:
     server: ServerSettings = attrs.Factory(ServerSettings)
     store: StoreSettings = attrs.Factory(StoreSettings)
     events: EventsSettings = attrs.Factory(EventsSettings)
+    cell: CellSettings = attrs.Factory(CellSettings)
+    auction: AuctionSettings = attrs.Factory(AuctionSettings)
+    converger: ConvergerSettingsSection = attrs.Factory(ConvergerSettingsSection)
+    callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
+    transfer: TransferSettings = attrs.Factory(TransferSettings)
+    logs: LogsSettings = attrs.Factory(LogsSettings)
     log: LogSettings = attrs.Factory(LogSettings)
 
     @property
@@ -159,6 +224,8 @@ def _coerce(section: str, key: str, text: str) -> Any:
             return int(text)
         if kind is float:
             return float(text)
+        if typing.get_origin(kind) is tuple:
+            return [item.strip() for item in text.split(",") if item.strip()]
     except ValueError:
         words: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number"}
         raise ConfigError(f"{name}: {text!r} is not {words.get(kind, 'valid')}") from None

@@ -2,22 +2,41 @@
 
 Each part exposes ``async run()`` and stops cleanly when cancelled; the node
 runs them under one TaskGroup, so a part that fails stops the node rather than
-leaving it half alive.
+leaving it half alive. Asked to stop (``stopping`` set: SIGTERM or SIGINT), the
+node first evacuates its cells (no new work; running Tasks get up to the
+evacuation timeout), then cancels every part.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import os
+import shutil
+import socket
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
 
+import attrs
 from aiohttp import web
 
 from diego.api.app import make_app
 from diego.bus import Bus
+from diego.callbacks import Resolver
+from diego.cell.backends.local import LocalBackend
+from diego.cell.executor import Executor
+from diego.cell.rep import Rep, RepSettings
+from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
 from diego.config import Settings
-from diego.models.events import Event
+from diego.logs import LogStore
+from diego.models.events import Event, TaskCreated
+from diego.models.task import TaskState
+from diego.scheduling.auction import Resources
+from diego.scheduling.auctioneer import Auctioneer
+from diego.scheduling.convergence import Converger
+from diego.scheduling.converger import ConvergerSettings
 from diego.state.bbs import BBS
 from diego.state.store import Store, sqlite_url
 
@@ -50,16 +69,121 @@ class ApiServer:
             await runner.cleanup()
 
 
-async def serve(settings: Settings, on_listening: Callable[[str], None] | None = None) -> None:
-    """Run a whole node until cancelled."""
+def machine_capacity(data_dir: Path, cells: int) -> Resources:
+    """This machine's memory and disk, shared equally by ``cells`` cells."""
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    disk = shutil.disk_usage(data_dir).total
+    share = max(1, cells)
+    return Resources(
+        memory_mb=pages // (1024 * 1024) // share,
+        disk_mb=disk // (1024 * 1024) // share,
+        containers=0,
+    )
+
+
+def build_cells(settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfers) -> list[Rep]:
+    """The embedded cells of this node."""
+    config = settings.cell
+    data_dir = settings.data_dir.resolve()
+    detected = machine_capacity(data_dir, config.count)
+    total = Resources(
+        memory_mb=config.memory_mb or detected.memory_mb,
+        disk_mb=config.disk_mb or detected.disk_mb,
+        containers=config.max_containers,
+    )
+    prefix = config.name_prefix or socket.gethostname()
+    rep_settings = RepSettings(
+        poll_interval=config.poll_interval,
+        presence_ttl=config.presence_ttl,
+        evacuation_timeout=config.evacuation_timeout,
+    )
+    reps = []
+    for i in range(config.count):
+        cell_id = f"{prefix}-{i}"
+        home = data_dir / "cells" / cell_id
+        backend = LocalBackend(
+            home / "containers", hide=(data_dir,), container_uid=config.container_uid
+        )
+        capabilities = backend.capabilities()
+        log.info(
+            "cell-capabilities cell=%s %s",
+            cell_id,
+            " ".join(f"{k}={v}" for k, v in attrs.asdict(capabilities).items()),
+        )
+        executor = Executor(backend, total, logs, transfers, home / "scratch")
+        zone = f"z{i % config.zones}"
+        reps.append(Rep(cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings))
+    return reps
+
+
+async def feed_auctioneer(bbs: BBS, auctioneer: Auctioneer) -> None:
+    """Send the auctioneer every PENDING Task: those already stored, then each new one."""
+    subscription = bbs.bus.subscribe(lambda e: isinstance(e, TaskCreated), name="auctioneer")
+    try:
+        # Subscribed first, so a Task created while these are read is not missed.
+        auctioneer.submit(await bbs.tasks(states=[TaskState.PENDING]))
+        async for event in subscription:
+            assert isinstance(event, TaskCreated)
+            auctioneer.submit([event.task])
+    finally:
+        subscription.close()
+
+
+async def serve(
+    settings: Settings,
+    on_listening: Callable[[str], None] | None = None,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Run a whole node until cancelled, or until ``stopping`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.store.url or sqlite_url(settings.data_dir))
     try:
+        clock = SystemClock()
         bus: Bus[Event] = Bus(settings.events.queue_size)
-        bbs = BBS(store, bus, SystemClock())
-        api = ApiServer(make_app(bbs, settings), settings.server.host, settings.server.port)
-        async with asyncio.TaskGroup() as parts:
-            parts.create_task(api.run(on_listening), name="api")
+        bbs = BBS(store, bus, clock)
+        logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
+        transfers = Transfers(
+            [Path(p) for p in settings.transfer.file_roots], settings.transfer.timeout
+        )
+        reps = build_cells(settings, bbs, logs, transfers)
+        auctioneer = Auctioneer(bbs, lambda: reps, settings.auction.retry_interval)
+        for rep in reps:
+            rep.on_capacity_freed = auctioneer.kick
+        resolver = Resolver(bbs, settings.callbacks.timeout, settings.callbacks.immediate_retries)
+        c = settings.converger
+        converger = Converger(
+            bbs,
+            ConvergerSettings(c.kick_task_interval, c.expire_pending_task, c.expire_completed_task),
+            c.interval,
+            auctioneer.submit,
+            resolver.resolve,
+        )
+        app = make_app(bbs, settings, cells=reps, logs=logs)
+        api = ApiServer(app, settings.server.host, settings.server.port)
+        await _run_parts(
+            [
+                api.run(on_listening),
+                feed_auctioneer(bbs, auctioneer),
+                auctioneer.run(),
+                converger.run(),
+                resolver.run(),
+                *(rep.run() for rep in reps),
+            ],
+            reps,
+            stopping or asyncio.Event(),
+        )
     finally:
         await store.close()
         log.info("node-stopped")
+
+
+async def _run_parts(
+    parts: Sequence[Coroutine[Any, Any, None]], reps: Sequence[Rep], stopping: asyncio.Event
+) -> None:
+    async with asyncio.TaskGroup() as group:
+        running = [group.create_task(part) for part in parts]
+        await stopping.wait()
+        log.info("node-stopping: evacuating %d cells", len(reps))
+        await asyncio.gather(*(rep.evacuate() for rep in reps))
+        for task in running:
+            task.cancel()

@@ -19,6 +19,12 @@ command -v git >/dev/null || missing+=(git)
 # The store's tests run against a private PostgreSQL cluster as well as SQLite.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v runuser >/dev/null || missing+=(util-linux)
+# The local backend: bubblewrap sandboxes; setpriv and prlimit (util-linux),
+# mkfs.ext4 (e2fsprogs) and mount for each container's size-limited disk.
+command -v bwrap >/dev/null || missing+=(bubblewrap)
+command -v setpriv >/dev/null && command -v prlimit >/dev/null || missing+=(util-linux)
+command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+command -v mount >/dev/null || missing+=(mount)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   apt_install "${missing[@]}"

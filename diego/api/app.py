@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from aiohttp import web
 
 from diego import __version__
+from diego.api import cells as cells_api
 from diego.api import events, openapi, tasks
+from diego.api import logs as logs_api
 from diego.api.errors import json_errors
 from diego.api.json import json_response
-from diego.api.keys import BBS_KEY, SETTINGS_KEY, STREAMS_KEY, OpenStreams
+from diego.api.keys import BBS_KEY, CELLS_KEY, LOGS_KEY, SETTINGS_KEY, STREAMS_KEY, OpenStreams
 from diego.api.routes import Reply, Route, register
+from diego.cell.rep import Rep
 from diego.config import Settings
+from diego.logs import LogStore
 from diego.state.bbs import BBS
 
 
@@ -37,6 +44,8 @@ def all_routes() -> list[Route]:
         ),
         *tasks.ROUTES,
         *events.ROUTES,
+        *cells_api.ROUTES,
+        *logs_api.ROUTES,
         Route(
             "GET",
             "/v1/openapi.json",
@@ -48,12 +57,21 @@ def all_routes() -> list[Route]:
     ]
 
 
-def make_app(bbs: BBS, settings: Settings) -> web.Application:
-    """The API over ``bbs``."""
+def make_app(
+    bbs: BBS,
+    settings: Settings,
+    cells: Sequence[Rep] = (),
+    logs: LogStore | None = None,
+) -> web.Application:
+    """The API over ``bbs``, the node's ``cells`` and their ``logs``."""
     app = web.Application(middlewares=[json_errors], client_max_size=settings.server.max_body_bytes)
     app[BBS_KEY] = bbs
     app[SETTINGS_KEY] = settings
     app[STREAMS_KEY] = OpenStreams()
+    app[CELLS_KEY] = cells
+    app[LOGS_KEY] = logs if logs is not None else LogStore(bbs.clock)
+    evacuations: set[asyncio.Task[None]] = set()
+    app[cells_api.EVACUATIONS_KEY] = evacuations
     register(app, all_routes())
 
     async def end_streams(app: web.Application) -> None:

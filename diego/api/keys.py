@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from aiohttp import web
 
 from diego.bus import Subscription
+from diego.cell.rep import Rep
 from diego.config import Settings
-from diego.models.events import Event
+from diego.logs import LogStore
 from diego.state.bbs import BBS
 
 BBS_KEY = web.AppKey("bbs", BBS)
@@ -17,7 +21,7 @@ class OpenStreams:
     """The subscriptions of open event streams, ended at shutdown."""
 
     def __init__(self) -> None:
-        self.subscriptions: set[Subscription[Event]] = set()
+        self.subscriptions: set[Subscription[Any]] = set()
 
     def close_all(self) -> None:
         """End every open stream."""
@@ -26,3 +30,8 @@ class OpenStreams:
 
 
 STREAMS_KEY = web.AppKey("streams", OpenStreams)
+CELLS_KEY = web.AppKey("cells", Sequence[Rep])
+"""The cells this node runs (embedded reps)."""
+
+LOGS_KEY = web.AppKey("logs", LogStore)
+"""Container logs."""

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from diego.bus import Bus
 from diego.clock import Clock
+from diego.models.cells import CellPresence
 from diego.models.events import Event, task_events
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.state.store import Page, Store, TaskChange
@@ -95,6 +96,19 @@ class BBS:
         task = await self.store.delete_task(guid)
         self._publish(task, None)
         return task
+
+    async def renew_cell_presence(self, presence: CellPresence, ttl: float) -> None:
+        """Record that a cell is alive for the next ``ttl`` seconds."""
+        expires_at = self.clock.now() + int(ttl * 1_000_000_000)
+        await self.store.renew_cell_presence(presence, expires_at)
+
+    async def cell_presences(self) -> list[CellPresence]:
+        """The cells alive now."""
+        return await self.store.cell_presences(self.clock.now())
+
+    async def remove_cell_presence(self, cell_id: str) -> None:
+        """Forget a cell."""
+        await self.store.remove_cell_presence(cell_id)
 
     async def resolve_task(self, guid: str) -> Task:
         """What a consumer's DELETE does: COMPLETED → RESOLVING, then remove it."""

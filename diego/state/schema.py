@@ -33,3 +33,14 @@ tasks = sa.Table(
     # Listing walks Tasks oldest first by (created_at, guid), page by page.
     sa.Index("tasks_created_idx", "created_at", "guid"),
 )
+
+cells = sa.Table(
+    "cells",
+    metadata,
+    sa.Column("cell_id", sa.String(255), primary_key=True),
+    sa.Column("zone", sa.String(255), nullable=False, server_default=""),
+    # The CellPresence as JSON: what the cell serves, its capacity, how to reach it.
+    sa.Column("presence", sa.Text, nullable=False),
+    # A presence not renewed by then means the cell is gone.
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)

@@ -24,10 +24,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from diego.models import lifecycle
+from diego.models.cells import CellPresence
 from diego.models.codec import decode, encode
 from diego.models.errors import TaskGuidAlreadyExists, TaskNotFound
 from diego.models.task import Task, TaskCreateRequest, TaskState
-from diego.state.schema import tasks
+from diego.state.schema import cells, tasks
 
 log = logging.getLogger("diego.state")
 
@@ -216,6 +217,41 @@ class Store:
             if result.rowcount == 1:
                 return task
         raise StoreConflict(guid)
+
+    # ------------------------------------------------------------ cells
+
+    async def renew_cell_presence(self, presence: CellPresence, expires_at: int) -> None:
+        """Record that a cell is alive until ``expires_at``."""
+        values = {
+            "zone": presence.zone,
+            "presence": json.dumps(encode(presence), separators=(",", ":")),
+            "expires_at": expires_at,
+        }
+        where = cells.c.cell_id == presence.cell_id
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                async with self.engine.begin() as conn:
+                    updated = await conn.execute(cells.update().where(where).values(**values))
+                    if updated.rowcount == 0:
+                        await conn.execute(
+                            cells.insert().values(cell_id=presence.cell_id, **values)
+                        )
+                return
+            except IntegrityError:
+                continue  # another writer inserted it first: update it instead
+        raise StoreConflict(presence.cell_id)
+
+    async def cell_presences(self, now: int) -> list[CellPresence]:
+        """The cells whose presence has not expired at ``now``."""
+        query = sa.select(cells.c.presence).where(cells.c.expires_at > now)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(cells.c.cell_id))).all()
+        return [decode(CellPresence, json.loads(row.presence)) for row in rows]
+
+    async def remove_cell_presence(self, cell_id: str) -> None:
+        """Forget a cell (it stopped)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(cells.delete().where(cells.c.cell_id == cell_id))
 
     async def _swap(self, guid: str, rule: Callable[[Task], Task]) -> TaskChange:
         for _ in range(MAX_CAS_ATTEMPTS):

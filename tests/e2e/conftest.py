@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 
 DIEGO = Path(sys.executable).parent / "diego"
+NO_CELLS = ("--cells", "0")
 """The console script installed next to this interpreter."""
 
 START_DEADLINE = 30.0
@@ -382,8 +383,12 @@ def server_proc(tmp_path: Path) -> Iterator[Server]:
 
 @pytest.fixture
 def server(server_proc: Server) -> Server:
-    """A running ``diego serve`` on 127.0.0.1 with a fresh data directory."""
-    server_proc.start()
+    """A running ``diego serve`` on 127.0.0.1 with a fresh data directory and no cells.
+
+    With no cell, Tasks stay PENDING until cancelled: the API and store tests
+    drive every state change themselves.
+    """
+    server_proc.start(*NO_CELLS)
     return server_proc
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from .conftest import (
     DIEGO,
+    NO_CELLS,
     STOP_DEADLINE,
     Server,
     clean_env,
@@ -42,7 +43,7 @@ def test_task_survives_kill_9_and_restart(server: Server) -> None:
     before = server.request("GET", "/v1/tasks/durable-1").body
 
     assert server.kill() == -9
-    server.start()
+    server.start(*NO_CELLS)
 
     after = server.request("GET", "/v1/tasks/durable-1")
     assert after.status == 200, after.text
@@ -95,7 +96,7 @@ def test_second_server_sees_tasks_after_clean_stop(server: Server) -> None:
     before = server.request("GET", "/v1/tasks").body
 
     assert server.terminate() == 0
-    server.start()
+    server.start(*NO_CELLS)
 
     after = server.request("GET", "/v1/tasks").body
     assert after == before

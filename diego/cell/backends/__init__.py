@@ -1,0 +1,1 @@
+"""Backends: how a cell's containers are made real (local namespaces, Docker)."""

@@ -1,0 +1,112 @@
+"""The interface every backend offers the executor.
+
+A backend makes containers and runs processes in them; it knows nothing of
+Tasks, the BBS or the action tree. Files cross the container boundary only as
+tar streams (``stream_in`` / ``stream_out``), unpacked and packed *inside* the
+container, so a path with ``..`` resolves within the container's own view and
+cannot reach the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import attrs
+
+OutputSink = Callable[[str], None]
+"""Receives one line of a process's output (without its newline)."""
+
+
+@attrs.frozen
+class ContainerSpec:
+    """What a container is made with."""
+
+    guid: str
+    memory_mb: int = 0  # 0: no limit
+    disk_mb: int = 0  # 0: no limit
+    cpu_weight: int = 100  # 1-100, relative to other containers
+    privileged: bool = False
+    network: bool = False  # False: loopback only
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class ProcessSpec:
+    """A process to run in a container."""
+
+    path: str
+    args: tuple[str, ...] = ()
+    dir: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    user: str = "root"
+    nofile: int | None = None
+
+
+@attrs.frozen
+class Capabilities:
+    """What a backend can enforce on this machine; said at start and in GET /v1/cells."""
+
+    backend: str
+    memory_limit: bool
+    cpu_weight: bool
+    disk_limit: bool
+    user_namespaces: bool
+    network_isolation: bool
+    egress_rules: str  # how security group rules are honoured
+    notes: tuple[str, ...] = ()
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked; the message says why."""
+
+
+class Process(Protocol):
+    """A process running in a container."""
+
+    async def wait(self) -> int:
+        """Its exit status (128 + N when killed by signal N)."""
+        ...
+
+    def kill(self) -> None:
+        """Kill it and everything it started."""
+        ...
+
+
+class Backend(Protocol):
+    """Makes containers and runs processes in them."""
+
+    def capabilities(self) -> Capabilities:
+        """What this backend enforces here."""
+        ...
+
+    async def create(self, spec: ContainerSpec) -> None:
+        """Make the container ``spec.guid``."""
+        ...
+
+    async def run(
+        self, guid: str, process: ProcessSpec, stdout: OutputSink, stderr: OutputSink
+    ) -> Process:
+        """Start ``process`` in container ``guid``; its output goes to the sinks."""
+        ...
+
+    async def stream_in(self, guid: str, directory: str, tar: Path) -> None:
+        """Unpack the tar archive at host path ``tar`` into ``directory`` in the container."""
+        ...
+
+    async def stream_out(self, guid: str, path: str, into: Path) -> None:
+        """Write a tar archive of ``path`` in the container to host path ``into``."""
+        ...
+
+    def out_of_memory(self, guid: str) -> bool:
+        """Whether the kernel killed a process of the container for memory."""
+        ...
+
+    async def destroy(self, guid: str) -> None:
+        """Kill every process of the container and remove it; no error if absent."""
+        ...
+
+    async def existing(self) -> list[str]:
+        """The guids of containers left from an earlier run of this cell."""
+        ...

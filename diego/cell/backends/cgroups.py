@@ -1,0 +1,170 @@
+"""Control groups for containers: memory and CPU limits, OOM detection, kill-all.
+
+Both cgroup versions are handled. Containers get a group below the node's own,
+``<own group>/diego/<guid>``, in each hierarchy used (v1: memory and cpu; v2: the
+unified one). A process joins its groups by writing its pid to ``procs_files``
+before it execs, so nothing it does escapes the limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+import attrs
+
+log = logging.getLogger("diego.cell.cgroups")
+
+ROOT = Path("/sys/fs/cgroup")
+V1_SHARES_PER_WEIGHT = 1024 / 100  # cpu_weight 100 = the default 1024 shares
+
+
+@attrs.define
+class ContainerGroups:
+    """The groups of one container."""
+
+    dirs: list[Path]
+    memory: Path | None
+    version: int
+
+    @property
+    def procs_files(self) -> list[Path]:
+        """The files a process writes its pid to, to join every group."""
+        return [d / "cgroup.procs" for d in self.dirs]
+
+    def out_of_memory(self) -> bool:
+        """Whether the kernel OOM-killed a process of this container."""
+        if self.memory is None:
+            return False
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        try:
+            text = (self.memory / name).read_text()
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value) > 0
+        return False
+
+    def pids(self) -> set[int]:
+        """Every process in the container's groups."""
+        found: set[int] = set()
+        for procs in self.procs_files:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in procs.read_text().split())
+        return found
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the groups."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    def remove(self) -> None:
+        """Remove the (empty) groups."""
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+
+class Cgroups:
+    """Makes container groups in whichever hierarchy this machine has."""
+
+    def __init__(self, version: int, memory_base: Path | None, cpu_base: Path | None) -> None:
+        self.version = version
+        self.memory_base = memory_base
+        self.cpu_base = cpu_base
+
+    @classmethod
+    def detect(cls, root: Path = ROOT) -> tuple[Cgroups | None, list[str]]:
+        """The cgroups usable here, or None, with notes on what is missing."""
+        notes: list[str] = []
+        own = _own_groups()
+        if (root / "cgroup.controllers").exists():
+            base = root / own.get("", "/").lstrip("/") / "diego"
+            try:
+                base.mkdir(parents=True, exist_ok=True)
+                controllers = (base.parent / "cgroup.subtree_control").read_text().split()
+                for wanted in ("memory", "cpu"):
+                    if wanted not in controllers:
+                        (base.parent / "cgroup.subtree_control").write_text(f"+{wanted}")
+                (base / "cgroup.subtree_control").write_text("+memory +cpu")
+            except OSError as e:
+                notes.append(f"cgroup v2 not writable: {e.strerror}")
+                return None, notes
+            return cls(2, base, base), notes
+        memory = _v1_base(root, "memory", own, notes)
+        cpu = _v1_base(root, "cpu", own, notes)
+        if memory is None and cpu is None:
+            return None, notes
+        return cls(1, memory, cpu), notes
+
+    def create(self, guid: str, memory_mb: int, cpu_weight: int) -> ContainerGroups:
+        """Groups for container ``guid`` with its limits (0 memory: no limit)."""
+        if self.version == 2:
+            assert self.memory_base is not None
+            d = self.memory_base / guid
+            d.mkdir(exist_ok=True)
+            if memory_mb:
+                (d / "memory.max").write_text(str(memory_mb * 1024 * 1024))
+                with contextlib.suppress(OSError):
+                    (d / "memory.swap.max").write_text("0")
+            (d / "cpu.weight").write_text(str(max(1, min(10000, cpu_weight))))
+            return ContainerGroups([d], d, 2)
+        dirs: list[Path] = []
+        memory_dir = None
+        if self.memory_base is not None:
+            memory_dir = self.memory_base / guid
+            memory_dir.mkdir(exist_ok=True)
+            if memory_mb:
+                limit = str(memory_mb * 1024 * 1024)
+                (memory_dir / "memory.limit_in_bytes").write_text(limit)
+                with contextlib.suppress(OSError):  # absent without swap accounting
+                    (memory_dir / "memory.memsw.limit_in_bytes").write_text(limit)
+            dirs.append(memory_dir)
+        if self.cpu_base is not None:
+            cpu_dir = self.cpu_base / guid
+            cpu_dir.mkdir(exist_ok=True)
+            shares = max(2, int(cpu_weight * V1_SHARES_PER_WEIGHT))
+            (cpu_dir / "cpu.shares").write_text(str(shares))
+            dirs.append(cpu_dir)
+        return ContainerGroups(dirs, memory_dir, 1)
+
+    def existing(self, guid: str) -> ContainerGroups:
+        """The groups of a container made earlier (for cleaning up after a restart)."""
+        bases = {b for b in (self.memory_base, self.cpu_base) if b is not None}
+        dirs = [b / guid for b in bases if (b / guid).exists()]
+        memory = self.memory_base / guid if self.memory_base else None
+        return ContainerGroups(dirs, memory, self.version)
+
+
+def _own_groups() -> dict[str, str]:
+    """This process's group per v1 controller ('' for the v2 hierarchy)."""
+    groups: dict[str, str] = {}
+    try:
+        text = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        return groups
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            groups[controller] = path
+    return groups
+
+
+def _v1_base(root: Path, controller: str, own: dict[str, str], notes: list[str]) -> Path | None:
+    mount = root / controller
+    if not mount.is_dir():
+        notes.append(f"no {controller} cgroup")
+        return None
+    base = mount / own.get(controller, "/").lstrip("/") / "diego"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        notes.append(f"{controller} cgroup not writable: {e.strerror}")
+        return None
+    return base

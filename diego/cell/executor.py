@@ -1,0 +1,241 @@
+"""The executor: a cell's registry of containers, their capacity and their lives.
+
+A container is reserved (RESERVED, counted against capacity), then run:
+INITIALIZING while the backend makes it, CREATED, RUNNING while its action tree
+runs, COMPLETED with a result. The executor reports RUNNING and COMPLETED as
+events and never decides anything about Tasks: the rep does. A container can be
+deleted in any state; deleting frees its capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from diego.cell.backends.base import Backend, BackendError, ContainerSpec
+from diego.cell.reconcile import ContainerState, ContainerView
+from diego.cell.steps import StepContext, StepFailed, perform
+from diego.cell.transfer import TransferError, Transfers, first_file_of_tar
+from diego.logs import LogStore
+from diego.models.actions import Action
+from diego.models.task import MAX_RESULT_BYTES, Task
+from diego.scheduling.auction import Resources
+
+log = logging.getLogger("diego.cell.executor")
+
+DEFAULT_LOG_SOURCE = "TASK"
+
+
+@attrs.frozen
+class RunRequest:
+    """What to run in a reserved container."""
+
+    spec: ContainerSpec
+    action: Action
+    result_file: str = ""
+    log_guid: str = ""
+    log_source: str = DEFAULT_LOG_SOURCE
+
+    @classmethod
+    def for_task(cls, task: Task) -> RunRequest:
+        """The container and action tree of a Task."""
+        spec = ContainerSpec(
+            guid=task.task_guid,
+            memory_mb=task.memory_mb,
+            disk_mb=task.disk_mb,
+            cpu_weight=task.cpu_weight or 100,
+            privileged=task.privileged,
+            network=bool(task.security_group_rules),
+            env=tuple((e.name, e.value) for e in task.env),
+        )
+        return cls(
+            spec=spec,
+            action=task.action,
+            result_file=task.result_file,
+            log_guid=task.log_guid,
+            log_source=task.log_source or DEFAULT_LOG_SOURCE,
+        )
+
+
+@attrs.frozen
+class ContainerRunning:
+    """A container's action tree has started."""
+
+    guid: str
+
+
+@attrs.frozen
+class ContainerCompleted:
+    """A container's action tree has finished; its result is in the registry."""
+
+    guid: str
+
+
+ContainerEvent = ContainerRunning | ContainerCompleted
+
+
+@attrs.define(eq=False)
+class _Container:
+    guid: str
+    memory_mb: int
+    disk_mb: int
+    state: ContainerState = ContainerState.RESERVED
+    failed: bool = False
+    failure_reason: str = ""
+    result: str = ""
+    runner: asyncio.Task[None] | None = None
+
+    def view(self) -> ContainerView:
+        return ContainerView(self.guid, self.state, self.failed, self.failure_reason, self.result)
+
+
+class Executor:
+    """One cell's containers."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        total: Resources,
+        logs: LogStore,
+        transfers: Transfers,
+        scratch: Path,
+        on_event: Callable[[ContainerEvent], None] = lambda _e: None,
+    ) -> None:
+        self.backend = backend
+        self.total = total
+        self.logs = logs
+        self.transfers = transfers
+        self.scratch = scratch
+        self.on_event = on_event
+        self._containers: dict[str, _Container] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    # ------------------------------------------------------------ the registry
+
+    def remaining(self) -> Resources:
+        """Capacity not yet reserved."""
+        used_memory = sum(c.memory_mb for c in self._containers.values())
+        used_disk = sum(c.disk_mb for c in self._containers.values())
+        return Resources(
+            memory_mb=max(0, self.total.memory_mb - used_memory),
+            disk_mb=max(0, self.total.disk_mb - used_disk),
+            containers=max(0, self.total.containers - len(self._containers)),
+        )
+
+    def containers(self) -> list[ContainerView]:
+        """Every container, as the rep sees it."""
+        return [c.view() for c in self._containers.values()]
+
+    def get(self, guid: str) -> ContainerView | None:
+        """One container, or None."""
+        container = self._containers.get(guid)
+        return container.view() if container else None
+
+    def reserve(self, guid: str, memory_mb: int, disk_mb: int) -> bool:
+        """Reserve room for a container; False if it exists or does not fit."""
+        if guid in self._containers:
+            return False
+        room = self.remaining()
+        if memory_mb > room.memory_mb or disk_mb > room.disk_mb or room.containers < 1:
+            return False
+        self._containers[guid] = _Container(guid, memory_mb, disk_mb)
+        self._empty.clear()
+        return True
+
+    async def wait_empty(self) -> None:
+        """Return once no container is left."""
+        await self._empty.wait()
+
+    # ------------------------------------------------------------ running
+
+    def run(self, guid: str, request: RunRequest) -> None:
+        """Start a RESERVED container's life; it is INITIALIZING when this returns."""
+        container = self._containers.get(guid)
+        if container is None or container.state is not ContainerState.RESERVED:
+            raise ValueError(f"container {guid} is not reserved")
+        container.state = ContainerState.INITIALIZING
+        container.runner = asyncio.create_task(self._live(container, request), name=guid)
+
+    async def _live(self, container: _Container, request: RunRequest) -> None:
+        scratch = self.scratch / container.guid
+        try:
+            await self.backend.create(request.spec)
+        except (BackendError, OSError) as e:
+            self._complete(container, True, f"failed to create container: {e}", "")
+            return
+        container.state = ContainerState.CREATED
+        scratch.mkdir(parents=True, exist_ok=True)
+
+        def emit(source: str, stream: str, message: str) -> None:
+            self.logs.emit(request.log_guid, source, message, stream)
+
+        context = StepContext(
+            self.backend, container.guid, emit, self.transfers, scratch, request.log_source
+        )
+        # No monitor for a Task: it is RUNNING as soon as its action starts.
+        container.state = ContainerState.RUNNING
+        self.on_event(ContainerRunning(container.guid))
+        try:
+            await perform(request.action, context)
+            result = await self._result(container.guid, request.result_file, scratch)
+        except StepFailed as e:
+            self._complete(container, True, e.reason, "")
+        else:
+            self._complete(container, False, "", result)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    async def _result(self, guid: str, result_file: str, scratch: Path) -> str:
+        if not result_file:
+            return ""
+        tar = scratch / "result.tar"
+        try:
+            await self.backend.stream_out(guid, result_file, tar)
+            data = await asyncio.to_thread(first_file_of_tar, tar, MAX_RESULT_BYTES)
+        except (BackendError, TransferError, OSError) as e:
+            raise StepFailed(f"failed to read result_file {result_file}: {e}") from None
+        return data.decode(errors="replace")
+
+    def _complete(self, container: _Container, failed: bool, reason: str, result: str) -> None:
+        container.state = ContainerState.COMPLETED
+        container.failed = failed
+        container.failure_reason = reason
+        container.result = result
+        log.info("container-completed guid=%s failed=%s reason=%s", container.guid, failed, reason)
+        self.on_event(ContainerCompleted(container.guid))
+
+    async def delete(self, guid: str) -> None:
+        """Stop whatever the container runs and remove it, in any state."""
+        container = self._containers.get(guid)
+        if container is None:
+            return
+        runner = container.runner
+        if runner is not None and not runner.done():
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        try:
+            await self.backend.destroy(guid)
+        finally:
+            self._containers.pop(guid, None)
+            if not self._containers:
+                self._empty.set()
+
+    async def cleanup_previous_run(self) -> None:
+        """Destroy containers an earlier life of this cell left on the machine."""
+        for guid in await self.backend.existing():
+            if guid not in self._containers:
+                log.info("container-from-previous-run-destroyed guid=%s", guid)
+                await self.backend.destroy(guid)
+
+    async def close(self) -> None:
+        """Delete every container."""
+        for guid in list(self._containers):
+            await self.delete(guid)

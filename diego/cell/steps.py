@@ -1,0 +1,232 @@
+"""The action tree, performed in a container.
+
+``perform(action, ctx)`` runs one action and its children. Success returns;
+failure raises ``StepFailed`` with the reason worded as Diego words it
+(``Exited with status 3``, ``exceeded 5s timeout``). Cancellation (a timeout, a
+codependent sibling failing, the Task being cancelled) arrives as
+``asyncio.CancelledError`` and kills the step's processes on its way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from diego.cell.backends.base import Backend, BackendError, ProcessSpec
+from diego.cell.transfer import TransferError, Transfers, as_tar, extract_first_file, file_name_of
+from diego.models.actions import (
+    Action,
+    CodependentAction,
+    DownloadAction,
+    EmitProgressAction,
+    ParallelAction,
+    RunAction,
+    SerialAction,
+    TimeoutAction,
+    TryAction,
+    UploadAction,
+)
+
+LogFn = Callable[[str, str, str], None]
+"""log(source, stream, message): one line into the Task's log."""
+
+KILL_GRACE = 5.0
+"""Seconds a killed process is waited for before the step stops waiting."""
+
+
+class StepFailed(Exception):
+    """An action failed; ``reason`` is the failure_reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@attrs.frozen
+class StepContext:
+    """What the steps of one container need."""
+
+    backend: Backend
+    guid: str
+    log: LogFn
+    transfers: Transfers
+    scratch: Path  # a host directory for this container's transfers
+    source: str  # the default log source
+
+
+async def perform(action: Action, ctx: StepContext, source: str | None = None) -> None:
+    """Run ``action`` in the container; raise StepFailed if it fails."""
+    source = action.log_source or source or ctx.source
+    match action:
+        case RunAction():
+            await _run(action, ctx, source)
+        case DownloadAction():
+            await _download(action, ctx, source)
+        case UploadAction():
+            await _upload(action, ctx, source)
+        case TimeoutAction():
+            await _timeout(action, ctx, source)
+        case SerialAction():
+            for child in action.actions:
+                await perform(child, ctx, source)
+        case ParallelAction():
+            await _parallel(action, ctx, source)
+        case CodependentAction():
+            await _codependent(action, ctx, source)
+        case TryAction():
+            try:
+                await perform(action.action, ctx, source)
+            except StepFailed as e:
+                ctx.log(source, "OUT", f"Failed to run: {e.reason}; carrying on")
+        case EmitProgressAction():
+            await _emit_progress(action, ctx, source)
+
+
+async def _run(action: RunAction, ctx: StepContext, source: str) -> None:
+    def sink(stream: str) -> Callable[[str], None]:
+        if action.suppress_log_output:
+            return lambda _line: None
+        return functools.partial(ctx.log, source, stream)
+
+    spec = ProcessSpec(
+        path=action.path,
+        args=action.args,
+        dir=action.dir,
+        env=tuple((e.name, e.value) for e in action.env),
+        user=action.user,
+        nofile=action.resource_limits.nofile if action.resource_limits else None,
+    )
+    try:
+        process = await ctx.backend.run(ctx.guid, spec, sink("OUT"), sink("ERR"))
+    except BackendError as e:
+        raise StepFailed(f"failed to start {action.path}: {e}") from None
+    try:
+        status = await process.wait()
+    except asyncio.CancelledError:
+        process.kill()
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(asyncio.shield(process.wait()), KILL_GRACE)
+        raise
+    if status != 0:
+        reason = f"Exited with status {status}"
+        if ctx.backend.out_of_memory(ctx.guid):
+            reason += " (out of memory)"
+        if not action.suppress_log_output:
+            ctx.log(source, "OUT", reason)
+        raise StepFailed(reason)
+
+
+async def _download(action: DownloadAction, ctx: StepContext, source: str) -> None:
+    token = uuid.uuid4().hex  # parallel transfers must not share files
+    fetched = ctx.scratch / f"download-{token}"
+    tar = ctx.scratch / f"download-{token}.tar"
+    try:
+        size = await ctx.transfers.fetch(
+            action.from_, fetched, action.checksum_algorithm, action.checksum_value
+        )
+        await asyncio.to_thread(as_tar, fetched, file_name_of(action.from_), tar)
+        await ctx.backend.stream_in(ctx.guid, action.to, tar)
+    except (TransferError, BackendError, OSError) as e:
+        raise StepFailed(f"Downloading failed: {e}") from None
+    finally:
+        for path in (fetched, tar):
+            path.unlink(missing_ok=True)
+    if action.artifact:
+        ctx.log(source, "OUT", f"Downloaded {action.artifact} ({_size(size)})")
+
+
+async def _upload(action: UploadAction, ctx: StepContext, source: str) -> None:
+    token = uuid.uuid4().hex
+    tar = ctx.scratch / f"upload-{token}.tar"
+    single = ctx.scratch / f"upload-{token}"
+    try:
+        await ctx.backend.stream_out(ctx.guid, action.from_, tar)
+        await asyncio.to_thread(extract_first_file, tar, single)
+        size = await ctx.transfers.send(single, action.to)
+    except (TransferError, BackendError, OSError) as e:
+        raise StepFailed(f"Uploading failed: {e}") from None
+    finally:
+        for path in (tar, single):
+            path.unlink(missing_ok=True)
+    if action.artifact:
+        ctx.log(source, "OUT", f"Uploaded {action.artifact} ({_size(size)})")
+
+
+async def _timeout(action: TimeoutAction, ctx: StepContext, source: str) -> None:
+    limit = asyncio.timeout(action.timeout_ms / 1000)
+    try:
+        async with limit:
+            await perform(action.action, ctx, source)
+    except TimeoutError:
+        if not limit.expired():
+            raise
+        reason = f"exceeded {go_duration(action.timeout_ms)} timeout"
+        ctx.log(source, "OUT", reason)
+        raise StepFailed(reason) from None
+
+
+async def _parallel(action: ParallelAction, ctx: StepContext, source: str) -> None:
+    results = await asyncio.gather(
+        *(perform(child, ctx, source) for child in action.actions), return_exceptions=True
+    )
+    reasons = []
+    for result in results:
+        if isinstance(result, StepFailed):
+            reasons.append(result.reason)
+        elif isinstance(result, BaseException):
+            raise result
+    if reasons:
+        raise StepFailed("; ".join(reasons))
+
+
+async def _codependent(action: CodependentAction, ctx: StepContext, source: str) -> None:
+    try:
+        async with asyncio.TaskGroup() as group:
+            for child in action.actions:
+                group.create_task(perform(child, ctx, source))
+    except* StepFailed as failures:
+        # The first failure cancelled the rest; it is the reason.
+        first = failures.exceptions[0]
+        assert isinstance(first, StepFailed)
+        raise StepFailed(first.reason) from None
+
+
+async def _emit_progress(action: EmitProgressAction, ctx: StepContext, source: str) -> None:
+    if action.start_message:
+        ctx.log(source, "OUT", action.start_message)
+    try:
+        await perform(action.action, ctx, source)
+    except StepFailed as e:
+        if action.failure_message_prefix:
+            ctx.log(source, "ERR", f"{action.failure_message_prefix}: {e.reason}")
+        raise
+    if action.success_message:
+        ctx.log(source, "OUT", action.success_message)
+
+
+def go_duration(ms: int) -> str:
+    """A duration as Go prints it (Diego's messages do): 500ms, 5s, 1m30s, 2h0m0s."""
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    seconds = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{minutes}m{seconds}"
+    return seconds
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n}B"

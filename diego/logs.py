@@ -1,0 +1,69 @@
+"""Container logs: every line a process writes, tagged with its log_guid and source.
+
+The store keeps the most recent lines of each log_guid (bounded per guid and in
+the number of guids, least recently written dropped first) for ``?tail=N``, and
+publishes each line on its own bus for followers.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Any
+
+import attrs
+
+from diego.bus import Bus, Subscription
+from diego.clock import Clock
+
+
+@attrs.frozen
+class LogLine:
+    """One line of output."""
+
+    log_guid: str
+    source_type: str  # the log_source: "TASK", or a run action's own
+    source_instance: str
+    message: str
+    stream: str  # "OUT" or "ERR"
+    timestamp: int  # ns since the epoch
+
+    def data(self) -> dict[str, Any]:
+        """The line as JSON data."""
+        return attrs.asdict(self)
+
+
+class LogStore:
+    """Recent lines per log_guid, and a live feed of new ones."""
+
+    def __init__(self, clock: Clock, keep_lines: int = 1000, keep_guids: int = 10_000) -> None:
+        self.clock = clock
+        self.keep_lines = keep_lines
+        self.keep_guids = keep_guids
+        self.bus: Bus[LogLine] = Bus()
+        self._recent: OrderedDict[str, deque[LogLine]] = OrderedDict()
+
+    def emit(self, log_guid: str, source: str, message: str, stream: str = "OUT") -> None:
+        """Record a line (lines of Tasks with no log_guid are not kept)."""
+        if not log_guid:
+            return
+        line = LogLine(log_guid, source, "0", message, stream, self.clock.now())
+        recent = self._recent.get(log_guid)
+        if recent is None:
+            recent = self._recent[log_guid] = deque(maxlen=self.keep_lines)
+            while len(self._recent) > self.keep_guids:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(log_guid)
+        recent.append(line)
+        self.bus.publish(line)
+
+    def tail(self, log_guid: str, count: int) -> list[LogLine]:
+        """The last ``count`` lines of ``log_guid`` kept."""
+        recent = self._recent.get(log_guid)
+        if recent is None or count <= 0:
+            return []
+        return list(recent)[-count:]
+
+    def follow(self, log_guid: str) -> Subscription[LogLine]:
+        """A subscription to the new lines of ``log_guid``."""
+        return self.bus.subscribe(lambda line: line.log_guid == log_guid, name=f"logs {log_guid}")
