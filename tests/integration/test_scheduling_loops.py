@@ -1,0 +1,276 @@
+"""The auctioneer, converger and resolver loops over a real store, bus and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from diego.bus import Bus
+from diego.callbacks import Resolver
+from diego.clock import FakeClock
+from diego.models.cells import Capacity, CellPresence
+from diego.models.codec import decode
+from diego.models.errors import TaskNotFound
+from diego.models.events import Event
+from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.scheduling.auction import CellSnapshot, Resources, TaskWork
+from diego.scheduling.auctioneer import Auctioneer
+from diego.scheduling.convergence import Converger
+from diego.scheduling.converger import CELL_DISAPPEARED, EXPIRED_PENDING, ConvergerSettings
+from diego.state.bbs import BBS
+from diego.state.store import Store, sqlite_url
+
+
+@pytest.fixture
+async def bbs(tmp_path: Path) -> AsyncIterator[BBS]:
+    """A BBS over a fresh SQLite store, with a fake clock."""
+    store = await Store.open(sqlite_url(tmp_path))
+    bus: Bus[Event] = Bus()
+    try:
+        yield BBS(store, bus, FakeClock())
+    finally:
+        await store.close()
+
+
+def request(guid: str, **extra: Any) -> TaskCreateRequest:
+    """A valid TaskCreateRequest."""
+    body = {"task_guid": guid, "domain": "d", "stack": "linux", "action": {"run": {"path": "/x"}}}
+    return decode(TaskCreateRequest, {**body, **extra})
+
+
+class SimulatedCell:
+    """A cell of the auction's own protocol: fixed room; records what it is given."""
+
+    def __init__(self, cell_id: str, memory_mb: int, refuse: bool = False, dead: bool = False):
+        self.cell_id = cell_id
+        self.total = Resources(memory_mb, 1000, 10)
+        self.refuse = refuse
+        self.dead = dead
+        self.given: list[str] = []
+
+    async def state(self) -> CellSnapshot:
+        return CellSnapshot(
+            self.cell_id,
+            "z0",
+            frozenset({"linux"}),
+            frozenset({"preloaded"}),
+            self.total,
+            self.total,
+        )
+
+    async def perform(self, work: Sequence[TaskWork]) -> list[TaskWork]:
+        if self.dead:
+            raise ConnectionError("no answer")
+        if self.refuse:
+            return list(work)
+        self.given += [w.task_guid for w in work]
+        return []
+
+
+async def test_auction_places_and_fails_what_fits_nowhere(bbs: BBS) -> None:
+    """Placed work reaches its cell; work no cell could ever hold fails with the reason."""
+    cell = SimulatedCell("a", memory_mb=100)
+    auctioneer = Auctioneer(bbs, lambda: [cell])
+    small = await bbs.desire_task(request("small", memory_mb=50))
+    huge = await bbs.desire_task(request("huge", memory_mb=500))
+    auctioneer.submit([small, huge])
+    await auctioneer.auction()
+    assert cell.given == ["small"]
+    failed = await bbs.get_task("huge")
+    assert (failed.state, failed.failure_reason) == (
+        TaskState.COMPLETED,
+        "insufficient resources: memory",
+    )
+
+
+async def test_refused_work_is_carried_but_unanswered_work_is_not(bbs: BBS) -> None:
+    """A cell that refuses gets the work again next batch; a cell that does not answer does not."""
+    refusing = SimulatedCell("a", memory_mb=100, refuse=True)
+    auctioneer = Auctioneer(bbs, lambda: [refusing])
+    task = await bbs.desire_task(request("t"))
+    auctioneer.submit([task])
+    await auctioneer.auction()
+    refusing.refuse = False
+    await auctioneer.auction()
+    assert refusing.given == ["t"]
+
+    dead = SimulatedCell("b", memory_mb=100, dead=True)
+    auctioneer = Auctioneer(bbs, lambda: [dead])
+    other = await bbs.desire_task(request("u"))
+    auctioneer.submit([other])
+    await auctioneer.auction()
+    dead.dead = False
+    await auctioneer.auction()
+    assert dead.given == []  # the converger, not the auction, recovers it
+
+
+async def test_auction_loop_retries_carried_work_when_kicked(bbs: BBS) -> None:
+    """Carried-over work is auctioned again as soon as capacity is said to be freed."""
+    cell = SimulatedCell("a", memory_mb=100, refuse=True)
+    auctioneer = Auctioneer(bbs, lambda: [cell], retry_interval=3600)
+    loop = asyncio.create_task(auctioneer.run())
+    try:
+        auctioneer.submit([await bbs.desire_task(request("t"))])
+        await _until(lambda: auctioneer.batches >= 1)
+        cell.refuse = False
+        auctioneer.kick()
+        await _until(lambda: cell.given == ["t"])
+    finally:
+        loop.cancel()
+
+
+async def test_converger_fails_tasks_of_vanished_cells(bbs: BBS) -> None:
+    """A RUNNING Task whose cell has no live presence is failed; one on a live cell is not."""
+    for guid in ("lost", "kept"):
+        await bbs.desire_task(request(guid))
+    await bbs.start_task("lost", "gone-cell")
+    await bbs.start_task("kept", "live-cell")
+    presence = CellPresence(
+        cell_id="live-cell", capacity=Capacity(memory_mb=1, disk_mb=1, containers=1)
+    )
+    await bbs.renew_cell_presence(presence, ttl=60)
+    converger = Converger(bbs, ConvergerSettings(), 1.0, lambda _t: None, lambda _t: None)
+    await converger.converge()
+    lost = await bbs.get_task("lost")
+    assert (lost.state, lost.failure_reason) == (TaskState.COMPLETED, CELL_DISAPPEARED)
+    assert (await bbs.get_task("kept")).state is TaskState.RUNNING
+
+
+async def test_converger_kicks_expires_and_reaps(bbs: BBS) -> None:
+    """Stale PENDING Tasks are re-auctioned, expired ones failed, long-COMPLETED ones removed."""
+    clock = bbs.clock
+    assert isinstance(clock, FakeClock)
+    await bbs.desire_task(request("ancient"))
+    clock.advance(1700)
+    await bbs.desire_task(request("stale"))
+    await bbs.desire_task(request("done"))
+    await bbs.cancel_task("done")
+    clock.advance(200)  # ancient: 1900 s old; stale: 200 s; done: completed 200 s ago
+    auctioned: list[str] = []
+    converger = Converger(
+        bbs,
+        ConvergerSettings(),
+        1.0,
+        lambda tasks: auctioned.extend(t.task_guid for t in tasks),
+        lambda _t: None,
+    )
+    await converger.converge()
+    ancient = await bbs.get_task("ancient")
+    assert (ancient.state, ancient.failure_reason) == (TaskState.COMPLETED, EXPIRED_PENDING)
+    assert auctioned == ["stale"]
+    with pytest.raises(TaskNotFound):
+        await bbs.get_task("done")
+
+
+class CallbackServer:
+    """A completion-callback endpoint on loopback answering a script of statuses."""
+
+    def __init__(self, statuses: list[int], delay: float = 0.0) -> None:
+        self.statuses = statuses
+        self.delay = delay
+        self.bodies: list[Any] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(await request.json())
+        await asyncio.sleep(self.delay)
+        status = self.statuses.pop(0) if self.statuses else 200
+        return web.Response(status=status)
+
+
+async def serve_callbacks(callback: CallbackServer) -> TestServer:
+    app = web.Application()
+    app.router.add_post("/done", callback.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def completed_with_callback(bbs: BBS, url: str) -> Task:
+    await bbs.desire_task(request("t", completion_callback_url=url))
+    await bbs.start_task("t", "cell")
+    _, done = await bbs.complete_task("t", "cell", False, "", "the result")
+    return done
+
+
+async def test_callback_retries_503_then_resolves(bbs: BBS) -> None:
+    """503 twice then 200: three POSTs of the TaskResponse, then the Task is removed."""
+    callback = CallbackServer([503, 503, 200])
+    server = await serve_callbacks(callback)
+    try:
+        done = await completed_with_callback(bbs, str(server.make_url("/done")))
+        resolver = Resolver(bbs, timeout=5)
+        await resolver._resolve(done)
+    finally:
+        await server.close()
+    assert len(callback.bodies) == 3
+    assert callback.bodies[0]["task_guid"] == "t"
+    assert callback.bodies[0]["result"] == "the result"
+    with pytest.raises(TaskNotFound):
+        await bbs.get_task("t")
+
+
+async def test_callback_that_stays_unavailable_leaves_task_resolving(bbs: BBS) -> None:
+    """503 four times: the Task stays RESOLVING for the converger to demote and retry."""
+    callback = CallbackServer([503] * 10)
+    server = await serve_callbacks(callback)
+    try:
+        done = await completed_with_callback(bbs, str(server.make_url("/done")))
+        await Resolver(bbs, timeout=5, immediate_retries=3)._resolve(done)
+    finally:
+        await server.close()
+    assert len(callback.bodies) == 4
+    assert (await bbs.get_task("t")).state is TaskState.RESOLVING
+
+
+async def test_callback_timeout_leaves_task_resolving(bbs: BBS) -> None:
+    """A callback that does not answer in time leaves the Task RESOLVING, called once."""
+    callback = CallbackServer([200], delay=5)
+    server = await serve_callbacks(callback)
+    try:
+        done = await completed_with_callback(bbs, str(server.make_url("/done")))
+        await Resolver(bbs, timeout=0.2)._resolve(done)
+    finally:
+        await server.close()
+    assert len(callback.bodies) == 1
+    assert (await bbs.get_task("t")).state is TaskState.RESOLVING
+
+
+async def test_only_one_resolver_calls_the_callback(bbs: BBS) -> None:
+    """Two resolvers racing on one COMPLETED Task: the callback is called once."""
+    callback = CallbackServer([200, 200])
+    server = await serve_callbacks(callback)
+    try:
+        done = await completed_with_callback(bbs, str(server.make_url("/done")))
+        await asyncio.gather(Resolver(bbs)._resolve(done), Resolver(bbs)._resolve(done))
+    finally:
+        await server.close()
+    assert len(callback.bodies) == 1
+
+
+async def test_resolver_follows_completions_on_the_bus(bbs: BBS) -> None:
+    """A Task that completes with a callback URL is resolved without anyone asking."""
+    callback = CallbackServer([200])
+    server = await serve_callbacks(callback)
+    resolver = Resolver(bbs)
+    loop = asyncio.create_task(resolver.run())
+    try:
+        await asyncio.sleep(0)  # let the resolver subscribe
+        await completed_with_callback(bbs, str(server.make_url("/done")))
+        await _until(lambda: len(callback.bodies) == 1)
+    finally:
+        loop.cancel()
+        await server.close()
+
+
+async def _until(condition: Any, deadline: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    while not condition():
+        assert loop.time() < end, "condition not met in time"
+        await asyncio.sleep(0.01)
