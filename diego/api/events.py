@@ -9,64 +9,31 @@ told so with a final ``dropped`` event before the stream ends.
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 from aiohttp import web
 
-from diego.api.json import dumps
-from diego.api.keys import BBS_KEY, SETTINGS_KEY, STREAMS_KEY
+from diego.api.keys import BBS_KEY
 from diego.api.routes import Param, Reply, Route
-from diego.bus import SubscriberDropped
+from diego.api.sse import stream
 from diego.models.events import Event, event_domain
-
-OPEN_COMMENT = b": subscribed\n\n"
-HEARTBEAT_COMMENT = b": keep-alive\n\n"
-
-
-def sse(event_id: int, event_type: str, data: str) -> bytes:
-    """One server-sent event."""
-    return f"id: {event_id}\nevent: {event_type}\ndata: {data}\n\n".encode()
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """Stream every event (of a domain) from now until the client or server goes."""
-    bus = request.app[BBS_KEY].bus
-    settings = request.app[SETTINGS_KEY].events
     domain = request.query.get("domain")
 
     def of_domain(event: Event) -> bool:
         return event_domain(event) == domain
 
-    subscription = bus.subscribe(
+    subscription = request.app[BBS_KEY].bus.subscribe(
         of_domain if domain else None, name=f"events-stream remote={request.remote}"
     )
-    streams = request.app[STREAMS_KEY]
-    streams.subscriptions.add(subscription)
-    try:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        await response.write(OPEN_COMMENT)
-        event_id = 0
-        while True:
-            try:
-                event = await asyncio.wait_for(subscription.get(), settings.heartbeat_interval)
-            except TimeoutError:
-                await response.write(HEARTBEAT_COMMENT)
-                continue
-            except StopAsyncIteration:
-                break
-            except SubscriberDropped:
-                message = dumps({"message": "this stream fell behind and missed events"})
-                await response.write(sse(event_id + 1, "dropped", message))
-                break
-            event_id += 1
-            await response.write(sse(event_id, event.TYPE, dumps(event.data())))
-    finally:
-        subscription.close()
-        streams.subscriptions.discard(subscription)
-    return response
+    return await stream(request, subscription, _render)
+
+
+def _render(event: Event) -> tuple[str, Any]:
+    return event.TYPE, event.data()
 
 
 ROUTES = [

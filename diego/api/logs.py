@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 from aiohttp import web
 
-from diego.api.events import HEARTBEAT_COMMENT, OPEN_COMMENT, sse
-from diego.api.json import dumps
-from diego.api.keys import LOGS_KEY, SETTINGS_KEY, STREAMS_KEY
+from diego.api.keys import LOGS_KEY
 from diego.api.routes import Param, Reply, Route
-from diego.bus import SubscriberDropped
+from diego.api.sse import stream
+from diego.logs import LogLine
 from diego.models.errors import InvalidRequest
 
 DEFAULT_TAIL = 100
@@ -22,34 +21,12 @@ async def stream_logs(request: web.Request) -> web.StreamResponse:
     log_guid = request.match_info["log_guid"]
     tail = _int(request.query.get("tail"), "tail", DEFAULT_TAIL)
     follow = request.query.get("follow", "true").lower() not in ("0", "false", "no")
-    heartbeat = request.app[SETTINGS_KEY].events.heartbeat_interval
     subscription = logs.follow(log_guid)  # before the tail: no line falls in between
-    streams = request.app[STREAMS_KEY]
-    streams.subscriptions.add(subscription)
-    try:
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        await response.write(OPEN_COMMENT)
-        line_id = 0
-        for line in logs.tail(log_guid, tail):
-            line_id += 1
-            await response.write(sse(line_id, "log", dumps(line.data())))
-        while follow:
-            try:
-                line = await asyncio.wait_for(subscription.get(), heartbeat)
-            except TimeoutError:
-                await response.write(HEARTBEAT_COMMENT)
-                continue
-            except (StopAsyncIteration, SubscriberDropped):
-                break
-            line_id += 1
-            await response.write(sse(line_id, "log", dumps(line.data())))
-    finally:
-        subscription.close()
-        streams.subscriptions.discard(subscription)
-    return response
+    return await stream(request, subscription, _render, logs.tail(log_guid, tail), follow)
+
+
+def _render(line: LogLine) -> tuple[str, Any]:
+    return "log", line.data()
 
 
 def _int(text: str | None, name: str, default: int) -> int:

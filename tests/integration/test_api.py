@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from diego.api.app import all_routes, make_app
+from diego.api.keys import LOGS_KEY
 from diego.bus import Bus
 from diego.clock import FakeClock
 from diego.config import load
@@ -369,3 +370,40 @@ async def test_openapi_schema_references_resolve(node: Node) -> None:
     assert task["additionalProperties"] is False
     assert set(task["required"]) == {"task_guid", "domain", "stack", "action"}
     assert task["properties"]["cpu_weight"]["maximum"] == 100
+
+
+async def test_logs_tail_then_follow(node: Node) -> None:
+    """/v1/logs sends the last tail lines kept, then new lines as they are written."""
+    app = node.server.app
+    assert app is not None
+    logs = app[LOGS_KEY]
+    for n in range(5):
+        logs.emit("g1", "TASK", f"line {n}")
+    logs.emit("other", "TASK", "not mine")
+    async with node.http.get(node.url("/v1/logs/g1?tail=2&follow=false")) as response:
+        assert response.status == 200
+        text = await response.text()
+    messages = [
+        json.loads(line[6:])["message"] for line in text.splitlines() if line.startswith("data: ")
+    ]
+    assert messages == ["line 3", "line 4"]
+    response = await node.http.get(node.url("/v1/logs/g1?tail=0"))
+    try:
+        assert await response.content.readline() == b": subscribed\n"
+        logs.emit("g1", "TASK", "fresh", "ERR")
+        ((kind, data),) = await read_events(response, 1)
+    finally:
+        response.close()
+    assert (kind, data["message"], data["stream"], data["log_guid"]) == (
+        "log",
+        "fresh",
+        "ERR",
+        "g1",
+    )
+
+
+async def test_logs_bad_tail_is_400(node: Node) -> None:
+    """A tail that is not a whole number is 400 naming it."""
+    status, body = await node.call("GET", "/v1/logs/g1?tail=-3")
+    assert (status, body["name"]) == (400, "InvalidRequest")
+    assert "tail" in body["message"]
