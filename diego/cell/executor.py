@@ -239,3 +239,4 @@ class Executor:
         """Delete every container."""
         for guid in list(self._containers):
             await self.delete(guid)
+        await self.backend.close()

@@ -110,3 +110,7 @@ class Backend(Protocol):
     async def existing(self) -> list[str]:
         """The guids of containers left from an earlier run of this cell."""
         ...
+
+    async def close(self) -> None:
+        """Release what the backend holds once every container is destroyed."""
+        ...

@@ -189,6 +189,11 @@ class LocalBackend:
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / "spec.json").exists())
 
+    async def close(self) -> None:
+        """Remove the containers root if nothing is left in it."""
+        with contextlib.suppress(OSError):
+            self.root.rmdir()
+
     def out_of_memory(self, guid: str) -> bool:
         """Whether the kernel OOM-killed a process of the container."""
         container = self._containers.get(guid)
@@ -270,7 +275,10 @@ class LocalBackend:
             bwrap += ["--unshare-user", "--uid", str(uid), "--gid", str(gid)]
         bwrap += ["--ro-bind", "/", "/", "--tmpfs", "/home"]
         for hidden in self.hide:
-            bwrap += ["--tmpfs", str(hidden)]
+            # A path the container uid cannot walk to is hidden by its permissions
+            # already, and bubblewrap (running as that uid) could not mount over it.
+            if not unprivileged or _walkable(hidden):
+                bwrap += ["--tmpfs", str(hidden)]
         bwrap += ["--dev", "/dev", "--proc", "/proc"]
         bwrap += ["--bind", str(container.rw / "tmp"), "/tmp"]
         bwrap += ["--bind", str(container.rw / "home"), HOME]
@@ -308,14 +316,18 @@ def _reachable(root: Path) -> Path:
     container's directories; a data dir below a private (0700) directory, such as
     a test's temporary directory, would stop it.
     """
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or _walkable(root):
         return root
-    for ancestor in [*reversed(root.parents)]:
-        if ancestor.exists() and not ancestor.stat().st_mode & 0o001:
-            digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
-            log.info("containers-moved from=%s to=%s", root, FALLBACK_ROOT / digest)
-            return FALLBACK_ROOT / digest
-    return root
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    log.info("containers-moved from=%s to=%s", root, FALLBACK_ROOT / digest)
+    return FALLBACK_ROOT / digest
+
+
+def _walkable(path: Path) -> bool:
+    """Whether other users may walk down to ``path`` (every existing ancestor has o+x)."""
+    return all(
+        not a.exists() or a.stat().st_mode & 0o001 for a in [*reversed(path.parents), path]
+    )
 
 
 def _user_ids(user: str) -> tuple[int, int]:
