@@ -102,7 +102,10 @@ def build_cells(settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfe
         cell_id = f"{prefix}-{i}"
         home = data_dir / "cells" / cell_id
         backend = LocalBackend(
-            home / "containers", hide=(data_dir,), container_uid=config.container_uid
+            home / "containers",
+            hide=(data_dir,),
+            container_uid=config.container_uid,
+            name=cell_id,
         )
         capabilities = backend.capabilities()
         log.info(

@@ -217,16 +217,23 @@ class Executor:
         if container is None:
             return
         runner = container.runner
-        if runner is not None and not runner.done():
+        if runner is None:
+            # Only reserved: nothing was made in the backend.
+            self._forget(guid)
+            return
+        if not runner.done():
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
         try:
             await self.backend.destroy(guid)
         finally:
-            self._containers.pop(guid, None)
-            if not self._containers:
-                self._empty.set()
+            self._forget(guid)
+
+    def _forget(self, guid: str) -> None:
+        self._containers.pop(guid, None)
+        if not self._containers:
+            self._empty.set()
 
     async def cleanup_previous_run(self) -> None:
         """Destroy containers an earlier life of this cell left on the machine."""

@@ -1,14 +1,18 @@
 """Control groups for containers: memory and CPU limits, OOM detection, kill-all.
 
 Both cgroup versions are handled. Containers get a group below the node's own,
-``<own group>/diego/<guid>``, in each hierarchy used (v1: memory and cpu; v2: the
-unified one). A process joins its groups by writing its pid to ``procs_files``
+``<own group>/diego/<scope>/<guid>``, in each hierarchy used (v1: memory and cpu;
+v2: the unified one). The scope is the cell's: two cells may hold a container for
+the same guid (one reserved it, the other runs it), and one must never touch the
+other's processes. A process joins its groups by writing its pid to ``procs_files``
 before it execs, so nothing it does escapes the limits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -36,7 +40,12 @@ class ContainerGroups:
         return [d / "cgroup.procs" for d in self.dirs]
 
     def out_of_memory(self) -> bool:
-        """Whether the kernel OOM-killed a process of this container."""
+        """Whether the kernel OOM-killed a process in this group.
+
+        cgroup v1 counts the kill in the victim's own group only: a container's
+        answer is its own count or one of its processes' leaves (read before the
+        leaf is removed).
+        """
         if self.memory is None:
             return False
         name = "memory.oom_control" if self.version == 1 else "memory.events"
@@ -50,25 +59,64 @@ class ContainerGroups:
                 return int(value) > 0
         return False
 
+    def leaf(self, name: str) -> ContainerGroups:
+        """A child group for one process, under the container's limits (hierarchical).
+
+        Killing everything in a process's own leaf reaches whatever it forked,
+        even a sandbox whose parent died before it could arrange to die too.
+        """
+        dirs = []
+        for d in self.dirs:
+            child = d / name
+            child.mkdir(exist_ok=True)
+            dirs.append(child)
+        memory = self.memory / name if self.memory is not None else None
+        return ContainerGroups(dirs, memory, self.version)
+
     def pids(self) -> set[int]:
-        """Every process in the container's groups."""
+        """Every process in the groups and their children (v1 lists only direct members)."""
         found: set[int] = set()
-        for procs in self.procs_files:
-            with contextlib.suppress(OSError):
-                found.update(int(p) for p in procs.read_text().split())
+        for d in self.dirs:
+            for procs in d.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError):
+                    found.update(int(p) for p in procs.read_text().split())
         return found
 
     def kill_all(self) -> None:
-        """SIGKILL every process in the groups."""
+        """SIGKILL every process in the groups and their children."""
         for pid in self.pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 
-    def remove(self) -> None:
-        """Remove the (empty) groups."""
-        for d in self.dirs:
-            with contextlib.suppress(OSError):
-                d.rmdir()
+    async def kill_and_remove(self, patience: float = 2.0) -> bool:
+        """Kill every process, then remove the groups, children first; False if some stayed.
+
+        A group whose last process has just died can still be busy for a moment:
+        removal is retried until ``patience`` runs out.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            self.kill_all()
+            leftovers = [
+                child
+                for d in self.dirs
+                for child in sorted(d.rglob("*"), key=lambda p: -len(p.parts))
+                if child.is_dir()
+            ] + self.dirs
+            for group in leftovers:
+                with contextlib.suppress(FileNotFoundError):
+                    try:
+                        group.rmdir()
+                    except OSError as e:
+                        if e.errno != errno.EBUSY:
+                            raise
+            if not any(d.exists() for d in self.dirs):
+                return True
+            if loop.time() > deadline:
+                log.warning("cgroup-not-removed dirs=%s", self.dirs)
+                return False
+            await asyncio.sleep(0.01)
 
 
 class Cgroups:
@@ -80,25 +128,27 @@ class Cgroups:
         self.cpu_base = cpu_base
 
     @classmethod
-    def detect(cls, root: Path = ROOT) -> tuple[Cgroups | None, list[str]]:
-        """The cgroups usable here, or None, with notes on what is missing."""
+    def detect(cls, scope: str, root: Path = ROOT) -> tuple[Cgroups | None, list[str]]:
+        """The cgroups usable here for ``scope``, or None, with notes on what is missing."""
         notes: list[str] = []
         own = _own_groups()
         if (root / "cgroup.controllers").exists():
-            base = root / own.get("", "/").lstrip("/") / "diego"
+            parent = root / own.get("", "/").lstrip("/")
             try:
-                base.mkdir(parents=True, exist_ok=True)
-                controllers = (base.parent / "cgroup.subtree_control").read_text().split()
-                for wanted in ("memory", "cpu"):
-                    if wanted not in controllers:
-                        (base.parent / "cgroup.subtree_control").write_text(f"+{wanted}")
-                (base / "cgroup.subtree_control").write_text("+memory +cpu")
+                # v2 hands controllers down level by level: enable them on each.
+                for level in (parent, parent / "diego", parent / "diego" / scope):
+                    level.mkdir(exist_ok=True)
+                    enabled = (level / "cgroup.subtree_control").read_text().split()
+                    for wanted in ("memory", "cpu"):
+                        if wanted not in enabled:
+                            (level / "cgroup.subtree_control").write_text(f"+{wanted}")
             except OSError as e:
                 notes.append(f"cgroup v2 not writable: {e.strerror}")
                 return None, notes
+            base = parent / "diego" / scope
             return cls(2, base, base), notes
-        memory = _v1_base(root, "memory", own, notes)
-        cpu = _v1_base(root, "cpu", own, notes)
+        memory = _v1_base(root, "memory", own, scope, notes)
+        cpu = _v1_base(root, "cpu", own, scope, notes)
         if memory is None and cpu is None:
             return None, notes
         return cls(1, memory, cpu), notes
@@ -134,6 +184,12 @@ class Cgroups:
             dirs.append(cpu_dir)
         return ContainerGroups(dirs, memory_dir, 1)
 
+    def close(self) -> None:
+        """Remove this scope's (empty) groups."""
+        for base in {b for b in (self.memory_base, self.cpu_base) if b is not None}:
+            with contextlib.suppress(OSError):
+                base.rmdir()
+
     def existing(self, guid: str) -> ContainerGroups:
         """The groups of a container made earlier (for cleaning up after a restart)."""
         bases = {b for b in (self.memory_base, self.cpu_base) if b is not None}
@@ -156,12 +212,14 @@ def _own_groups() -> dict[str, str]:
     return groups
 
 
-def _v1_base(root: Path, controller: str, own: dict[str, str], notes: list[str]) -> Path | None:
+def _v1_base(
+    root: Path, controller: str, own: dict[str, str], scope: str, notes: list[str]
+) -> Path | None:
     mount = root / controller
     if not mount.is_dir():
         notes.append(f"no {controller} cgroup")
         return None
-    base = mount / own.get(controller, "/").lstrip("/") / "diego"
+    base = mount / own.get(controller, "/").lstrip("/") / "diego" / scope
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as e:

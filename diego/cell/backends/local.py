@@ -31,6 +31,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 from pathlib import Path
 
 import attrs
@@ -48,6 +49,8 @@ log = logging.getLogger("diego.cell.local")
 
 HOME = "/home/vcap"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PUMP_GRACE = 1.0
+"""Seconds the output is still read after the process exited."""
 MAX_LINE = 64 * 1024
 """Longer output lines are split; a process cannot make the cell buffer without end."""
 
@@ -59,6 +62,7 @@ class _Container:
     groups: ContainerGroups | None
     mounted: bool
     processes: set[LocalProcess] = attrs.Factory(set)
+    oom_killed: bool = False
 
     @property
     def rw(self) -> Path:
@@ -69,23 +73,45 @@ class LocalProcess:
     """A process in a local container (bubblewrap and everything under it)."""
 
     def __init__(
-        self, proc: asyncio.subprocess.Process, pumps: list[asyncio.Task[None]], owner: _Container
+        self,
+        proc: asyncio.subprocess.Process,
+        pumps: list[asyncio.Task[None]],
+        owner: _Container,
+        leaf: ContainerGroups | None,
     ) -> None:
         self._proc = proc
         self._pumps = pumps
         self._owner = owner
+        self._leaf = leaf
 
     async def wait(self) -> int:
         """The exit status; 128 + N when killed by signal N."""
         code = await self._proc.wait()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
+        if self._leaf is not None:
+            if self._leaf.out_of_memory():
+                self._owner.oom_killed = True
+            # Whatever is left in the process's own group goes with it.
+            await self._leaf.kill_and_remove()
+        # The output ends when the last holder of the pipes exits; one that
+        # outlives bubblewrap must not hold this wait forever.
+        _, late = await asyncio.wait(self._pumps, timeout=PUMP_GRACE)
+        for pump in late:
+            pump.cancel()
         self._owner.processes.discard(self)
         return 128 - code if code < 0 else code
 
     def kill(self) -> None:
-        """Kill bubblewrap; its pid namespace, and so every descendant, dies with it."""
-        with contextlib.suppress(ProcessLookupError):
-            self._proc.kill()
+        """Kill the process group: the wrapper, bubblewrap and its pid namespace's init.
+
+        The init's death takes every process of the pid namespace with it. The
+        group is killed, not only our child, because a kill may land while the
+        wrapper is still exec'ing its way to bubblewrap, or just after bubblewrap
+        forked the namespace's init.
+        """
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        if self._leaf is not None:
+            self._leaf.kill_all()
 
 
 class LocalBackend:
@@ -98,16 +124,21 @@ class LocalBackend:
         hide: tuple[Path, ...] = (),
         container_uid: int = 100_000,
         bwrap: str = "bwrap",
+        name: str = "",
     ) -> None:
         self.root = _reachable(root.resolve())
         # Every unprivileged container is the same host uid: each must not see
         # the others' directories, wherever the containers root ended up.
-        self.hide = (*(p.resolve() for p in hide), self.root)
+        self.hide = (*(p.resolve() for p in hide), self.root, FALLBACK_ROOT)
         self.container_uid = container_uid
         self.bwrap = shutil.which(bwrap) or bwrap
         self._containers: dict[str, _Container] = {}
         self._is_root = os.geteuid() == 0
-        self._cgroups, notes = Cgroups.detect() if self._is_root else (None, ["not root"])
+        # The cell's own cgroup scope: another cell may hold a container of the same guid.
+        scope = name or hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        self._cgroups, notes = Cgroups.detect(scope) if self._is_root else (None, ["not root"])
+        self._guid_locks: dict[str, asyncio.Lock] = {}
+        self._processes_started = 0
         self._loop = self._is_root and Path("/dev/loop-control").exists()
         if not self._loop:
             notes.append("no loop devices: disk_mb is not enforced")
@@ -135,7 +166,26 @@ class LocalBackend:
     # ------------------------------------------------------------ containers
 
     async def create(self, spec: ContainerSpec) -> None:
-        """Make the container's directory, disk and cgroups."""
+        """Make the container's directory, disk and cgroups.
+
+        Once begun, making a container runs to its end even if the caller is
+        cancelled (a mount half made cannot be taken back): a destroy waits for it
+        under the guid's lock, and then removes all of it.
+        """
+        making = asyncio.ensure_future(self._create_locked(spec))
+        await asyncio.shield(making)
+
+    async def _create_locked(self, spec: ContainerSpec) -> None:
+        async with self._lock(spec.guid):
+            await self._create(spec)
+
+    def _lock(self, guid: str) -> asyncio.Lock:
+        lock = self._guid_locks.get(guid)
+        if lock is None:
+            lock = self._guid_locks[guid] = asyncio.Lock()
+        return lock
+
+    async def _create(self, spec: ContainerSpec) -> None:
         d = self.root / spec.guid
         d.mkdir(mode=0o711, exist_ok=True)
         (d / "spec.json").write_text(json.dumps(attrs.asdict(spec)))
@@ -164,6 +214,13 @@ class LocalBackend:
 
     async def destroy(self, guid: str) -> None:
         """Kill every process, unmount the disk, remove the groups and files."""
+        async with self._lock(guid):
+            await self._destroy(guid)
+        lock = self._guid_locks.get(guid)
+        if lock is not None and not lock.locked():
+            del self._guid_locks[guid]
+
+    async def _destroy(self, guid: str) -> None:
         container = self._containers.pop(guid, None)
         d = self.root / guid
         groups = container.groups if container else None
@@ -173,12 +230,7 @@ class LocalBackend:
             for process in tuple(container.processes):
                 process.kill()
         if groups is not None:
-            for _ in range(50):
-                groups.kill_all()
-                if not groups.pids():
-                    break
-                await asyncio.sleep(0.01)
-            groups.remove()
+            await groups.kill_and_remove()
         if (d / "rw").is_mount():
             await _run("umount", "-l", str(d / "rw"))
         await asyncio.to_thread(shutil.rmtree, d, True)
@@ -190,14 +242,25 @@ class LocalBackend:
         return sorted(p.name for p in self.root.iterdir() if (p / "spec.json").exists())
 
     async def close(self) -> None:
-        """Remove the containers root if nothing is left in it."""
+        """Remove the containers root and the cell's cgroups if nothing is left in them."""
         with contextlib.suppress(OSError):
             self.root.rmdir()
+        if self._cgroups is not None:
+            self._cgroups.close()
+
+    def cgroup_dirs(self, guid: str) -> list[Path]:
+        """The container's cgroup directories, one per hierarchy (made or not)."""
+        if self._cgroups is None:
+            return []
+        bases = {self._cgroups.memory_base, self._cgroups.cpu_base} - {None}
+        return sorted(base / guid for base in bases if base is not None)
 
     def out_of_memory(self, guid: str) -> bool:
         """Whether the kernel OOM-killed a process of the container."""
         container = self._containers.get(guid)
-        return bool(container and container.groups and container.groups.out_of_memory())
+        if container is None:
+            return False
+        return container.oom_killed or bool(container.groups and container.groups.out_of_memory())
 
     # ------------------------------------------------------------ processes
 
@@ -206,8 +269,9 @@ class LocalBackend:
     ) -> LocalProcess:
         """Start ``process`` in the container; its output lines go to the sinks."""
         container = self._get(guid)
+        leaf = self._leaf(container)
         proc = await asyncio.create_subprocess_exec(
-            *self._argv(container, process),
+            *self._argv(container, process, leaf),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -220,7 +284,7 @@ class LocalBackend:
             asyncio.create_task(_pump(proc.stdout, stdout)),
             asyncio.create_task(_pump(proc.stderr, stderr)),
         ]
-        running = LocalProcess(proc, pumps, container)
+        running = LocalProcess(proc, pumps, container, leaf)
         container.processes.add(running)
         return running
 
@@ -241,14 +305,19 @@ class LocalBackend:
     ) -> None:
         container = self._get(guid)
         process = ProcessSpec(path=command[0], args=command[1:])
+        leaf = self._leaf(container)
         proc = await asyncio.create_subprocess_exec(
-            *self._argv(container, process),
+            *self._argv(container, process, leaf),
             stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,  # type: ignore[arg-type]
             stdout=stdout if stdout is not None else asyncio.subprocess.DEVNULL,  # type: ignore[arg-type]
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        _, err = await proc.communicate()
+        try:
+            _, err = await proc.communicate()
+        finally:
+            if leaf is not None:
+                await leaf.kill_and_remove()
         if proc.returncode != 0:
             lines = err.decode(errors="replace").strip().splitlines()
             message = "; ".join(line for line in lines if "Exiting with failure" not in line)
@@ -263,7 +332,15 @@ class LocalBackend:
     def _unprivileged(self, spec: ContainerSpec) -> bool:
         return self._is_root and not spec.privileged
 
-    def _argv(self, container: _Container, process: ProcessSpec) -> list[str]:
+    def _leaf(self, container: _Container) -> ContainerGroups | None:
+        if container.groups is None:
+            return None
+        self._processes_started += 1
+        return container.groups.leaf(f"p{self._processes_started}")
+
+    def _argv(
+        self, container: _Container, process: ProcessSpec, leaf: ContainerGroups | None
+    ) -> list[str]:
         spec = container.spec
         unprivileged = self._unprivileged(spec)
         uid, gid = _user_ids(process.user)
@@ -277,7 +354,7 @@ class LocalBackend:
         for hidden in self.hide:
             # A path the container uid cannot walk to is hidden by its permissions
             # already, and bubblewrap (running as that uid) could not mount over it.
-            if not unprivileged or _walkable(hidden):
+            if hidden.exists() and (not unprivileged or _walkable(hidden)):
                 bwrap += ["--tmpfs", str(hidden)]
         bwrap += ["--dev", "/dev", "--proc", "/proc"]
         bwrap += ["--bind", str(container.rw / "tmp"), "/tmp"]
@@ -299,9 +376,10 @@ class LocalBackend:
         if unprivileged:
             ids = str(self.container_uid)
             prefix = ["setpriv", f"--reuid={ids}", f"--regid={ids}", "--clear-groups", "--"]
-        if container.groups is not None:
-            # Join the container's groups before exec, so no byte escapes the limits.
-            joins = " ".join(f'echo $$ > "{p}" &&' for p in container.groups.procs_files)
+        if leaf is not None:
+            # Join the process's groups (under the container's) before exec, so no
+            # byte escapes the limits and a kill reaches everything it starts.
+            joins = " ".join(f'echo $$ > "{p}" &&' for p in leaf.procs_files)
             return ["/bin/sh", "-c", f'{joins} exec "$@"', "sh", *prefix, *bwrap]
         return [*prefix, *bwrap]
 
@@ -325,9 +403,7 @@ def _reachable(root: Path) -> Path:
 
 def _walkable(path: Path) -> bool:
     """Whether other users may walk down to ``path`` (every existing ancestor has o+x)."""
-    return all(
-        not a.exists() or a.stat().st_mode & 0o001 for a in [*reversed(path.parents), path]
-    )
+    return all(not a.exists() or a.stat().st_mode & 0o001 for a in [*reversed(path.parents), path])
 
 
 def _user_ids(user: str) -> tuple[int, int]:
@@ -342,6 +418,7 @@ def _user_ids(user: str) -> tuple[int, int]:
 
 async def _pump(stream: asyncio.StreamReader, sink: OutputSink) -> None:
     """Hand each line of ``stream`` to ``sink``; over-long lines in pieces."""
+    continued = False  # the last piece was cut from a longer line
     while True:
         try:
             line = await stream.readuntil(b"\n")
@@ -350,8 +427,13 @@ async def _pump(stream: asyncio.StreamReader, sink: OutputSink) -> None:
                 sink(e.partial.decode(errors="replace"))
             return
         except asyncio.LimitOverrunError as e:
-            line = await stream.readexactly(e.consumed)
-        sink(line.decode(errors="replace").rstrip("\n"))
+            sink((await stream.readexactly(e.consumed)).decode(errors="replace"))
+            continued = True
+            continue
+        text = line.decode(errors="replace").rstrip("\n")
+        if text or not continued:
+            sink(text)
+        continued = False
 
 
 async def _run(*argv: str) -> tuple[int, str]:
