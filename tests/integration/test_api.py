@@ -23,6 +23,7 @@ from diego.models.events import Event, TaskCreated
 from diego.models.task import Task
 from diego.state.bbs import BBS
 from diego.state.store import Store, sqlite_url
+from tests.unit import test_task_validation as validation
 
 TASK = {
     "task_guid": "t1",
@@ -407,3 +408,21 @@ async def test_logs_bad_tail_is_400(node: Node) -> None:
     status, body = await node.call("GET", "/v1/logs/g1?tail=-3")
     assert (status, body["name"]) == (400, "InvalidRequest")
     assert "tail" in body["message"]
+
+
+@pytest.mark.parametrize(("overrides", "path", "rule"), validation.REFUSED)
+async def test_every_validation_rule_is_a_400_naming_the_field(
+    node: Node, overrides: dict[str, Any], path: str, rule: str
+) -> None:
+    """Each broken rule of the validation table, sent over HTTP, is a 400 naming its field."""
+    status, body = await node.call("POST", "/v1/tasks", json=validation.request(**overrides))
+    assert (status, body["name"]) == (400, "InvalidTask")
+    assert any(e["field"] == path and rule in e["rule"] for e in body["errors"]), body
+    assert f"{path}: " in body["message"]
+
+
+async def test_nothing_invalid_was_written(node: Node) -> None:
+    """After the whole validation table is refused, the store holds no Task."""
+    for overrides, _path, _rule in (p.values for p in validation.REFUSED):
+        await node.call("POST", "/v1/tasks", json=validation.request(**overrides))
+    assert await node.call("GET", "/v1/tasks") == (200, [])
