@@ -89,6 +89,9 @@ class Rep:
         self.settings = settings
         self.on_capacity_freed = on_capacity_freed
         self.evacuating = False
+        # No work before the cell's presence is recorded: the converger fails the
+        # Tasks of cells it cannot see, and would fail a Task started in between.
+        self.present = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
         executor.on_event = self._container_event
@@ -121,7 +124,7 @@ class Rep:
 
     async def perform(self, work: Sequence[TaskWork]) -> list[TaskWork]:
         """Take the work that fits: reserve each container; the rest is returned."""
-        if self.evacuating:
+        if self.evacuating or not self.present.is_set():
             return list(work)
         refused = []
         for item in work:
@@ -194,7 +197,14 @@ class Rep:
     # ------------------------------------------------------------ loops
 
     async def run(self) -> None:
-        """Poll, renew presence and follow events until cancelled."""
+        """Announce the cell, then poll, renew presence and follow events until cancelled."""
+        while not self.present.is_set():
+            try:
+                await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
+                self.present.set()
+            except Exception:
+                log.exception("presence-announcement-failed cell=%s", self.cell_id)
+                await asyncio.sleep(self.settings.presence_ttl / 3)
         await self.executor.cleanup_previous_run()
         subscription = self.bus.subscribe(self._concerns_a_container, name=f"rep {self.cell_id}")
         try:
@@ -220,11 +230,11 @@ class Rep:
 
     async def _renew_presence(self) -> None:
         while True:
+            await asyncio.sleep(self.settings.presence_ttl / 3)
             try:
                 await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
             except Exception:
                 log.exception("presence-renewal-failed cell=%s", self.cell_id)
-            await asyncio.sleep(self.settings.presence_ttl / 3)
 
     def _concerns_a_container(self, event: Event) -> bool:
         if isinstance(event, TaskChanged):

@@ -9,11 +9,13 @@ return ``(before, after)``; publishing events is the caller's job, after commit.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from diego.models import lifecycle
 from diego.models.cells import CellPresence
@@ -83,6 +85,22 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite takes one writer at a time. Writers queued here, in order, beat
+        # writers colliding on the file lock, where SQLite's busy handler backs off
+        # in growing sleeps while each holds a pooled connection (a presence
+        # renewal stuck behind them could miss its TTL). PostgreSQL needs no queue.
+        self._one_writer = engine.dialect.name == "sqlite"
+        self._writers = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (queued behind other writers on SQLite)."""
+        if self._one_writer:
+            async with self._writers, self.engine.begin() as conn:
+                yield conn
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -165,7 +183,7 @@ class Store:
         """Store a new PENDING Task; TaskGuidAlreadyExists if the guid is taken."""
         task = Task.new(request, now)
         try:
-            async with self.engine.begin() as conn:
+            async with self._write() as conn:
                 await conn.execute(tasks.insert().values(**_columns(task), version=1))
         except IntegrityError:
             raise TaskGuidAlreadyExists(request.task_guid) from None
@@ -210,7 +228,7 @@ class Store:
         for _ in range(MAX_CAS_ATTEMPTS):
             task, version = await self._read(guid)
             lifecycle.check_deletable(task, allowed)
-            async with self.engine.begin() as conn:
+            async with self._write() as conn:
                 result = await conn.execute(
                     tasks.delete().where(tasks.c.guid == guid, tasks.c.version == version)
                 )
@@ -230,7 +248,7 @@ class Store:
         where = cells.c.cell_id == presence.cell_id
         for _ in range(MAX_CAS_ATTEMPTS):
             try:
-                async with self.engine.begin() as conn:
+                async with self._write() as conn:
                     updated = await conn.execute(cells.update().where(where).values(**values))
                     if updated.rowcount == 0:
                         await conn.execute(
@@ -250,7 +268,7 @@ class Store:
 
     async def remove_cell_presence(self, cell_id: str) -> None:
         """Forget a cell (it stopped)."""
-        async with self.engine.begin() as conn:
+        async with self._write() as conn:
             await conn.execute(cells.delete().where(cells.c.cell_id == cell_id))
 
     async def _swap(self, guid: str, rule: Callable[[Task], Task]) -> TaskChange:
@@ -258,7 +276,7 @@ class Store:
             before, version = await self._read(guid)
             after = rule(before)  # raises when the verb does not apply
             changes = {k: v for k, v in _columns(after).items() if k != "definition"}
-            async with self.engine.begin() as conn:
+            async with self._write() as conn:
                 result = await conn.execute(
                     tasks.update()
                     .where(tasks.c.guid == guid, tasks.c.version == version)

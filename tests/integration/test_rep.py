@@ -162,6 +162,9 @@ class World:
         backend = CountingBackend(home / "containers")
         executor = Executor(backend, total, self.logs, Transfers(), home / "scratch")
         made = Rep(cell_id, "z0", ("linux",), executor, bbs or self.bbs, self.bus, settings)
+        # Driven directly, without its loops: count it as announced (rep.run()
+        # would record its presence before taking work).
+        made.present.set()
         self.reps.append(made)
         self.backends.append(backend)
         return made
@@ -566,3 +569,17 @@ async def test_auctioneer_places_work_on_cells_and_retries_when_full(world: Worl
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await running
+
+
+async def test_a_cell_takes_no_work_before_its_presence_is_recorded(world: World) -> None:
+    """Work offered before the rep has announced its presence is refused, then accepted."""
+    rep = world.rep("cell-late")
+    rep.present.clear()
+    task = await world.desire(sh("true"))
+    work = TaskWork.from_task(task)
+    assert await rep.perform([work]) == [work]
+    world.start(rep)
+    await asyncio.wait_for(rep.present.wait(), 5)
+    assert [p.cell_id for p in await world.bbs.cell_presences()] == ["cell-late"]
+    assert await rep.perform([work]) == []
+    await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
