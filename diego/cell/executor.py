@@ -24,23 +24,44 @@ from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.transfer import TransferError, Transfers, first_file_of_tar
 from diego.logs import LogStore
 from diego.models.actions import Action
+from diego.models.lrp import DesiredLRP
 from diego.models.task import MAX_RESULT_BYTES, Task
 from diego.scheduling.auction import Resources
 
 log = logging.getLogger("diego.cell.executor")
 
 DEFAULT_LOG_SOURCE = "TASK"
+DEFAULT_LRP_LOG_SOURCE = "APP"
+
+
+@attrs.frozen
+class LRPTags:
+    """Which ActualLRP a container runs."""
+
+    process_guid: str
+    index: int
+    domain: str
 
 
 @attrs.frozen
 class RunRequest:
-    """What to run in a reserved container."""
+    """What to run in a reserved container.
+
+    A Task's container runs its action once and completes. An LRP's (``lrp`` set)
+    runs ``setup``, then its action with ``monitor`` deciding when it is RUNNING
+    (healthy); the action exiting or the monitor failing later is a crash, and
+    not becoming healthy within ``start_timeout_ms`` (0: no limit) is one too.
+    """
 
     spec: ContainerSpec
     action: Action
     result_file: str = ""
     log_guid: str = ""
     log_source: str = DEFAULT_LOG_SOURCE
+    lrp: LRPTags | None = None
+    setup: Action | None = None
+    monitor: Action | None = None
+    start_timeout_ms: int = 0
 
     @classmethod
     def for_task(cls, task: Task) -> RunRequest:
@@ -63,6 +84,34 @@ class RunRequest:
         )
 
 
+def lrp_request(desired: DesiredLRP, index: int, instance_guid: str) -> RunRequest:
+    """The container and actions of one instance of ``desired``."""
+    env = (
+        *((e.name, e.value) for e in desired.env),
+        ("INSTANCE_INDEX", str(index)),
+        ("INSTANCE_GUID", instance_guid),
+    )
+    spec = ContainerSpec(
+        guid=instance_guid,
+        memory_mb=desired.memory_mb,
+        disk_mb=desired.disk_mb,
+        cpu_weight=desired.cpu_weight or 100,
+        privileged=desired.privileged,
+        network=bool(desired.security_group_rules),
+        env=env,
+    )
+    return RunRequest(
+        spec=spec,
+        action=desired.action,
+        log_guid=desired.log_guid,
+        log_source=desired.log_source or DEFAULT_LRP_LOG_SOURCE,
+        lrp=LRPTags(desired.process_guid, index, desired.domain),
+        setup=desired.setup,
+        monitor=desired.monitor,
+        start_timeout_ms=desired.start_timeout_ms,
+    )
+
+
 @attrs.frozen
 class ContainerRunning:
     """A container's action tree has started."""
@@ -80,6 +129,18 @@ class ContainerCompleted:
 ContainerEvent = ContainerRunning | ContainerCompleted
 
 
+@attrs.frozen
+class MonitorSettings:
+    """How often an LRP's monitor runs (seconds): until healthy, and once healthy."""
+
+    unhealthy_interval: float = 0.5
+    healthy_interval: float = 30.0
+
+
+UNHEALTHY = "Instance became unhealthy"
+EXITED = "the process exited"
+
+
 @attrs.define(eq=False)
 class _Container:
     guid: str
@@ -90,6 +151,8 @@ class _Container:
     failure_reason: str = ""
     result: str = ""
     runner: asyncio.Task[None] | None = None
+    lrp: LRPTags | None = None
+    shutdown: bool = False  # completed because it was told to stop, not by a crash
 
     def view(self) -> ContainerView:
         return ContainerView(self.guid, self.state, self.failed, self.failure_reason, self.result)
@@ -106,7 +169,9 @@ class Executor:
         transfers: Transfers,
         scratch: Path,
         on_event: Callable[[ContainerEvent], None] = lambda _e: None,
+        monitor: MonitorSettings | None = None,
     ) -> None:
+        self.monitor = monitor or MonitorSettings()
         self.backend = backend
         self.total = total
         self.logs = logs
@@ -138,14 +203,14 @@ class Executor:
         container = self._containers.get(guid)
         return container.view() if container else None
 
-    def reserve(self, guid: str, memory_mb: int, disk_mb: int) -> bool:
+    def reserve(self, guid: str, memory_mb: int, disk_mb: int, lrp: LRPTags | None = None) -> bool:
         """Reserve room for a container; False if it exists or does not fit."""
         if guid in self._containers:
             return False
         room = self.remaining()
         if memory_mb > room.memory_mb or disk_mb > room.disk_mb or room.containers < 1:
             return False
-        self._containers[guid] = _Container(guid, memory_mb, disk_mb)
+        self._containers[guid] = _Container(guid, memory_mb, disk_mb, lrp=lrp)
         self._empty.clear()
         return True
 
@@ -161,7 +226,9 @@ class Executor:
         if container is None or container.state is not ContainerState.RESERVED:
             raise ValueError(f"container {guid} is not reserved")
         container.state = ContainerState.INITIALIZING
-        container.runner = asyncio.create_task(self._live(container, request), name=guid)
+        container.lrp = request.lrp
+        life = self._live_lrp if request.lrp is not None else self._live
+        container.runner = asyncio.create_task(life(container, request), name=guid)
 
     async def _live(self, container: _Container, request: RunRequest) -> None:
         scratch = self.scratch / container.guid
@@ -191,6 +258,109 @@ class Executor:
             self._complete(container, False, "", result)
         finally:
             await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    async def _live_lrp(self, container: _Container, request: RunRequest) -> None:
+        scratch = self.scratch / container.guid
+        try:
+            await self.backend.create(request.spec)
+        except (BackendError, OSError) as e:
+            self._complete(container, True, f"failed to create container: {e}", "")
+            return
+        container.state = ContainerState.CREATED
+        scratch.mkdir(parents=True, exist_ok=True)
+
+        def emit(source: str, stream: str, message: str) -> None:
+            self.logs.emit(request.log_guid, source, message, stream)
+
+        context = StepContext(
+            self.backend, container.guid, emit, self.transfers, scratch, request.log_source
+        )
+        try:
+            reason = await self._run_lrp(container, request, context)
+        except asyncio.CancelledError:
+            if not container.shutdown:
+                raise
+            reason = "stopped"
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+        self._complete(container, not container.shutdown, reason, "")
+
+    async def _run_lrp(self, container: _Container, request: RunRequest, ctx: StepContext) -> str:
+        """Run an LRP until it crashes; the crash reason."""
+        if request.setup is not None:
+            try:
+                await perform(request.setup, ctx)
+            except StepFailed as e:
+                return f"setup failed: {e.reason}"
+        action = asyncio.create_task(_exit_reason(request.action, ctx))
+        try:
+            if request.monitor is not None:
+                unhealthy = await self._until_healthy(request, ctx, action)
+                if unhealthy:
+                    return unhealthy
+            container.state = ContainerState.RUNNING
+            self.on_event(ContainerRunning(container.guid))
+            if request.monitor is None:
+                return await action
+            return await self._while_healthy(request.monitor, ctx, action)
+        finally:
+            action.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await action
+
+    async def _until_healthy(
+        self, request: RunRequest, ctx: StepContext, action: asyncio.Task[str]
+    ) -> str:
+        """Run the monitor until it passes: "" then, or why the start failed."""
+        assert request.monitor is not None
+        loop = asyncio.get_running_loop()
+        timeout = request.start_timeout_ms / 1000
+        deadline = loop.time() + timeout if timeout else None
+        while True:
+            if action.done():
+                return action.result()
+            try:
+                await perform(request.monitor, ctx)
+                return ""
+            except StepFailed:
+                pass
+            if deadline is not None and loop.time() >= deadline:
+                return f"Instance never healthy after {timeout:g}s"
+            await asyncio.wait([action], timeout=self.monitor.unhealthy_interval)
+
+    async def _while_healthy(
+        self, monitor: Action, ctx: StepContext, action: asyncio.Task[str]
+    ) -> str:
+        """Check health until the action exits or the monitor fails: the crash reason."""
+        while True:
+            await asyncio.wait([action], timeout=self.monitor.healthy_interval)
+            if action.done():
+                return action.result()
+            try:
+                await perform(monitor, ctx)
+            except StepFailed:
+                return UNHEALTHY
+
+    async def stop(self, guid: str) -> None:
+        """Stop an LRP's processes: its container completes as shut down (not crashed)."""
+        container = self._containers.get(guid)
+        if container is None or container.state is ContainerState.COMPLETED:
+            return
+        container.shutdown = True
+        runner = container.runner
+        if runner is None:
+            self._complete(container, False, "stopped", "")
+            return
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+
+    def lrp_of(self, guid: str) -> tuple[LRPTags, bool] | None:
+        """The ActualLRP a container runs and whether it was shut down, or None."""
+        container = self._containers.get(guid)
+        if container is None or container.lrp is None:
+            return None
+        return container.lrp, container.shutdown
 
     async def _result(self, guid: str, result_file: str, scratch: Path) -> str:
         if not result_file:
@@ -247,3 +417,12 @@ class Executor:
         for guid in list(self._containers):
             await self.delete(guid)
         await self.backend.close()
+
+
+async def _exit_reason(action: Action, ctx: StepContext) -> str:
+    """Run an LRP's action; it should never end, so any end is a crash with this reason."""
+    try:
+        await perform(action, ctx)
+    except StepFailed as e:
+        return e.reason
+    return EXITED
