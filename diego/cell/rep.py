@@ -253,7 +253,12 @@ class Rep:
                 subscription = self.bus.subscribe(self._concerns_a_container)
                 self._spawn(self.reconcile_all())
                 continue
-            guid = event.after.task_guid if isinstance(event, TaskChanged) else event.task.task_guid
+            if isinstance(event, TaskChanged):
+                guid = event.after.task_guid
+            elif isinstance(event, TaskRemoved):
+                guid = event.task.task_guid
+            else:
+                continue
             container = self.executor.get(guid)
             if container is not None and container.state is not ContainerState.COMPLETED:
                 self._spawn(self.reconcile(guid))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import attrs
 
-from diego.cell.backends.base import Backend, BackendError, ProcessSpec
+from diego.cell.backends.base import Backend, BackendError, Process, ProcessSpec
 from diego.cell.transfer import TransferError, Transfers, as_tar, extract_first_file, file_name_of
 from diego.models.actions import (
     Action,
@@ -102,16 +102,21 @@ async def _run(action: RunAction, ctx: StepContext, source: str) -> None:
         user=action.user,
         nofile=action.resource_limits.nofile if action.resource_limits else None,
     )
+    # A spawn is never abandoned half way: cancelled inside it, asyncio would
+    # kill only the direct child and wait for pipes a surviving sandbox holds.
+    spawn = asyncio.ensure_future(ctx.backend.run(ctx.guid, spec, sink("OUT"), sink("ERR")))
     try:
-        process = await ctx.backend.run(ctx.guid, spec, sink("OUT"), sink("ERR"))
+        process = await asyncio.shield(spawn)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await _kill(await spawn)
+        raise
     except BackendError as e:
         raise StepFailed(f"failed to start {action.path}: {e}") from None
     try:
         status = await process.wait()
     except asyncio.CancelledError:
-        process.kill()
-        with contextlib.suppress(TimeoutError, Exception):
-            await asyncio.wait_for(asyncio.shield(process.wait()), KILL_GRACE)
+        await _kill(process)
         raise
     if status != 0:
         reason = f"Exited with status {status}"
@@ -120,6 +125,13 @@ async def _run(action: RunAction, ctx: StepContext, source: str) -> None:
         if not action.suppress_log_output:
             ctx.log(source, "OUT", reason)
         raise StepFailed(reason)
+
+
+async def _kill(process: Process) -> None:
+    """Kill a step's process and wait (a while) for it to be gone."""
+    process.kill()
+    with contextlib.suppress(TimeoutError, Exception):
+        await asyncio.wait_for(asyncio.shield(process.wait()), KILL_GRACE)
 
 
 async def _download(action: DownloadAction, ctx: StepContext, source: str) -> None:
