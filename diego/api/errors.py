@@ -26,6 +26,12 @@ STATUS: dict[type[errors.DiegoError], int] = {
     errors.TaskGuidAlreadyExists: 409,
     errors.InvalidStateTransition: 409,
     errors.RunningOnDifferentCell: 409,
+    errors.DesiredLRPNotFound: 404,
+    errors.DesiredLRPAlreadyExists: 409,
+    errors.ActualLRPNotFound: 404,
+    errors.ActualLRPAlreadyExists: 409,
+    errors.InvalidActualLRPTransition: 409,
+    errors.ActualLRPOnDifferentCell: 409,
 }
 
 HTTP_NAMES = {

@@ -84,3 +84,95 @@ class RunningOnDifferentCell(DiegoError):
         self.task_guid = task_guid
         self.owner = owner
         self.caller = caller
+
+
+class DesiredLRPNotFound(DiegoError):
+    """No DesiredLRP has that process guid."""
+
+    name = "DesiredLRPNotFound"
+
+    def __init__(self, process_guid: str) -> None:
+        super().__init__(f"desired lrp {process_guid!r} not found")
+        self.process_guid = process_guid
+
+
+class DesiredLRPAlreadyExists(DiegoError):
+    """A DesiredLRP with that process guid exists already."""
+
+    name = "DesiredLRPAlreadyExists"
+
+    def __init__(self, process_guid: str) -> None:
+        super().__init__(f"a desired lrp with process guid {process_guid!r} already exists")
+        self.process_guid = process_guid
+
+
+def _instance(process_guid: str, index: int, evacuating: bool) -> str:
+    return f"actual lrp {process_guid!r} index {index}" + (" (evacuating)" if evacuating else "")
+
+
+class ActualLRPNotFound(DiegoError):
+    """No ActualLRP at that process guid and index (or no evacuating one there)."""
+
+    name = "ActualLRPNotFound"
+
+    def __init__(self, process_guid: str, index: int, evacuating: bool = False) -> None:
+        super().__init__(f"{_instance(process_guid, index, evacuating)} not found")
+        self.process_guid = process_guid
+        self.index = index
+        self.evacuating = evacuating
+
+
+class ActualLRPAlreadyExists(DiegoError):
+    """An ActualLRP exists already at that process guid and index."""
+
+    name = "ActualLRPAlreadyExists"
+
+    def __init__(self, process_guid: str, index: int, evacuating: bool = False) -> None:
+        super().__init__(f"{_instance(process_guid, index, evacuating)} already exists")
+        self.process_guid = process_guid
+        self.index = index
+        self.evacuating = evacuating
+
+
+class InvalidActualLRPTransition(DiegoError):
+    """The ActualLRP is not in a state the verb may move it from."""
+
+    name = "InvalidActualLRPTransition"
+
+    def __init__(self, process_guid: str, index: int, before: str, after: str | None) -> None:
+        target = f"move to {after}" if after else "be removed"
+        super().__init__(f"{_instance(process_guid, index, False)} is {before} and cannot {target}")
+        self.process_guid = process_guid
+        self.index = index
+        self.before = before
+        self.after = after
+
+
+class ActualLRPOnDifferentCell(DiegoError):
+    """The ActualLRP belongs to another instance (instance guid and cell) than the caller's."""
+
+    name = "ActualLRPOnDifferentCell"
+
+    def __init__(
+        self,
+        process_guid: str,
+        index: int,
+        *,
+        owner: tuple[str, str],
+        caller: tuple[str, str | None],
+        evacuating: bool = False,
+    ) -> None:
+        """``owner`` and ``caller`` are (instance_guid, cell_id); a None cell was not asked."""
+
+        def who(instance_guid: str, cell_id: str | None) -> str:
+            where = "" if cell_id is None else f" on cell {cell_id!r}"
+            return f"instance {instance_guid!r}{where}"
+
+        super().__init__(
+            f"{_instance(process_guid, index, evacuating)} is {who(*owner)}, not {who(*caller)}"
+        )
+        self.process_guid = process_guid
+        self.index = index
+        self.evacuating = evacuating
+        self.owner_instance_guid, self.owner_cell_id = owner
+        self.caller_instance_guid, self.caller_cell_id = caller

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import attrs
+
 from diego.bus import Bus
 from diego.clock import Clock
 from diego.models.cells import CellPresence
-from diego.models.events import Event, task_events
+from diego.models.events import Event, actual_lrp_events, desired_lrp_events, task_events
+from diego.models.lrp import ActualLRP, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
-from diego.state.store import Page, Store, TaskChange
+from diego.state.store import ActualLRPChange, DesiredLRPChange, Page, Store, TaskChange
 
 
 class BBS:
-    """Tasks: read them, and change them by lifecycle verbs that publish events."""
+    """Tasks and LRPs: read them, and change them by lifecycle verbs that publish events."""
 
     def __init__(self, store: Store, bus: Bus[Event], clock: Clock) -> None:
         self.store = store
@@ -114,3 +117,162 @@ class BBS:
         """What a consumer's DELETE does: COMPLETED → RESOLVING, then remove it."""
         await self.resolving_task(guid)
         return await self.delete_task(guid)
+
+    # ------------------------------------------------------------ desired LRPs
+
+    def _publish_desired(self, before: DesiredLRP | None, after: DesiredLRP | None) -> None:
+        for event in desired_lrp_events(before, after):
+            self.bus.publish(event)
+
+    def _publish_actual(self, before: ActualLRP | None, after: ActualLRP | None) -> None:
+        for event in actual_lrp_events(before, after):
+            self.bus.publish(event)
+
+    def _actual_published(self, change: ActualLRPChange) -> ActualLRPChange:
+        self._publish_actual(*change)
+        return change
+
+    async def desire_lrp(self, desired: DesiredLRP) -> DesiredLRP:
+        """Create a DesiredLRP."""
+        made = await self.store.desire_lrp(desired, self.clock.now())
+        self._publish_desired(None, made)
+        return made
+
+    async def get_desired_lrp(self, process_guid: str) -> DesiredLRP:
+        """The DesiredLRP ``process_guid``; DesiredLRPNotFound when there is none."""
+        return await self.store.get_desired_lrp(process_guid)
+
+    async def desired_lrps(self, domain: str | None = None) -> list[DesiredLRP]:
+        """Every DesiredLRP (of ``domain``), by process guid."""
+        return await self.store.desired_lrps(domain)
+
+    async def update_desired_lrp(
+        self, process_guid: str, update: DesiredLRPUpdate
+    ) -> DesiredLRPChange:
+        """Change a DesiredLRP's instances, routes or annotation."""
+        change = await self.store.update_desired_lrp(process_guid, update, self.clock.now())
+        self._publish_desired(*change)
+        return change
+
+    async def remove_desired_lrp(self, process_guid: str) -> DesiredLRP:
+        """Remove a DesiredLRP (stopping its ActualLRPs is the caller's job)."""
+        desired = await self.store.remove_desired_lrp(process_guid)
+        self._publish_desired(desired, None)
+        return desired
+
+    # ------------------------------------------------------------ actual LRPs
+
+    async def actual_lrps(
+        self,
+        process_guid: str | None = None,
+        domain: str | None = None,
+        cell_id: str | None = None,
+    ) -> list[ActualLRP]:
+        """Every ActualLRP, evacuating copies included, by (process_guid, index, evacuating)."""
+        return await self.store.actual_lrps(process_guid, domain, cell_id)
+
+    async def get_actual_lrp(
+        self, process_guid: str, index: int, evacuating: bool = False
+    ) -> ActualLRP:
+        """The ActualLRP at ``process_guid``/``index`` (or its evacuating copy)."""
+        return await self.store.get_actual_lrp(process_guid, index, evacuating)
+
+    async def create_unclaimed_actual_lrp(
+        self, process_guid: str, index: int, domain: str
+    ) -> ActualLRP:
+        """Create an UNCLAIMED ActualLRP, to be auctioned."""
+        actual = await self.store.create_unclaimed_actual_lrp(
+            process_guid, index, domain, self.clock.now()
+        )
+        self._publish_actual(None, actual)
+        return actual
+
+    async def claim_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str
+    ) -> ActualLRPChange:
+        """UNCLAIMED → CLAIMED by the instance ``instance_guid`` on ``cell_id``."""
+        now = self.clock.now()
+        change = await self.store.claim_actual_lrp(process_guid, index, instance_guid, cell_id, now)
+        return self._actual_published(change)
+
+    async def start_actual_lrp(
+        self, process_guid: str, index: int, domain: str, instance_guid: str, cell_id: str
+    ) -> tuple[ActualLRP | None, ActualLRP]:
+        """→ RUNNING on ``cell_id``, creating the ActualLRP if there is none."""
+        now = self.clock.now()
+        before, after = await self.store.start_actual_lrp(
+            process_guid, index, domain, instance_guid, cell_id, now
+        )
+        self._publish_actual(before, after)
+        return before, after
+
+    async def crash_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str, reason: str
+    ) -> ActualLRPChange:
+        """The instance crashed: → UNCLAIMED (restart at once) or CRASHED."""
+        now = self.clock.now()
+        change = await self.store.crash_actual_lrp(
+            process_guid, index, instance_guid, cell_id, reason, now
+        )
+        return self._actual_published(change)
+
+    async def unclaim_actual_lrp(self, process_guid: str, index: int) -> ActualLRPChange:
+        """CLAIMED or RUNNING → UNCLAIMED."""
+        now = self.clock.now()
+        return self._actual_published(await self.store.unclaim_actual_lrp(process_guid, index, now))
+
+    async def restart_actual_lrp(self, process_guid: str, index: int) -> ActualLRPChange:
+        """CRASHED → UNCLAIMED."""
+        now = self.clock.now()
+        return self._actual_published(await self.store.restart_actual_lrp(process_guid, index, now))
+
+    async def fail_actual_lrp_placement(
+        self, process_guid: str, index: int, error: str
+    ) -> ActualLRPChange:
+        """An UNCLAIMED ActualLRP could not be placed: record why."""
+        now = self.clock.now()
+        change = await self.store.fail_actual_lrp_placement(process_guid, index, error, now)
+        return self._actual_published(change)
+
+    async def remove_actual_lrp(
+        self,
+        process_guid: str,
+        index: int,
+        instance_guid: str | None = None,
+        evacuating: bool = False,
+    ) -> ActualLRP:
+        """Compare-and-delete an ActualLRP (of ``instance_guid``, when given)."""
+        actual = await self.store.remove_actual_lrp(process_guid, index, instance_guid, evacuating)
+        self._publish_actual(actual, None)
+        return actual
+
+    async def evacuate_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str
+    ) -> tuple[ActualLRP, ActualLRP]:
+        """Move a RUNNING instance aside as evacuating and unclaim it, atomically."""
+        now = self.clock.now()
+        copy, after = await self.store.evacuate_actual_lrp(
+            process_guid, index, instance_guid, cell_id, now
+        )
+        self._publish_actual(None, copy)
+        # The copy is the instance as it was, set aside (see lrp_lifecycle.evacuate).
+        self._publish_actual(attrs.evolve(copy, evacuating=False), after)
+        return copy, after
+
+    async def remove_evacuating_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str
+    ) -> ActualLRP:
+        """Compare-and-delete the evacuating copy of ``instance_guid``."""
+        actual = await self.store.remove_evacuating_actual_lrp(process_guid, index, instance_guid)
+        self._publish_actual(actual, None)
+        return actual
+
+    # ------------------------------------------------------------ domains
+
+    async def upsert_domain(self, name: str, ttl: int) -> Domain:
+        """Mark a domain fresh for ``ttl`` seconds (0: forever)."""
+        return await self.store.upsert_domain(name, ttl, self.clock.now())
+
+    async def domains(self) -> list[Domain]:
+        """The domains fresh now."""
+        return await self.store.domains(self.clock.now())

@@ -44,3 +44,47 @@ cells = sa.Table(
     # A presence not renewed by then means the cell is gone.
     sa.Column("expires_at", sa.BigInteger, nullable=False),
 )
+
+desired_lrps = sa.Table(
+    "desired_lrps",
+    metadata,
+    sa.Column("process_guid", sa.String(255), primary_key=True),
+    sa.Column("domain", sa.String(255), nullable=False),
+    # The DesiredLRP as JSON, less the columns below: routes and annotation included.
+    sa.Column("definition", sa.Text, nullable=False),
+    sa.Column("instances", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # Bumped by every change; the compare in compare-and-swap.
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Index("desired_lrps_domain_idx", "domain"),
+)
+
+actual_lrps = sa.Table(
+    "actual_lrps",
+    metadata,
+    # One row per instance, and one more while that instance's cell evacuates it.
+    sa.Column("process_guid", sa.String(255), primary_key=True),
+    sa.Column("instance_index", sa.Integer, primary_key=True),
+    sa.Column("evacuating", sa.Boolean, primary_key=True),
+    sa.Column("domain", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("instance_guid", sa.String(255), nullable=False, server_default=""),
+    sa.Column("cell_id", sa.String(255), nullable=False, server_default=""),
+    sa.Column("crash_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("crash_reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("last_crashed_at", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("since", sa.BigInteger, nullable=False),
+    sa.Column("placement_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Index("actual_lrps_domain_idx", "domain"),
+    sa.Index("actual_lrps_cell_id_idx", "cell_id"),
+)
+
+domains = sa.Table(
+    "domains",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    # Fresh until then (nanoseconds); 0: fresh forever.
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+)

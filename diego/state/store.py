@@ -1,10 +1,12 @@
-"""The BBS store: Tasks in SQL (SQLite by default, PostgreSQL alike).
+"""The BBS store: Tasks, DesiredLRPs, ActualLRPs and domains in SQL (SQLite by
+default, PostgreSQL alike).
 
 Every change is a lifecycle verb done as a compare-and-swap: read the row, let
-the pure rules in ``diego.models.lifecycle`` decide the new Task, then
-``UPDATE ... WHERE guid = ? AND version = ?``. The row count says who won; a
-loser reads again and the rules decide whether its verb still applies. Verbs
-return ``(before, after)``; publishing events is the caller's job, after commit.
+the pure rules (``diego.models.lifecycle`` for Tasks, ``diego.models.lrp_lifecycle``
+for LRPs) decide the new value, then ``UPDATE ... WHERE <key> AND version = ?``.
+The row count says who won; a loser reads again and the rules decide whether its
+verb still applies. Verbs return ``(before, after)``; publishing events is the
+caller's job, after commit.
 """
 
 from __future__ import annotations
@@ -25,12 +27,20 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from diego.models import lifecycle
+from diego.models import lifecycle, lrp_lifecycle
 from diego.models.cells import CellPresence
 from diego.models.codec import decode, encode
-from diego.models.errors import TaskGuidAlreadyExists, TaskNotFound
+from diego.models.errors import (
+    ActualLRPAlreadyExists,
+    ActualLRPNotFound,
+    DesiredLRPAlreadyExists,
+    DesiredLRPNotFound,
+    TaskGuidAlreadyExists,
+    TaskNotFound,
+)
+from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
-from diego.state.schema import cells, tasks
+from diego.state.schema import actual_lrps, cells, desired_lrps, domains, tasks
 
 log = logging.getLogger("diego.state")
 
@@ -39,12 +49,24 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 TaskChange = tuple[Task, Task]
 """What a verb returns: the Task before and after it."""
 
+DesiredLRPChange = tuple[DesiredLRP, DesiredLRP]
+"""What an update returns: the DesiredLRP before and after it."""
+
+ActualLRPChange = tuple[ActualLRP, ActualLRP]
+"""What an ActualLRP verb returns: the ActualLRP before and after it (equal: a no-op)."""
+
+NANOS_PER_SECOND = 1_000_000_000
+
 MAX_CAS_ATTEMPTS = 16
 """Rounds of read-decide-swap before a verb gives up on a row others keep changing."""
 
 
 class StoreConflict(Exception):
     """A verb lost its compare-and-swap more than MAX_CAS_ATTEMPTS times in a row."""
+
+
+class _LostRace(Exception):
+    """A compare-and-swap inside a larger transaction lost: roll it all back, retry."""
 
 
 @attrs.frozen
@@ -81,7 +103,7 @@ def _upgrade(connection: Connection) -> None:
 
 
 class Store:
-    """Tasks in SQL, changed only through lifecycle verbs."""
+    """Tasks and LRPs in SQL, changed only through lifecycle verbs."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -287,6 +309,321 @@ class Store:
             log.debug("task-cas-lost guid=%s version=%d", guid, version)
         raise StoreConflict(guid)
 
+    # ------------------------------------------------------------ desired LRPs
+
+    async def desire_lrp(self, desired: DesiredLRP, now: int) -> DesiredLRP:
+        """Store a new DesiredLRP, created and updated at ``now``; DesiredLRPAlreadyExists
+        if its process guid is taken."""
+        desired = attrs.evolve(desired, created_at=now, updated_at=now)
+        try:
+            async with self._write() as conn:
+                await conn.execute(
+                    desired_lrps.insert().values(**_desired_columns(desired), version=1)
+                )
+        except IntegrityError:
+            raise DesiredLRPAlreadyExists(desired.process_guid) from None
+        return desired
+
+    async def get_desired_lrp(self, process_guid: str) -> DesiredLRP:
+        """The DesiredLRP ``process_guid``; DesiredLRPNotFound when there is none."""
+        desired, _ = await self._read_desired(process_guid)
+        return desired
+
+    async def desired_lrps(self, domain: str | None = None) -> list[DesiredLRP]:
+        """Every DesiredLRP (of ``domain``), by process guid."""
+        query = sa.select(desired_lrps).order_by(desired_lrps.c.process_guid)
+        if domain is not None:
+            query = query.where(desired_lrps.c.domain == domain)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_desired(row) for row in rows]
+
+    async def update_desired_lrp(
+        self, process_guid: str, update: DesiredLRPUpdate, now: int
+    ) -> DesiredLRPChange:
+        """Change the fields ``update`` gives (instances, routes, annotation)."""
+        where = desired_lrps.c.process_guid == process_guid
+        for _ in range(MAX_CAS_ATTEMPTS):
+            before, version = await self._read_desired(process_guid)
+            after = lrp_lifecycle.update_desired(before, update, now)
+            async with self._write() as conn:
+                result = await conn.execute(
+                    desired_lrps.update()
+                    .where(where, desired_lrps.c.version == version)
+                    .values(**_desired_columns(after), version=version + 1)
+                )
+            if result.rowcount == 1:
+                return before, after
+            log.debug("desired-lrp-cas-lost process_guid=%s version=%d", process_guid, version)
+        raise StoreConflict(process_guid)
+
+    async def remove_desired_lrp(self, process_guid: str) -> DesiredLRP:
+        """Remove a DesiredLRP (its ActualLRPs stay: stopping them is the caller's job)."""
+        where = desired_lrps.c.process_guid == process_guid
+        for _ in range(MAX_CAS_ATTEMPTS):
+            desired, version = await self._read_desired(process_guid)
+            async with self._write() as conn:
+                result = await conn.execute(
+                    desired_lrps.delete().where(where, desired_lrps.c.version == version)
+                )
+            if result.rowcount == 1:
+                return desired
+        raise StoreConflict(process_guid)
+
+    async def _read_desired(self, process_guid: str) -> tuple[DesiredLRP, int]:
+        query = sa.select(desired_lrps).where(desired_lrps.c.process_guid == process_guid)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise DesiredLRPNotFound(process_guid)
+        return _desired(row), row.version
+
+    # ------------------------------------------------------------ actual LRPs
+
+    async def actual_lrps(
+        self,
+        process_guid: str | None = None,
+        domain: str | None = None,
+        cell_id: str | None = None,
+    ) -> list[ActualLRP]:
+        """Every ActualLRP, evacuating copies included, by (process_guid, index,
+        evacuating), optionally of one process, domain or cell."""
+        c = actual_lrps.c
+        query = sa.select(actual_lrps).order_by(c.process_guid, c.instance_index, c.evacuating)
+        if process_guid is not None:
+            query = query.where(c.process_guid == process_guid)
+        if domain is not None:
+            query = query.where(c.domain == domain)
+        if cell_id is not None:
+            query = query.where(c.cell_id == cell_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_actual(row) for row in rows]
+
+    async def get_actual_lrp(
+        self, process_guid: str, index: int, evacuating: bool = False
+    ) -> ActualLRP:
+        """The ActualLRP at ``process_guid``/``index`` (its evacuating copy if
+        ``evacuating``); ActualLRPNotFound when there is none."""
+        actual, _ = await self._read_actual(process_guid, index, evacuating)
+        return actual
+
+    async def create_unclaimed_actual_lrp(
+        self, process_guid: str, index: int, domain: str, now: int
+    ) -> ActualLRP:
+        """Store a new UNCLAIMED ActualLRP; ActualLRPAlreadyExists if the index has one."""
+        actual = lrp_lifecycle.new_unclaimed(process_guid, index, domain, now)
+        try:
+            async with self._write() as conn:
+                await conn.execute(actual_lrps.insert().values(**_actual_columns(actual)))
+        except IntegrityError:
+            raise ActualLRPAlreadyExists(process_guid, index) from None
+        return actual
+
+    async def claim_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str, now: int
+    ) -> ActualLRPChange:
+        """UNCLAIMED → CLAIMED by the instance ``instance_guid`` on ``cell_id``."""
+        return await self._swap_actual(
+            process_guid, index, lambda a: lrp_lifecycle.claim(a, instance_guid, cell_id, now)
+        )
+
+    async def start_actual_lrp(
+        self,
+        process_guid: str,
+        index: int,
+        domain: str,
+        instance_guid: str,
+        cell_id: str,
+        now: int,
+    ) -> tuple[ActualLRP | None, ActualLRP]:
+        """→ RUNNING on ``cell_id``; a missing ActualLRP is created RUNNING (before: None).
+        ``domain`` is used only to create one."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                before, version = await self._read_actual(process_guid, index, False)
+            except ActualLRPNotFound:
+                after = lrp_lifecycle.new_running(
+                    process_guid, index, domain, instance_guid, cell_id, now
+                )
+                try:
+                    async with self._write() as conn:
+                        await conn.execute(actual_lrps.insert().values(**_actual_columns(after)))
+                except IntegrityError:
+                    continue  # created meanwhile: start that one
+                return None, after
+            after = lrp_lifecycle.start(before, instance_guid, cell_id, now)
+            if await self._compare_and_swap(before, version, after):
+                return before, after
+        raise StoreConflict(f"{process_guid}/{index}")
+
+    async def crash_actual_lrp(
+        self,
+        process_guid: str,
+        index: int,
+        instance_guid: str,
+        cell_id: str,
+        reason: str,
+        now: int,
+    ) -> ActualLRPChange:
+        """The instance crashed: → UNCLAIMED (restart at once) or CRASHED, counted."""
+        return await self._swap_actual(
+            process_guid,
+            index,
+            lambda a: lrp_lifecycle.crash(a, instance_guid, cell_id, reason, now),
+        )
+
+    async def unclaim_actual_lrp(self, process_guid: str, index: int, now: int) -> ActualLRPChange:
+        """CLAIMED or RUNNING → UNCLAIMED, off its cell."""
+        return await self._swap_actual(process_guid, index, lambda a: lrp_lifecycle.unclaim(a, now))
+
+    async def restart_actual_lrp(self, process_guid: str, index: int, now: int) -> ActualLRPChange:
+        """CRASHED → UNCLAIMED, keeping its crash count."""
+        return await self._swap_actual(process_guid, index, lambda a: lrp_lifecycle.restart(a, now))
+
+    async def fail_actual_lrp_placement(
+        self, process_guid: str, index: int, error: str, now: int
+    ) -> ActualLRPChange:
+        """UNCLAIMED stays UNCLAIMED with ``placement_error`` set."""
+        return await self._swap_actual(
+            process_guid, index, lambda a: lrp_lifecycle.fail_placement(a, error, now)
+        )
+
+    async def remove_actual_lrp(
+        self,
+        process_guid: str,
+        index: int,
+        instance_guid: str | None = None,
+        evacuating: bool = False,
+    ) -> ActualLRP:
+        """Compare-and-delete an ActualLRP (its evacuating copy if ``evacuating``); when
+        ``instance_guid`` is given it must be the instance's. The ActualLRP removed."""
+        for _ in range(MAX_CAS_ATTEMPTS):
+            actual, version = await self._read_actual(process_guid, index, evacuating)
+            lrp_lifecycle.check_removable(actual, instance_guid)
+            async with self._write() as conn:
+                result = await conn.execute(
+                    actual_lrps.delete().where(
+                        *_actual_key(process_guid, index, evacuating),
+                        actual_lrps.c.version == version,
+                    )
+                )
+            if result.rowcount == 1:
+                return actual
+        raise StoreConflict(f"{process_guid}/{index}")
+
+    async def evacuate_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str, now: int
+    ) -> tuple[ActualLRP, ActualLRP]:
+        """In one transaction: copy the RUNNING instance aside as evacuating and unclaim
+        the instance. The evacuating copy and the instance after; ActualLRPAlreadyExists
+        when the index has an evacuating copy already.
+
+        The instance before is ``attrs.evolve(copy, evacuating=False)``.
+        """
+        for _ in range(MAX_CAS_ATTEMPTS):
+            before, version = await self._read_actual(process_guid, index, False)
+            copy, after = lrp_lifecycle.evacuate(before, instance_guid, cell_id, now)
+            try:
+                async with self._write() as conn:
+                    result = await conn.execute(
+                        actual_lrps.update()
+                        .where(
+                            *_actual_key(process_guid, index, False),
+                            actual_lrps.c.version == version,
+                        )
+                        .values(**_actual_columns(after), version=version + 1)
+                    )
+                    if result.rowcount != 1:
+                        raise _LostRace
+                    await conn.execute(actual_lrps.insert().values(**_actual_columns(copy)))
+            except _LostRace:
+                log.debug("actual-lrp-cas-lost process_guid=%s index=%d", process_guid, index)
+                continue
+            except IntegrityError:
+                raise ActualLRPAlreadyExists(process_guid, index, evacuating=True) from None
+            return copy, after
+        raise StoreConflict(f"{process_guid}/{index}")
+
+    async def remove_evacuating_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str
+    ) -> ActualLRP:
+        """Compare-and-delete the evacuating copy of the instance ``instance_guid``."""
+        return await self.remove_actual_lrp(process_guid, index, instance_guid, evacuating=True)
+
+    async def _read_actual(
+        self, process_guid: str, index: int, evacuating: bool
+    ) -> tuple[ActualLRP, int]:
+        query = sa.select(actual_lrps).where(*_actual_key(process_guid, index, evacuating))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise ActualLRPNotFound(process_guid, index, evacuating)
+        return _actual(row), row.version
+
+    async def _swap_actual(
+        self, process_guid: str, index: int, rule: Callable[[ActualLRP], ActualLRP]
+    ) -> ActualLRPChange:
+        for _ in range(MAX_CAS_ATTEMPTS):
+            before, version = await self._read_actual(process_guid, index, False)
+            after = rule(before)  # raises when the verb does not apply
+            if await self._compare_and_swap(before, version, after):
+                return before, after
+        raise StoreConflict(f"{process_guid}/{index}")
+
+    async def _compare_and_swap(self, before: ActualLRP, version: int, after: ActualLRP) -> bool:
+        """Write ``after`` over ``before`` if the row is still at ``version``; whether
+        it was (a no-op, ``after == before``, writes nothing and wins)."""
+        if after == before:
+            return True
+        async with self._write() as conn:
+            result = await conn.execute(
+                actual_lrps.update()
+                .where(
+                    *_actual_key(before.process_guid, before.index, before.evacuating),
+                    actual_lrps.c.version == version,
+                )
+                .values(**_actual_columns(after), version=version + 1)
+            )
+        if result.rowcount == 1:
+            return True
+        log.debug(
+            "actual-lrp-cas-lost process_guid=%s index=%d version=%d",
+            before.process_guid,
+            before.index,
+            version,
+        )
+        return False
+
+    # ------------------------------------------------------------ domains
+
+    async def upsert_domain(self, name: str, ttl_seconds: int, now: int) -> Domain:
+        """Mark ``name`` fresh for ``ttl_seconds`` from ``now`` (0: forever)."""
+        expires_at = 0 if ttl_seconds == 0 else now + ttl_seconds * NANOS_PER_SECOND
+        domain = Domain(name=name, expires_at=expires_at)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            try:
+                async with self._write() as conn:
+                    updated = await conn.execute(
+                        domains.update().where(domains.c.name == name).values(expires_at=expires_at)
+                    )
+                    if updated.rowcount == 0:
+                        await conn.execute(
+                            domains.insert().values(name=name, expires_at=expires_at)
+                        )
+                return domain
+            except IntegrityError:
+                continue  # another writer inserted it first: update it instead
+        raise StoreConflict(name)
+
+    async def domains(self, now: int) -> list[Domain]:
+        """The domains fresh at ``now``, by name."""
+        fresh = sa.or_(domains.c.expires_at == 0, domains.c.expires_at > now)
+        query = sa.select(domains).where(fresh).order_by(domains.c.name)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Domain(name=row.name, expires_at=row.expires_at) for row in rows]
+
 
 def _columns(task: Task) -> dict[str, Any]:
     return {
@@ -315,6 +652,67 @@ def _task(row: Any) -> Task:
         created_at=row.created_at,
         updated_at=row.updated_at,
         first_completed_at=row.first_completed_at,
+    )
+
+
+_DESIRED_COLUMNS = ("instances", "created_at", "updated_at")
+"""DesiredLRP fields kept in their own columns, not in its definition."""
+
+
+def _desired_columns(desired: DesiredLRP) -> dict[str, Any]:
+    definition = {k: v for k, v in encode(desired).items() if k not in _DESIRED_COLUMNS}
+    return {
+        "process_guid": desired.process_guid,
+        "domain": desired.domain,
+        "definition": json.dumps(definition, separators=(",", ":")),
+        "instances": desired.instances,
+        "created_at": desired.created_at,
+        "updated_at": desired.updated_at,
+    }
+
+
+def _desired(row: Any) -> DesiredLRP:
+    definition = json.loads(row.definition)
+    columns = {"instances": row.instances, "created_at": row.created_at}
+    return decode(DesiredLRP, {**definition, **columns, "updated_at": row.updated_at})
+
+
+def _actual_key(process_guid: str, index: int, evacuating: bool) -> tuple[Any, ...]:
+    c = actual_lrps.c
+    return (c.process_guid == process_guid, c.instance_index == index, c.evacuating == evacuating)
+
+
+def _actual_columns(actual: ActualLRP) -> dict[str, Any]:
+    return {
+        "process_guid": actual.process_guid,
+        "instance_index": actual.index,
+        "evacuating": actual.evacuating,
+        "domain": actual.domain,
+        "state": actual.state.value,
+        "instance_guid": actual.instance_guid,
+        "cell_id": actual.cell_id,
+        "crash_count": actual.crash_count,
+        "crash_reason": actual.crash_reason,
+        "last_crashed_at": actual.last_crashed_at,
+        "since": actual.since,
+        "placement_error": actual.placement_error,
+    }
+
+
+def _actual(row: Any) -> ActualLRP:
+    return ActualLRP(
+        process_guid=row.process_guid,
+        index=row.instance_index,
+        evacuating=bool(row.evacuating),
+        domain=row.domain,
+        state=ActualLRPState(row.state),
+        instance_guid=row.instance_guid,
+        cell_id=row.cell_id,
+        crash_count=row.crash_count,
+        crash_reason=row.crash_reason,
+        last_crashed_at=row.last_crashed_at,
+        since=row.since,
+        placement_error=row.placement_error,
     )
 
 
