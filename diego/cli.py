@@ -299,6 +299,104 @@ def _describe(event: StreamEvent) -> str:
     return f"{event.type:<14} {json.dumps(data)}"
 
 
+# ------------------------------------------------------------------ LRPs
+
+
+@main.group()
+def lrp() -> None:
+    """Desire, scale, inspect and delete long-running processes."""
+
+
+@lrp.command("create")
+@click.option(
+    "-f", "--file", "source", type=click.File("r"), required=True, help="DesiredLRP JSON, or -."
+)
+@json_option
+@click.pass_context
+def lrp_create(ctx: click.Context, source: Any, as_json: bool) -> None:
+    """Desire an LRP from a DesiredLRP JSON document."""
+    try:
+        desired = json.load(source)
+    except ValueError as e:
+        raise click.UsageError(f"{source.name}: not JSON: {e}") from None
+    _print_model(_with_client(ctx, lambda c: c.desire_lrp(desired)), as_json)
+
+
+@lrp.command("get")
+@click.argument("process_guid")
+@json_option
+@click.pass_context
+def lrp_get(ctx: click.Context, process_guid: str, as_json: bool) -> None:
+    """Show one DesiredLRP."""
+    _print_model(_with_client(ctx, lambda c: c.get_desired_lrp(process_guid)), as_json)
+
+
+@lrp.command("list")
+@click.option("--domain", help="Only this domain's.")
+@json_option
+@click.pass_context
+def lrp_list(ctx: click.Context, domain: str | None, as_json: bool) -> None:
+    """List DesiredLRPs."""
+    found = _with_client(ctx, lambda c: c.list_desired_lrps(domain))
+    if as_json:
+        click.echo(json.dumps([encode(d) for d in found], indent=2))
+        return
+    rows = [(d.process_guid, d.domain, str(d.instances), str(d.memory_mb)) for d in found]
+    click.echo(_table(("PROCESS GUID", "DOMAIN", "INSTANCES", "MEMORY MB"), rows))
+
+
+@lrp.command("scale")
+@click.argument("process_guid")
+@click.argument("instances", type=click.IntRange(min=0))
+@json_option
+@click.pass_context
+def lrp_scale(ctx: click.Context, process_guid: str, instances: int, as_json: bool) -> None:
+    """Set the number of instances."""
+    update = {"instances": instances}
+    _print_model(_with_client(ctx, lambda c: c.update_desired_lrp(process_guid, update)), as_json)
+
+
+@lrp.command("delete")
+@click.argument("process_guid")
+@click.pass_context
+def lrp_delete(ctx: click.Context, process_guid: str) -> None:
+    """Delete a DesiredLRP; its instances stop."""
+    _with_client(ctx, lambda c: c.remove_desired_lrp(process_guid))
+    click.echo(f"deleted {process_guid}")
+
+
+@lrp.command("instances")
+@click.argument("process_guid")
+@json_option
+@click.pass_context
+def lrp_instances(ctx: click.Context, process_guid: str, as_json: bool) -> None:
+    """List the instances (ActualLRPs) of one process."""
+    found = _with_client(ctx, lambda c: c.actual_lrps(process_guid))
+    if as_json:
+        click.echo(json.dumps([encode(a) for a in found], indent=2))
+        return
+    rows = [
+        (
+            str(a.index),
+            a.state.value + (" (evacuating)" if a.evacuating else ""),
+            a.cell_id or "-",
+            str(a.crash_count),
+            a.crash_reason or a.placement_error,
+        )
+        for a in found
+    ]
+    click.echo(_table(("INDEX", "STATE", "CELL", "CRASHES", "REASON"), rows))
+
+
+@main.command()
+@json_option
+@click.pass_context
+def domains(ctx: click.Context, as_json: bool) -> None:
+    """List the fresh domains."""
+    found = _with_client(ctx, lambda c: c.domains())
+    click.echo(json.dumps(found) if as_json else "\n".join(found))
+
+
 # ------------------------------------------------------------------ logs and cells
 
 
@@ -365,18 +463,23 @@ def _outcome_data(task: dict[str, Any]) -> str:
 
 
 def _print_task(task: Task, as_json: bool) -> None:
+    _print_model(task, as_json)
+
+
+def _print_model(model: object, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(encode(task), indent=2))
+        click.echo(json.dumps(encode(model), indent=2))
         return
-    data = encode(task)
-    action = json.dumps(data.pop("action"), separators=(",", ":"))
+    data = encode(model)
+    actions = {k: data.pop(k) for k in ("setup", "action", "monitor") if k in data}
     width = max(len(k) for k in data)
     for key, value in data.items():
         if value in ("", [], None) and key not in ("state",):
             continue
         shown = json.dumps(value) if isinstance(value, list | dict | bool) else value
         click.echo(f"{key:<{width}}  {shown}")
-    click.echo(f"{'action':<{width}}  {action}")
+    for key, value in actions.items():
+        click.echo(f"{key:<{width}}  {json.dumps(value, separators=(',', ':'))}")
 
 
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:

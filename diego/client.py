@@ -11,6 +11,7 @@ import aiohttp
 import attrs
 
 from diego.models.codec import decode
+from diego.models.lrp import ActualLRP, DesiredLRP
 from diego.models.task import Task
 
 DEFAULT_API = "http://127.0.0.1:8889"
@@ -96,6 +97,42 @@ class Client:
     async def delete_task(self, guid: str) -> None:
         """Resolve (remove) a COMPLETED Task."""
         await self._call("DELETE", f"/v1/tasks/{guid}")
+
+    async def desire_lrp(self, desired: Any) -> DesiredLRP:
+        """Create a DesiredLRP (as JSON data)."""
+        return decode(DesiredLRP, await self._call("POST", "/v1/desired_lrps", json=desired))
+
+    async def get_desired_lrp(self, process_guid: str) -> DesiredLRP:
+        """One DesiredLRP."""
+        return decode(DesiredLRP, await self._call("GET", f"/v1/desired_lrps/{process_guid}"))
+
+    async def list_desired_lrps(self, domain: str | None = None) -> list[DesiredLRP]:
+        """Every DesiredLRP (of a domain)."""
+        params = {"domain": domain} if domain is not None else {}
+        found = await self._call("GET", "/v1/desired_lrps", params=params)
+        return [decode(DesiredLRP, d) for d in found]
+
+    async def update_desired_lrp(self, process_guid: str, update: Any) -> DesiredLRP:
+        """Change instances, routes or annotation."""
+        path = f"/v1/desired_lrps/{process_guid}"
+        return decode(DesiredLRP, await self._call("PUT", path, json=update))
+
+    async def remove_desired_lrp(self, process_guid: str) -> None:
+        """Delete a DesiredLRP."""
+        await self._call("DELETE", f"/v1/desired_lrps/{process_guid}")
+
+    async def actual_lrps(self, process_guid: str) -> list[ActualLRP]:
+        """The instances of one process."""
+        found = await self._call("GET", f"/v1/actual_lrps/{process_guid}")
+        return [decode(ActualLRP, a) for a in found]
+
+    async def domains(self) -> list[str]:
+        """The fresh domains."""
+        return list(await self._call("GET", "/v1/domains"))
+
+    async def upsert_domain(self, domain: str, ttl: int) -> None:
+        """Mark a domain fresh for ``ttl`` seconds (0: forever)."""
+        await self._call("PUT", f"/v1/domains/{domain}", json={"ttl": ttl})
 
     async def cells(self) -> list[dict[str, Any]]:
         """The node's cells."""

@@ -87,6 +87,11 @@ class CellSettings:
     poll_interval: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
     presence_ttl: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
     evacuation_timeout: float = attrs.field(default=600.0, metadata=rule_metadata(at_least(0)))
+    evacuation_poll: float = attrs.field(default=1.0, metadata=rule_metadata(_positive()))
+    monitor_interval: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
+    monitor_unhealthy_interval: float = attrs.field(
+        default=0.5, metadata=rule_metadata(_positive())
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -104,6 +109,7 @@ class ConvergerSettingsSection:
     kick_task_interval: float = attrs.field(default=30.0, metadata=rule_metadata(at_least(0)))
     expire_pending_task: float = attrs.field(default=1800.0, metadata=rule_metadata(at_least(0)))
     expire_completed_task: float = attrs.field(default=120.0, metadata=rule_metadata(at_least(0)))
+    kick_lrp_interval: float = attrs.field(default=30.0, metadata=rule_metadata(at_least(0)))
 
 
 @attrs.frozen(kw_only=True)

@@ -25,18 +25,21 @@ from diego.api.app import make_app
 from diego.bus import Bus
 from diego.callbacks import Resolver
 from diego.cell.backends.local import LocalBackend
-from diego.cell.executor import Executor
+from diego.cell.executor import Executor, MonitorSettings
 from diego.cell.rep import Rep, RepSettings
 from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
 from diego.config import Settings
 from diego.logs import LogStore
 from diego.models.events import Event, TaskCreated
+from diego.models.lrp import ActualLRP
 from diego.models.task import TaskState
 from diego.scheduling.auction import Resources
 from diego.scheduling.auctioneer import Auctioneer
 from diego.scheduling.convergence import Converger
 from diego.scheduling.converger import ConvergerSettings
+from diego.scheduling.lrp_converger import LRPConvergerSettings
+from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 from diego.state.store import Store, sqlite_url
 
@@ -96,6 +99,11 @@ def build_cells(settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfe
         poll_interval=config.poll_interval,
         presence_ttl=config.presence_ttl,
         evacuation_timeout=config.evacuation_timeout,
+        evacuation_poll=config.evacuation_poll,
+    )
+    monitor = MonitorSettings(
+        unhealthy_interval=config.monitor_unhealthy_interval,
+        healthy_interval=config.monitor_interval,
     )
     reps = []
     for i in range(config.count):
@@ -113,7 +121,7 @@ def build_cells(settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfe
             cell_id,
             " ".join(f"{k}={v}" for k, v in attrs.asdict(capabilities).items()),
         )
-        executor = Executor(backend, total, logs, transfers, home / "scratch")
+        executor = Executor(backend, total, logs, transfers, home / "scratch", monitor=monitor)
         zone = f"z{i % config.zones}"
         reps.append(Rep(cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings))
     return reps
@@ -150,8 +158,17 @@ async def serve(
         )
         reps = build_cells(settings, bbs, logs, transfers)
         auctioneer = Auctioneer(bbs, lambda: reps, settings.auction.retry_interval)
+
+        async def stop_on_cell(actual: ActualLRP) -> bool:
+            for rep in reps:
+                if rep.cell_id == actual.cell_id:
+                    return await rep.stop_lrp(actual)
+            return False
+
+        lrps = LRPController(bbs, auctioneer.submit_work, stop_on_cell)
         for rep in reps:
             rep.on_capacity_freed = auctioneer.kick
+            rep.request_starts = lrps.request_starts
         resolver = Resolver(bbs, settings.callbacks.timeout, settings.callbacks.immediate_retries)
         c = settings.converger
         converger = Converger(
@@ -160,8 +177,11 @@ async def serve(
             c.interval,
             auctioneer.submit,
             resolver.resolve,
+            lrp_settings=LRPConvergerSettings(kick_interval_s=c.kick_lrp_interval),
+            start_lrps=lrps.request_starts,
+            stop_lrp=lrps.stop,
         )
-        app = make_app(bbs, settings, cells=reps, logs=logs)
+        app = make_app(bbs, settings, cells=reps, logs=logs, lrp_controller=lrps)
         api = ApiServer(app, settings.server.host, settings.server.port)
         await _run_parts(
             [
@@ -170,6 +190,7 @@ async def serve(
                 auctioneer.run(),
                 converger.run(),
                 resolver.run(),
+                lrps.run(),
                 *(rep.run() for rep in reps),
             ],
             reps,

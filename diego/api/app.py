@@ -9,15 +9,26 @@ from aiohttp import web
 
 from diego import __version__
 from diego.api import cells as cells_api
-from diego.api import events, openapi, tasks
+from diego.api import events, lrps, openapi, tasks
 from diego.api import logs as logs_api
 from diego.api.errors import json_errors
 from diego.api.json import json_response
-from diego.api.keys import BBS_KEY, CELLS_KEY, LOGS_KEY, SETTINGS_KEY, STREAMS_KEY, OpenStreams
+from diego.api.keys import (
+    BBS_KEY,
+    CELLS_KEY,
+    LOGS_KEY,
+    LRPS_KEY,
+    SETTINGS_KEY,
+    STREAMS_KEY,
+    OpenStreams,
+)
 from diego.api.routes import Reply, Route, register
 from diego.cell.rep import Rep
 from diego.config import Settings
 from diego.logs import LogStore
+from diego.models.lrp import ActualLRP
+from diego.scheduling.auction import LRPWork
+from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 
 
@@ -43,6 +54,7 @@ def all_routes() -> list[Route]:
             replies=(Reply(200, '{"available": true, "version": ...}'),),
         ),
         *tasks.ROUTES,
+        *lrps.ROUTES,
         *events.ROUTES,
         *cells_api.ROUTES,
         *logs_api.ROUTES,
@@ -62,6 +74,7 @@ def make_app(
     settings: Settings,
     cells: Sequence[Rep] = (),
     logs: LogStore | None = None,
+    lrp_controller: LRPController | None = None,
 ) -> web.Application:
     """The API over ``bbs``, the node's ``cells`` and their ``logs``."""
     app = web.Application(middlewares=[json_errors], client_max_size=settings.server.max_body_bytes)
@@ -70,6 +83,7 @@ def make_app(
     app[STREAMS_KEY] = OpenStreams()
     app[CELLS_KEY] = cells
     app[LOGS_KEY] = logs if logs is not None else LogStore(bbs.clock)
+    app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, _no_cell)
     evacuations: set[asyncio.Task[None]] = set()
     app[cells_api.EVACUATIONS_KEY] = evacuations
     register(app, all_routes())
@@ -81,3 +95,12 @@ def make_app(
 
     app.on_shutdown.append(end_streams)
     return app
+
+
+def _no_auction(_work: Sequence[LRPWork]) -> None:
+    """A node with no auctioneer starts nothing."""
+
+
+async def _no_cell(_actual: ActualLRP) -> bool:
+    """A node with no cells has none to stop an instance on."""
+    return False

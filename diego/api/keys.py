@@ -11,6 +11,7 @@ from diego.bus import Subscription
 from diego.cell.rep import Rep
 from diego.config import Settings
 from diego.logs import LogStore
+from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 
 BBS_KEY = web.AppKey("bbs", BBS)
@@ -35,3 +36,6 @@ CELLS_KEY = web.AppKey("cells", Sequence[Rep])
 
 LOGS_KEY = web.AppKey("logs", LogStore)
 """Container logs."""
+
+LRPS_KEY = web.AppKey("lrps", LRPController)
+"""Desires, scales and stops LRPs."""

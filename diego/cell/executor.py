@@ -20,6 +20,7 @@ import attrs
 
 from diego.cell.backends.base import Backend, BackendError, ContainerSpec
 from diego.cell.reconcile import ContainerState, ContainerView
+from diego.cell.reconcile_lrp import LRPContainerView
 from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.transfer import TransferError, Transfers, first_file_of_tar
 from diego.logs import LogStore
@@ -197,6 +198,21 @@ class Executor:
     def containers(self) -> list[ContainerView]:
         """Every container, as the rep sees it."""
         return [c.view() for c in self._containers.values()]
+
+    def lrp_containers(self) -> list[LRPContainerView]:
+        """The containers of ActualLRPs, as the LRP table sees them."""
+        return [
+            LRPContainerView(
+                instance_guid=c.guid,
+                process_guid=c.lrp.process_guid,
+                index=c.lrp.index,
+                state=c.state,
+                shutdown=c.shutdown,
+                crash_reason=c.failure_reason,
+            )
+            for c in self._containers.values()
+            if c.lrp is not None
+        ]
 
     def get(self, guid: str) -> ContainerView | None:
         """One container, or None."""

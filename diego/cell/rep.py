@@ -13,8 +13,10 @@ twice, and a starting Task is never mistaken for a lost one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
@@ -25,18 +27,23 @@ from diego.cell.executor import (
     ContainerCompleted,
     ContainerEvent,
     Executor,
+    LRPTags,
     RunRequest,
+    lrp_request,
 )
 from diego.cell.reconcile import Action, ContainerState, TaskView, decide_task
+from diego.cell.reconcile_lrp import LRPAction, LRPContainerView, LRPDecision, decide_lrp
 from diego.models.cells import Capacity, CellPresence
-from diego.models.errors import DiegoError, TaskNotFound
+from diego.models.errors import ActualLRPNotFound, DiegoError, TaskNotFound
 from diego.models.events import Event, TaskChanged, TaskRemoved
+from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskState
-from diego.scheduling.auction import CellSnapshot, TaskWork
+from diego.scheduling.auction import CellSnapshot, LRPWork, Resources, TaskWork
 
 log = logging.getLogger("diego.cell.rep")
 
 EVACUATION_FAILURE = "timed out during cell evacuation"
+NO_ROOM = Resources(memory_mb=0, disk_mb=0, containers=0)
 
 
 class BBSClient(Protocol):
@@ -56,6 +63,51 @@ class BBSClient(Protocol):
 
     async def remove_cell_presence(self, cell_id: str) -> None: ...
 
+    async def get_desired_lrp(self, process_guid: str) -> DesiredLRP: ...
+
+    async def actual_lrps(
+        self,
+        process_guid: str | None = None,
+        domain: str | None = None,
+        cell_id: str | None = None,
+    ) -> list[ActualLRP]: ...
+
+    async def get_actual_lrp(
+        self, process_guid: str, index: int, evacuating: bool = False
+    ) -> ActualLRP: ...
+
+    async def claim_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str
+    ) -> tuple[ActualLRP, ActualLRP]: ...
+
+    async def start_actual_lrp(
+        self, process_guid: str, index: int, domain: str, instance_guid: str, cell_id: str
+    ) -> tuple[ActualLRP | None, ActualLRP]: ...
+
+    async def crash_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str, reason: str
+    ) -> tuple[ActualLRP, ActualLRP]: ...
+
+    async def unclaim_actual_lrp(
+        self, process_guid: str, index: int
+    ) -> tuple[ActualLRP, ActualLRP]: ...
+
+    async def remove_actual_lrp(
+        self,
+        process_guid: str,
+        index: int,
+        instance_guid: str | None = None,
+        evacuating: bool = False,
+    ) -> ActualLRP: ...
+
+    async def evacuate_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str, cell_id: str
+    ) -> tuple[ActualLRP, ActualLRP]: ...
+
+    async def remove_evacuating_actual_lrp(
+        self, process_guid: str, index: int, instance_guid: str
+    ) -> ActualLRP: ...
+
 
 @attrs.frozen
 class RepSettings:
@@ -64,6 +116,7 @@ class RepSettings:
     poll_interval: float = 30.0
     presence_ttl: float = 30.0
     evacuation_timeout: float = 600.0
+    evacuation_poll: float = 1.0
 
 
 class Rep:
@@ -79,7 +132,9 @@ class Rep:
         bus: Bus[Event],
         settings: RepSettings,
         on_capacity_freed: Callable[[], None] = lambda: None,
+        request_starts: Callable[[Sequence[tuple[str, int]]], None] = lambda _keys: None,
     ) -> None:
+        self.request_starts = request_starts
         self.cell_id = cell_id
         self.zone = zone
         self.stacks = tuple(stacks)
@@ -92,6 +147,7 @@ class Rep:
         # No work before the cell's presence is recorded: the converger fails the
         # Tasks of cells it cannot see, and would fail a Task started in between.
         self.present = asyncio.Event()
+        self._evacuating: dict[str, tuple[str, int]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
         executor.on_event = self._container_event
@@ -119,20 +175,47 @@ class Rep:
             stacks=frozenset(self.stacks),
             rootfs_providers=frozenset(("preloaded",)),
             total=self.executor.total,
-            available=self.executor.remaining(),
+            # An evacuating cell takes no work: it offers the auction no room.
+            available=NO_ROOM if self.evacuating else self.executor.remaining(),
+            lrp_counts=dict(
+                collections.Counter(c.process_guid for c in self.executor.lrp_containers())
+            ),
         )
 
-    async def perform(self, work: Sequence[TaskWork]) -> list[TaskWork]:
+    async def perform(self, work: Sequence[TaskWork | LRPWork]) -> list[TaskWork | LRPWork]:
         """Take the work that fits: reserve each container; the rest is returned."""
         if self.evacuating or not self.present.is_set():
             return list(work)
-        refused = []
+        refused: list[TaskWork | LRPWork] = []
         for item in work:
-            if self.executor.reserve(item.task_guid, item.memory_mb, item.disk_mb):
+            if isinstance(item, LRPWork):
+                instance_guid = uuid.uuid4().hex
+                tags = LRPTags(item.process_guid, item.index, item.domain)
+                if self.executor.reserve(instance_guid, item.memory_mb, item.disk_mb, tags):
+                    self._spawn(self._start_lrp(item, instance_guid))
+                else:
+                    refused.append(item)
+            elif self.executor.reserve(item.task_guid, item.memory_mb, item.disk_mb):
                 self._spawn(self._start(item.task_guid))
             else:
                 refused.append(item)
         return refused
+
+    async def _start_lrp(self, work: LRPWork, instance_guid: str) -> None:
+        async with self._lock(instance_guid):
+            try:
+                await self.bbs.claim_actual_lrp(
+                    work.process_guid, work.index, instance_guid, self.cell_id
+                )
+                desired = await self.bbs.get_desired_lrp(work.process_guid)
+            except DiegoError as e:
+                # Claimed elsewhere, or no longer desired: not ours to run.
+                log.info(
+                    "lrp-not-started guid=%s index=%d reason=%s", work.process_guid, work.index, e
+                )
+                await self._delete(instance_guid)
+                return
+            self.executor.run(instance_guid, lrp_request(desired, work.index, instance_guid))
 
     async def _start(self, guid: str) -> None:
         async with self._lock(guid):
@@ -149,6 +232,9 @@ class Rep:
 
     async def reconcile(self, guid: str) -> None:
         """Bring the BBS and the container of ``guid`` into step, by the table."""
+        if self.executor.lrp_of(guid) is not None:
+            await self.reconcile_lrp(guid)
+            return
         async with self._lock(guid):
             container = self.executor.get(guid)
             try:
@@ -184,8 +270,102 @@ class Rep:
             if action is Action.COMPLETE_TASK_THEN_DELETE:
                 await self._delete(guid)
 
+    async def reconcile_lrp(self, instance_guid: str) -> None:
+        """Bring an ActualLRP and its container here into step, by the LRP table."""
+        async with self._lock(instance_guid):
+            if instance_guid in self._evacuating:
+                return  # the evacuation drives it, not the table
+            container = next(
+                (c for c in self.executor.lrp_containers() if c.instance_guid == instance_guid),
+                None,
+            )
+            if container is None:
+                return
+            actual = await self._actual(container.process_guid, container.index)
+            decision = decide_lrp(self.cell_id, container, actual)
+            if decision.action is LRPAction.NOTHING:
+                return
+            log.log(
+                logging.WARNING if decision.loud else logging.INFO,
+                "reconcile-lrp guid=%s index=%d action=%s",
+                container.process_guid,
+                container.index,
+                decision.action.name,
+            )
+            await self._apply_lrp(decision, container, actual)
+
+    async def _actual(self, process_guid: str, index: int) -> ActualLRP | None:
+        try:
+            return await self.bbs.get_actual_lrp(process_guid, index)
+        except ActualLRPNotFound:
+            return None
+
+    async def _apply_lrp(
+        self, decision: LRPDecision, container: LRPContainerView, actual: ActualLRP | None
+    ) -> None:
+        guid, index, ig = container.process_guid, container.index, container.instance_guid
+        domain = self._domain_of(ig, actual)
+        action = decision.action
+        try:
+            if action is LRPAction.CLAIM:
+                await self.bbs.claim_actual_lrp(guid, index, ig, self.cell_id)
+            elif action is LRPAction.START:
+                await self.bbs.start_actual_lrp(guid, index, domain, ig, self.cell_id)
+            elif action is LRPAction.CRASH_THEN_DELETE:
+                if actual is None:
+                    # The BBS lost it: write what we know, then the crash.
+                    await self.bbs.start_actual_lrp(guid, index, domain, ig, self.cell_id)
+                _, after = await self.bbs.crash_actual_lrp(
+                    guid, index, ig, self.cell_id, decision.crash_reason or "crashed"
+                )
+                if after.state is ActualLRPState.UNCLAIMED:
+                    self.request_starts([(guid, index)])
+            elif action is LRPAction.REMOVE_THEN_DELETE:
+                await self.bbs.remove_actual_lrp(guid, index, instance_guid=ig)
+        except DiegoError as e:
+            log.info("lrp-not-updated guid=%s index=%d reason=%s", guid, index, e)
+        if action.deletes_container:
+            await self._delete(ig)
+
+    def _domain_of(self, instance_guid: str, actual: ActualLRP | None) -> str:
+        tags = self.executor.lrp_of(instance_guid)
+        if tags is not None:
+            return tags[0].domain
+        return actual.domain if actual is not None else ""
+
+    async def _reconcile_lost(self, actual: ActualLRP) -> None:
+        """An ActualLRP the BBS puts here with no container for it: the no-container rows."""
+        async with self._lock(actual.instance_guid):
+            if self.executor.get(actual.instance_guid) is not None:
+                return
+            fresh = await self._actual(actual.process_guid, actual.index)
+            if fresh is None or fresh.instance_guid != actual.instance_guid:
+                return
+            if decide_lrp(self.cell_id, None, fresh).action is LRPAction.REMOVE:
+                log.info("lrp-lost guid=%s index=%d", fresh.process_guid, fresh.index)
+                with contextlib.suppress(DiegoError):
+                    await self.bbs.remove_actual_lrp(
+                        fresh.process_guid, fresh.index, instance_guid=fresh.instance_guid
+                    )
+
+    async def stop_lrp(self, actual: ActualLRP) -> bool:
+        """Stop the instance ``actual`` if it runs here; False if it is not this cell's."""
+        if actual.cell_id != self.cell_id:
+            return False
+        if self.executor.get(actual.instance_guid) is None:
+            await self._reconcile_lost(actual)
+        else:
+            await self.executor.stop(actual.instance_guid)
+        return True
+
     async def reconcile_all(self) -> None:
         """One polling pass: every container here, and every Task the BBS puts here."""
+        lrps = {c.instance_guid for c in self.executor.lrp_containers()}
+        for actual in await self.bbs.actual_lrps(cell_id=self.cell_id):
+            if actual.evacuating or actual.instance_guid in lrps:
+                continue
+            if actual.state in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
+                await self._reconcile_lost(actual)
         guids = {c.guid for c in self.executor.containers()}
         for task in await self.bbs.tasks(cell_id=self.cell_id):
             if task.state in (TaskState.CLAIMED, TaskState.RUNNING):
@@ -264,7 +444,7 @@ class Rep:
                 self._spawn(self.reconcile(guid))
 
     def _container_event(self, event: ContainerEvent) -> None:
-        if isinstance(event, ContainerCompleted):
+        if isinstance(event, ContainerCompleted) or self.executor.lrp_of(event.guid) is not None:
             self._spawn(self.reconcile(event.guid))
 
     # ------------------------------------------------------------ evacuation
@@ -273,6 +453,14 @@ class Rep:
         """Refuse new work; wait for the containers to finish, then fail what is left."""
         self.evacuating = True
         log.info("evacuation-started cell=%s", self.cell_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.evacuation_timeout
+        await self._move_lrps_away()
+        while self._evacuating and loop.time() < deadline:
+            await self._retire_replaced()
+            await asyncio.sleep(self.settings.evacuation_poll)
+        for ig in tuple(self._evacuating):
+            await self._retire(ig)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.executor.wait_empty(), self.settings.evacuation_timeout)
         for container in self.executor.containers():
@@ -283,6 +471,44 @@ class Rep:
                     )
                 await self._delete(container.guid)
         log.info("evacuation-finished cell=%s", self.cell_id)
+
+    async def _move_lrps_away(self) -> None:
+        """Starting instances are destroyed and restarted elsewhere; RUNNING ones move
+        aside as evacuating copies while their replacements start."""
+        for container in self.executor.lrp_containers():
+            guid, index, ig = container.process_guid, container.index, container.instance_guid
+            async with self._lock(ig):
+                if container.state is ContainerState.RUNNING:
+                    try:
+                        await self.bbs.evacuate_actual_lrp(guid, index, ig, self.cell_id)
+                    except DiegoError as e:
+                        log.info("lrp-not-evacuated guid=%s index=%d reason=%s", guid, index, e)
+                        await self._delete(ig)
+                        continue
+                    self._evacuating[ig] = (guid, index)
+                else:
+                    actual = await self._actual(guid, index)
+                    if actual is not None and actual.instance_guid == ig:
+                        with contextlib.suppress(DiegoError):
+                            await self.bbs.unclaim_actual_lrp(guid, index)
+                    await self._delete(ig)
+                self.request_starts([(guid, index)])
+
+    async def _retire_replaced(self) -> None:
+        """Destroy each evacuating instance whose replacement runs (or cannot)."""
+        for ig, (guid, index) in tuple(self._evacuating.items()):
+            replacement = await self._actual(guid, index)
+            if replacement is None or replacement.state in (
+                ActualLRPState.RUNNING,
+                ActualLRPState.CRASHED,
+            ):
+                await self._retire(ig)
+
+    async def _retire(self, instance_guid: str) -> None:
+        guid, index = self._evacuating.pop(instance_guid)
+        with contextlib.suppress(DiegoError):
+            await self.bbs.remove_evacuating_actual_lrp(guid, index, instance_guid)
+        await self._delete(instance_guid)
 
     # ------------------------------------------------------------ helpers
 

@@ -54,11 +54,15 @@ so ``G`` is small, and the cost per placement grows with ``log n``, not with ``n
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
-from typing import Any
+import sys
+import types
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Generic, TypeVar, overload
 
 import attrs
 
+from diego.models.lrp import DesiredLRP
 from diego.models.task import Task
 
 PRELOADED = "preloaded"
@@ -84,6 +88,9 @@ INSUFFICIENT_RESOURCES = "insufficient resources"
 """The prefix of the reason given when no compatible cell is big enough, ever."""
 INSUFFICIENT_RESOURCES_FOR = INSUFFICIENT_RESOURCES + ": {shortages}"
 """Format of that reason: the short resources, joined with ", " (``memory, disk``)."""
+INSUFFICIENT_RESOURCES_IN_ZONE = INSUFFICIENT_RESOURCES + " in zone '{zone}'"
+"""Format of the reason an LRP instance of index > 1 is not placed: its preferred zone,
+the only one it may go to, has no compatible cell with room for it."""
 
 
 def no_cell_for_stack(stack: str) -> str:
@@ -102,6 +109,11 @@ def insufficient_resources(shortages: Iterable[str]) -> str:
     return INSUFFICIENT_RESOURCES_FOR.format(
         shortages=", ".join(name for name in RESOURCE_NAMES if name in short)
     )
+
+
+def insufficient_resources_in_zone(zone: str) -> str:
+    """The reason an LRP instance of index > 1 is left unplaced: ``zone`` has no room."""
+    return INSUFFICIENT_RESOURCES_IN_ZONE.format(zone=zone)
 
 
 def root_fs_provider(root_fs: str) -> str:
@@ -158,9 +170,26 @@ def _available_within_total(instance: CellSnapshot, _attribute: Any, value: Reso
         raise ValueError(f"cell {instance.cell_id}: available {value} exceeds total")
 
 
+_NO_LRPS: Mapping[str, int] = types.MappingProxyType({})
+
+
+def _frozen_counts(counts: Mapping[str, int]) -> Mapping[str, int]:
+    """A read-only copy of ``counts``: a snapshot must not change under the auction."""
+    return types.MappingProxyType(dict(counts)) if counts else _NO_LRPS
+
+
+def _counts_non_negative(instance: CellSnapshot, _attribute: Any, value: Mapping[str, int]) -> None:
+    for process_guid, count in value.items():
+        if count < 0:
+            raise ValueError(
+                f"cell {instance.cell_id}: lrp_counts[{process_guid!r}] must not be negative"
+            )
+
+
 @attrs.frozen
 class CellSnapshot:
-    """A cell as the auction sees it: what it serves, how big it is, what is free now."""
+    """A cell as the auction sees it: what it serves, how big it is, what is free now,
+    and how many instances of each LRP it runs already."""
 
     cell_id: str
     zone: str
@@ -169,6 +198,11 @@ class CellSnapshot:
     """The root_fs schemes the cell can run, e.g. ``{"preloaded", "docker"}``."""
     total: Resources
     available: Resources = attrs.field(validator=_available_within_total)
+    lrp_counts: Mapping[str, int] = attrs.field(
+        default=_NO_LRPS, converter=_frozen_counts, validator=_counts_non_negative, hash=False
+    )
+    """process_guid → instances of it on the cell now (read-only; absent means none).
+    Left out of the hash, so a snapshot stays hashable; equality still compares it."""
 
     def serves(self, stack: str, root_fs: str) -> bool:
         """Whether the cell serves ``stack`` and has the provider for ``root_fs``."""
@@ -200,10 +234,52 @@ class TaskWork:
 
 
 @attrs.frozen
-class Placement:
-    """Run ``work`` on cell ``cell_id``: the cell had room, and the best score."""
+class LRPWork:
+    """One instance (``index``) of a DesiredLRP to start: what the auction needs of it.
 
-    work: TaskWork
+    Like a Task it uses its memory, its disk and one container. Instances are known by
+    (process_guid, index), which must be unique within a batch.
+    """
+
+    process_guid: str
+    index: int = attrs.field(validator=_non_negative)
+    domain: str
+    stack: str
+    root_fs: str
+    memory_mb: int = attrs.field(validator=_non_negative)
+    disk_mb: int = attrs.field(validator=_non_negative)
+
+    @classmethod
+    def from_desired(cls, desired: DesiredLRP, index: int) -> LRPWork:
+        """The work of instance ``index`` of ``desired``."""
+        return cls(
+            desired.process_guid,
+            index,
+            desired.domain,
+            desired.stack,
+            desired.root_fs,
+            desired.memory_mb,
+            desired.disk_mb,
+        )
+
+    @property
+    def resources(self) -> Resources:
+        """What the instance takes from a cell."""
+        return Resources(self.memory_mb, self.disk_mb, 1)
+
+
+Work = TaskWork | LRPWork
+"""Anything ``schedule`` places: a Task or an LRP instance."""
+
+W_co = TypeVar("W_co", bound=TaskWork | LRPWork, covariant=True)
+
+
+@attrs.frozen
+class Placement(Generic[W_co]):
+    """Run ``work`` (a Task or an LRP instance) on cell ``cell_id``: the cell had room,
+    and the best rank."""
+
+    work: W_co
     cell_id: str
 
 
@@ -216,12 +292,19 @@ class Rejection:
 
 
 @attrs.frozen
-class AuctionResult:
-    """Every Task of a batch, once: placed, rejected or carried over to the next batch."""
+class AuctionResult(Generic[W_co]):
+    """Every piece of work of a batch, once.
 
-    placements: tuple[Placement, ...]
+    A Task is placed, rejected or carried over to the next batch; an LRP instance is
+    placed or left ``unplaced`` with the reason, for the auctioneer to record on the
+    ActualLRP and try again later (an LRP is never failed by the auction).
+    ``placements`` come in the order they were made (see ``schedule``).
+    """
+
+    placements: tuple[Placement[W_co], ...]
     rejections: tuple[Rejection, ...]
     carried_over: tuple[TaskWork, ...]
+    unplaced: tuple[tuple[LRPWork, str], ...] = ()
 
 
 def batch_order(work: TaskWork) -> tuple[int, int, str]:
@@ -229,43 +312,136 @@ def batch_order(work: TaskWork) -> tuple[int, int, str]:
     return (-work.memory_mb, -work.disk_mb, work.task_guid)
 
 
-def schedule(cells: Sequence[CellSnapshot], work: Sequence[TaskWork]) -> AuctionResult:
-    """Place ``work`` onto ``cells``: each Task is placed, rejected or carried over.
+def lrp_order(work: LRPWork) -> tuple[int, int, int, str]:
+    """The sort key of a batch's LRP instances, Diego's: lowest index first, then biggest
+    memory, then (for a total order) biggest disk and process_guid."""
+    return (work.index, -work.memory_mb, -work.disk_mb, work.process_guid)
 
-    Reservations are made on in-memory copies as the batch goes, so no cell is given
-    more than it has free. The result lists each kind in batch order. With no cells
-    at all nothing can be judged (the cells may not have reported yet), so every Task
-    is carried over. Task guids must be unique within the batch.
+
+def zone_ranking(process_guid: str, index: int, zones: Iterable[str]) -> tuple[str, ...]:
+    """The zones in the order instance ``index`` of ``process_guid`` prefers them.
+
+    ``zones`` are the distinct zones of the cells (any order, repeats allowed); they
+    are sorted, and the ranking is that list rotated to start at
+    ``(crc32(process_guid) + index) % len(zones)``: instance 0 starts at the process's
+    own zone, instance 1 at the next, and so on. The first zone is the instance's
+    *preferred zone*, the only one an instance of index > 1 may be placed in.
     """
-    _check_unique(cells, work)
-    ordered = sorted(work, key=batch_order)
+    ordered = sorted(set(zones))
+    if not ordered:
+        return ()
+    start = (_zone_hash(process_guid) + index) % len(ordered)
+    return tuple(ordered[start:] + ordered[:start])
+
+
+def _zone_hash(process_guid: str) -> int:
+    """A stable hash of the process (the same in every run and process): CRC-32."""
+    return zlib.crc32(process_guid.encode())
+
+
+@overload
+def schedule(
+    cells: Sequence[CellSnapshot], work: Sequence[TaskWork]
+) -> AuctionResult[TaskWork]: ...
+
+
+@overload
+def schedule(
+    cells: Sequence[CellSnapshot], work: Sequence[TaskWork | LRPWork]
+) -> AuctionResult[TaskWork | LRPWork]: ...
+
+
+def schedule(
+    cells: Sequence[CellSnapshot], work: Sequence[TaskWork | LRPWork]
+) -> AuctionResult[TaskWork | LRPWork]:
+    """Place ``work`` (Tasks and LRP instances, mixed) onto ``cells``.
+
+    Each Task is placed, rejected or carried over; each LRP instance is placed or left
+    unplaced with a reason. Reservations are made on in-memory copies as the batch
+    goes, so no cell is given more than it has free.
+
+    The order is Diego's: first the LRP instances of index 0, then the Tasks, then
+    the LRP instances of index 1 and up, so that every application gets its first
+    instance before any Task, and Tasks come before extra instances. LRP instances are
+    taken lowest index first, then biggest memory (``lrp_order``); Tasks biggest first
+    (``batch_order``). ``placements`` lists placements in that order; rejections,
+    carry-overs and unplaced instances are each in their own order.
+
+    With no cells at all nothing can be judged: every Task is carried over and every
+    LRP instance is left unplaced (no cell serves its stack). Task guids, and LRP
+    (process_guid, index) pairs, must be unique within the batch.
+    """
+    tasks = [item for item in work if isinstance(item, TaskWork)]
+    lrps = [item for item in work if isinstance(item, LRPWork)]
+    _check_unique(cells, tasks, lrps)
+    ordered = sorted(tasks, key=batch_order)
+    instances = sorted(lrps, key=lrp_order)
     if not cells:
-        return AuctionResult((), (), tuple(ordered))
-    cluster = _Cluster(cells)
-    placements: list[Placement] = []
+        unplaced = tuple((item, no_cell_for_stack(item.stack)) for item in instances)
+        return AuctionResult((), (), tuple(ordered), unplaced)
+    placements: list[Placement[TaskWork | LRPWork]] = []
     rejections: list[Rejection] = []
     carried_over: list[TaskWork] = []
-    for item in ordered:
-        outcome = cluster.place(item)
-        if isinstance(outcome, Placement):
-            placements.append(outcome)
-        elif isinstance(outcome, Rejection):
-            rejections.append(outcome)
-        else:
-            carried_over.append(item)
-    return AuctionResult(tuple(placements), tuple(rejections), tuple(carried_over))
+    unplaced_lrps: list[tuple[LRPWork, str]] = []
+    free: _Free | None = None
+    levels: dict[str, dict[int, int]] = {}
+    later: list[LRPWork] = []
+    if instances:
+        free = _Free(
+            [cell.available.memory_mb for cell in cells],
+            [cell.available.disk_mb for cell in cells],
+            [cell.available.containers for cell in cells],
+        )
+        levels = _existing_instances(cells, instances)
+        first = [item for item in instances if item.index == 0]
+        later = instances[len(first) :]
+        if first:
+            _LRPCluster(cells, free, levels).place_all(first, placements, unplaced_lrps)
+    if ordered:
+        cluster = _Cluster(cells, free)
+        for item in ordered:
+            outcome = cluster.place(item)
+            if isinstance(outcome, Placement):
+                placements.append(outcome)
+            elif isinstance(outcome, Rejection):
+                rejections.append(outcome)
+            else:
+                carried_over.append(item)
+    if later:
+        assert free is not None
+        _LRPCluster(cells, free, levels).place_all(later, placements, unplaced_lrps)
+    return AuctionResult(
+        tuple(placements), tuple(rejections), tuple(carried_over), tuple(unplaced_lrps)
+    )
 
 
-def _check_unique(cells: Sequence[CellSnapshot], work: Sequence[TaskWork]) -> None:
+def _check_unique(
+    cells: Sequence[CellSnapshot], tasks: Sequence[TaskWork], lrps: Sequence[LRPWork]
+) -> None:
     for kind, names in (
         ("cell_id", [cell.cell_id for cell in cells]),
-        ("task_guid", [item.task_guid for item in work]),
+        ("task_guid", [item.task_guid for item in tasks]),
+        ("LRP instance", [f"{item.process_guid}/{item.index}" for item in lrps]),
     ):
         seen: set[str] = set()
         for name in names:
             if name in seen:
                 raise ValueError(f"{kind} {name!r} appears more than once")
             seen.add(name)
+
+
+def _existing_instances(
+    cells: Sequence[CellSnapshot], lrps: Sequence[LRPWork]
+) -> dict[str, dict[int, int]]:
+    """For each process of the batch: cell index → instances of it the cell runs now."""
+    levels: dict[str, dict[int, int]] = {item.process_guid: {} for item in lrps}
+    for index, cell in enumerate(cells):
+        for process_guid, count in cell.lrp_counts.items():
+            if count > 0:
+                on_cells = levels.get(process_guid)
+                if on_cells is not None:
+                    on_cells[index] = count
+    return levels
 
 
 _Entry = tuple[int, str, int]
@@ -445,6 +621,39 @@ class _FitTree:
                 stack += (left, right)
         return best
 
+    def best_excluding(
+        self, memory_mb: int, disk_mb: int, excluded: Mapping[int, int], limit: int
+    ) -> tuple[_Entry | None, list[_Entry], bool, int]:
+        """``best``, but passing over the cells in ``excluded``; see ``_ZoneGroup.search``.
+        Also returns the number of nodes the search looked at."""
+        memory, disk, low, size = self.memory, self.disk, self.low, self.size
+        best: _Entry | None = None
+        skipped: list[_Entry] = []
+        stack = [1]
+        visited = 0
+        while stack:
+            node = stack.pop()
+            visited += 1
+            if memory[node] < memory_mb or disk[node] < disk_mb:
+                continue
+            if best is not None and low[node] >= best:
+                continue
+            if node >= size:
+                entry = low[node]
+                if entry[2] in excluded:
+                    skipped.append(entry)
+                    if len(skipped) > limit:
+                        return None, skipped, True, visited
+                else:
+                    best = entry
+                continue
+            left, right = 2 * node, 2 * node + 1
+            if low[left] <= low[right]:
+                stack += (right, left)
+            else:
+                stack += (left, right)
+        return best, skipped, False, visited
+
 
 @attrs.define(eq=False)
 class _Free:
@@ -458,12 +667,14 @@ class _Free:
 class _Cluster:
     """The cells of one batch, grouped and heaped, with reservations made so far."""
 
-    def __init__(self, cells: Sequence[CellSnapshot]) -> None:
-        self.free = _Free(
-            [cell.available.memory_mb for cell in cells],
-            [cell.available.disk_mb for cell in cells],
-            [cell.available.containers for cell in cells],
-        )
+    def __init__(self, cells: Sequence[CellSnapshot], free: _Free | None = None) -> None:
+        if free is None:
+            free = _Free(
+                [cell.available.memory_mb for cell in cells],
+                [cell.available.disk_mb for cell in cells],
+                [cell.available.containers for cell in cells],
+            )
+        self.free = free
         self.stacks: set[str] = set()
         classes: dict[tuple[frozenset[str], frozenset[str]], dict[Resources, _Group]] = {}
         for index, cell in enumerate(cells):
@@ -472,9 +683,9 @@ class _Cluster:
             group = shapes.get(cell.total)
             if group is None:
                 group = shapes[cell.total] = _Group.of(cell.total)
-            available = cell.available
-            if available.containers > 0:
-                use = group.use(available.memory_mb, available.disk_mb, available.containers)
+            containers = free.containers[index]
+            if containers > 0:
+                use = group.use(free.memory[index], free.disk[index], containers)
                 group.heap.append((use, cell.cell_id, index))
         for shapes in classes.values():
             for group in shapes.values():
@@ -495,7 +706,7 @@ class _Cluster:
             ]
         return groups
 
-    def place(self, work: TaskWork) -> Placement | Rejection | None:
+    def place(self, work: TaskWork) -> Placement[TaskWork] | Rejection | None:
         """Place ``work`` and reserve its resources, reject it, or (None) carry it over."""
         provider = root_fs_provider(work.root_fs)
         groups = self.compatible(work.stack, provider)
@@ -546,9 +757,494 @@ def _beats(
     return mine < theirs or (mine == theirs and entry[1] < rival_entry[1])
 
 
-def score(cell: CellSnapshot, work: TaskWork) -> float:
+# -- LRP instances -------------------------------------------------------------------
+
+_CROWDING = 8
+"""Cells that already run a process which one search of a zone group may pass over
+before that process gets a heap of its own there (``_LRPCluster.crowded``)."""
+
+_TREE_BUDGET = 1
+"""Tree nodes a size may cost a zone group, per cell of the group, before it gets a
+heap of its own there (``_ZoneGroup._search_tree``)."""
+
+_NO_ROOM_KEPT = 8
+"""How many sizes a zone group remembers it has no room for."""
+
+_Ranked = tuple[int, _Entry]
+"""A candidate cell for an LRP instance: (instances of the process it runs, its entry)."""
+
+_CrowdedEntry = tuple[int, int, str, int]
+"""An entry of a process's own heap: (instances of it on the cell, use, cell_id, index)."""
+
+_Extreme = tuple[int, int, int, int, int, int]
+"""The most free memory, disk and containers, then the least, over some cells."""
+
+_NO_EXTREME: _Extreme = (-1, -1, -1, sys.maxsize, sys.maxsize, sys.maxsize)
+
+
+def _merge(a: _Extreme, b: _Extreme) -> _Extreme:
+    return (
+        max(a[0], b[0]),
+        max(a[1], b[1]),
+        max(a[2], b[2]),
+        min(a[3], b[3]),
+        min(a[4], b[4]),
+        min(a[5], b[5]),
+    )
+
+
+class _Extremes:
+    """The most and the least of each resource free on the cells of a zone group.
+
+    A segment tree, so a placement updates it in O(log n). Built the first time an LRP
+    instance finds no room among the group's cells, to name what it lacks.
+    """
+
+    def __init__(self, cells: list[int], free: _Free) -> None:
+        size = 1
+        while size < len(cells):
+            size *= 2
+        self.size = size
+        self.leaf = {cell: size + position for position, cell in enumerate(cells)}
+        nodes = self.nodes = [_NO_EXTREME] * (2 * size)
+        for cell, node in self.leaf.items():
+            nodes[node] = self._of(cell, free)
+        for node in range(size - 1, 0, -1):
+            nodes[node] = _merge(nodes[2 * node], nodes[2 * node + 1])
+
+    @staticmethod
+    def _of(cell: int, free: _Free) -> _Extreme:
+        memory, disk, containers = free.memory[cell], free.disk[cell], free.containers[cell]
+        return (memory, disk, containers, memory, disk, containers)
+
+    def update(self, cell: int, free: _Free) -> None:
+        """Record what ``cell`` has free now."""
+        nodes = self.nodes
+        node = self.leaf[cell]
+        nodes[node] = self._of(cell, free)
+        node //= 2
+        while node:
+            nodes[node] = _merge(nodes[2 * node], nodes[2 * node + 1])
+            node //= 2
+
+    @property
+    def root(self) -> _Extreme:
+        """The extremes over all the group's cells."""
+        return self.nodes[1]
+
+
+class _ZoneGroup:
+    """The cells of one zone alike in stacks, root_fs providers and totals.
+
+    ``shape`` does the score arithmetic (a ``_Group`` holding no cells). The cells
+    with a container free sit in a heap of (use, cell_id, index), kept lazily: a
+    placement does not touch the heap, and an entry whose use is out of date is
+    refreshed when it comes to the top. Uses only grow within a batch, so a stale
+    entry sorts no later than its cell should, and the heap's answers stay exact. As
+    for Tasks, a search that passes ``_PATIENCE`` cells without room moves the group
+    to a ``_FitTree``, which each placement then updates.
+    """
+
+    def __init__(self, number: int, zone: str, shape: _Group) -> None:
+        self.number = number
+        self.zone = zone
+        self.shape = shape
+        self.cells: list[int] = []
+        self.heap: list[_Entry] = []
+        self.tree: _FitTree | None = None
+        self.extremes: _Extremes | None = None
+        self.no_room: list[tuple[int, int]] = []
+        """Sizes (memory, disk) no cell of the group had room for: as free room only
+        shrinks within a batch, nor will it for these or bigger sizes."""
+        self.spent: dict[tuple[int, int], int] = {}
+        """Tree nodes looked at so far in searches for each size (memory, disk)."""
+        self.sized: dict[tuple[int, int], list[_Entry]] = {}
+        """Per size, once the tree has cost it more than a pass over the cells: a heap
+        of the cells with room for that size, (use, cell_id, index), kept lazily."""
+
+    def lacks_room(self, memory_mb: int, disk_mb: int) -> bool:
+        """Whether a search already found no cell with room for this size or a smaller one."""
+        no_room = self.no_room
+        return bool(no_room) and any(
+            memory_mb >= memory and disk_mb >= disk for memory, disk in no_room
+        )
+
+    def found_no_room(self, memory_mb: int, disk_mb: int) -> None:
+        """Remember that no cell of the group has room for this size (a few sizes at most)."""
+        if len(self.no_room) < _NO_ROOM_KEPT:
+            self.no_room.append((memory_mb, disk_mb))
+
+    def search(
+        self, memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _LRPCluster
+    ) -> tuple[_Entry | None, list[_Entry], bool]:
+        """The least-used cell with room that does not run the process (``on``: the
+        cells that do, with their counts), if any; the cells with room passed over
+        because they run it (all of them when none is found); and whether the search
+        gave up, having passed more than ``_CROWDING`` of those.
+        """
+        if self.tree is not None:
+            return self._search_tree(memory_mb, disk_mb, on, owner)
+        heap, use, free = self.heap, owner.use, owner.free
+        free_memory, free_disk, free_containers = free.memory, free.disk, free.containers
+        passed: list[_Entry] = []
+        crowded: list[_Entry] = []
+        found: _Entry | None = None
+        aborted = False
+        roomless = 0
+        while heap:
+            entry = heapq.heappop(heap)
+            cell = entry[2]
+            now = use[cell]
+            if entry[0] != now:
+                if free_containers[cell] > 0:
+                    heapq.heappush(heap, (now, entry[1], cell))
+                continue
+            passed.append(entry)
+            if memory_mb > free_memory[cell] or disk_mb > free_disk[cell]:
+                roomless += 1
+                if roomless == _PATIENCE:
+                    self.tree = _FitTree(
+                        [
+                            (use[other], owner.ids[other], other)
+                            for other in self.cells
+                            if free_containers[other] > 0
+                        ],
+                        free_memory,
+                        free_disk,
+                        4 * self.shape.denominator,
+                    )
+                    self.heap = []
+                    return self._search_tree(memory_mb, disk_mb, on, owner)
+            elif cell in on:
+                crowded.append(entry)
+                if len(crowded) > _CROWDING:
+                    aborted = True
+                    break
+            else:
+                found = entry
+                break
+        for entry in passed:
+            heapq.heappush(heap, entry)
+        return found, crowded, aborted
+
+    def _search_tree(
+        self, memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _LRPCluster
+    ) -> tuple[_Entry | None, list[_Entry], bool]:
+        """``search`` on the tree, or on the size's own heap once it has one.
+
+        Memory and disk free on different cells can make tree searches long. So the
+        nodes they look at are charged to the size, and once a size has cost more
+        than the group has cells, it gets a heap of the cells with room for it, built
+        in O(n_g): the work then never exceeds twice that of the better of the two.
+        """
+        size = (memory_mb, disk_mb)
+        heap = self.sized.get(size)
+        if heap is not None:
+            return _search_sized(heap, memory_mb, disk_mb, on, owner)
+        assert self.tree is not None
+        found, crowded, aborted, visited = self.tree.best_excluding(
+            memory_mb, disk_mb, on, _CROWDING
+        )
+        spent = self.spent.get(size, 0) + visited
+        if spent <= _TREE_BUDGET * len(self.cells):
+            self.spent[size] = spent
+        else:
+            free, use, ids = owner.free, owner.use, owner.ids
+            heap = self.sized[size] = [
+                (use[cell], ids[cell], cell)
+                for cell in self.cells
+                if free.containers[cell] > 0
+                and memory_mb <= free.memory[cell]
+                and disk_mb <= free.disk[cell]
+            ]
+            heapq.heapify(heap)
+        return found, crowded, aborted
+
+    def placed(self, cell: int, owner: _LRPCluster) -> None:
+        """Record a placement on ``cell`` (its free room and use already updated)."""
+        free = owner.free
+        if self.tree is not None:
+            self.tree.update(
+                cell,
+                free.memory[cell],
+                free.disk[cell],
+                free.containers[cell],
+                (owner.use[cell], owner.ids[cell], cell),
+            )
+        if self.extremes is not None:
+            self.extremes.update(cell, free)
+
+
+def _search_sized(
+    heap: list[_Entry], memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _LRPCluster
+) -> tuple[_Entry | None, list[_Entry], bool]:
+    """``_ZoneGroup.search`` on a size's own heap: cells that lack room for the size are
+    dropped for good (free room only shrinks), stale uses refreshed on the way."""
+    free, use = owner.free, owner.use
+    free_memory, free_disk, free_containers = free.memory, free.disk, free.containers
+    crowded: list[_Entry] = []
+    found: _Entry | None = None
+    aborted = False
+    while heap:
+        entry = heap[0]
+        cell = entry[2]
+        if free_containers[cell] == 0 or memory_mb > free_memory[cell] or disk_mb > free_disk[cell]:
+            heapq.heappop(heap)
+            continue
+        now = use[cell]
+        if entry[0] != now:
+            heapq.heapreplace(heap, (now, entry[1], cell))
+            continue
+        if cell in on:
+            crowded.append(heapq.heappop(heap))
+            if len(crowded) > _CROWDING:
+                aborted = True
+                break
+            continue
+        found = entry
+        break
+    for entry in crowded:
+        heapq.heappush(heap, entry)
+    return found, crowded, aborted
+
+
+class _LRPCluster:
+    """The cells as the LRP instances of one phase of a batch see them: grouped by
+    zone, then by what they serve and their totals.
+
+    An instance goes, within a zone, to the cell with room that runs the fewest
+    instances of its process, then has the lowest score, then the smallest cell_id.
+    Most cells run no instance of a given process, so each zone group answers "the
+    least-used cell with room not running it" from its shared heap or tree, passing
+    over the few cells that do run it. When a search passes more than ``_CROWDING``
+    such cells (a process with many instances in the zone), the process gets, for
+    that zone group and its size, a heap of its own keyed by (instances of it, use,
+    cell_id): built once in O(n_g), kept lazily like the group's heap (both keys only
+    grow), and dropping for good the cells that lack room for it (free room only
+    shrinks within a batch).
+    """
+
+    def __init__(
+        self, cells: Sequence[CellSnapshot], free: _Free, levels: dict[str, dict[int, int]]
+    ) -> None:
+        self.free = free
+        self.levels = levels
+        self.ids = [cell.cell_id for cell in cells]
+        self.zones = sorted({cell.zone for cell in cells})
+        self.use = [0] * len(cells)
+        self.stacks: set[str] = set()
+        shapes: dict[Resources, _Group] = {}
+        classes: dict[
+            tuple[frozenset[str], frozenset[str]], dict[tuple[str, Resources], _ZoneGroup]
+        ]
+        classes = {}
+        count = 0
+        for index, cell in enumerate(cells):
+            self.stacks |= cell.stacks
+            groups = classes.setdefault((cell.stacks, cell.rootfs_providers), {})
+            group = groups.get((cell.zone, cell.total))
+            if group is None:
+                shape = shapes.get(cell.total)
+                if shape is None:
+                    shape = shapes[cell.total] = _Group.of(cell.total)
+                group = groups[(cell.zone, cell.total)] = _ZoneGroup(count, cell.zone, shape)
+                count += 1
+            group.cells.append(index)
+            containers = free.containers[index]
+            use = self.use[index] = group.shape.use(
+                free.memory[index], free.disk[index], containers
+            )
+            if containers > 0:
+                group.heap.append((use, cell.cell_id, index))
+        for groups in classes.values():
+            for group in groups.values():
+                heapq.heapify(group.heap)
+        self.classes = {key: list(groups.values()) for key, groups in classes.items()}
+        self._compatible: dict[tuple[str, str], dict[str, list[_ZoneGroup]]] = {}
+        self.crowded: dict[tuple[str, int, int, int], list[_CrowdedEntry]] = {}
+        self.hashes: dict[str, int] = {}
+
+    def compatible(self, stack: str, provider: str) -> dict[str, list[_ZoneGroup]]:
+        """Zone → the zone groups whose cells serve ``stack`` and have ``provider``."""
+        key = (stack, provider)
+        by_zone = self._compatible.get(key)
+        if by_zone is None:
+            by_zone = self._compatible[key] = {}
+            for (stacks, providers), groups in self.classes.items():
+                if stack in stacks and provider in providers:
+                    for group in groups:
+                        by_zone.setdefault(group.zone, []).append(group)
+        return by_zone
+
+    def place_all(
+        self,
+        lrps: Iterable[LRPWork],
+        placements: list[Placement[TaskWork | LRPWork]],
+        unplaced: list[tuple[LRPWork, str]],
+    ) -> None:
+        """Place ``lrps`` in order, appending to ``placements`` and ``unplaced``."""
+        for item in lrps:
+            outcome = self.place(item)
+            if isinstance(outcome, Placement):
+                placements.append(outcome)
+            else:
+                unplaced.append(outcome)
+
+    def place(self, work: LRPWork) -> Placement[LRPWork] | tuple[LRPWork, str]:
+        """Place ``work`` and reserve its resources, or say why it cannot be placed now."""
+        provider = root_fs_provider(work.root_fs)
+        by_zone = self.compatible(work.stack, provider)
+        if not by_zone:
+            if work.stack not in self.stacks:
+                return (work, no_cell_for_stack(work.stack))
+            return (work, no_cell_for_root_fs(work.stack, provider))
+        memory_mb, disk_mb = work.memory_mb, work.disk_mb
+        if not any(
+            group.shape.holds(memory_mb, disk_mb) for groups in by_zone.values() for group in groups
+        ):
+            need = work.resources
+            return (
+                work,
+                insufficient_resources(
+                    name
+                    for groups in by_zone.values()
+                    for group in groups
+                    for name in need.shortages(group.shape.total)
+                ),
+            )
+        process_guid = work.process_guid
+        on = self.levels[process_guid]
+        zone_hash = self.hashes.get(process_guid)
+        if zone_hash is None:
+            zone_hash = self.hashes[process_guid] = _zone_hash(process_guid)
+        zones = self.zones
+        start = (zone_hash + work.index) % len(zones)
+        tries = len(zones) if work.index <= 1 else 1
+        for step in range(tries):
+            groups = by_zone.get(zones[(start + step) % len(zones)])
+            if groups is None:
+                continue
+            best: tuple[_ZoneGroup, _Ranked] | None = None
+            for group in groups:
+                if not group.shape.holds(memory_mb, disk_mb) or group.lacks_room(
+                    memory_mb, disk_mb
+                ):
+                    continue
+                ranked = self._best_in(group, work, on)
+                if ranked is None:
+                    group.found_no_room(memory_mb, disk_mb)
+                elif best is None or _ranks_before(group, ranked, *best, memory_mb, disk_mb):
+                    best = (group, ranked)
+            if best is not None:
+                group, (_, entry) = best
+                self._reserve(group, entry[2], memory_mb, disk_mb, on)
+                return Placement(work, entry[1])
+        if work.index > 1:
+            return (work, insufficient_resources_in_zone(zones[start]))
+        return (work, self._shortages(by_zone, work))
+
+    def _best_in(self, group: _ZoneGroup, work: LRPWork, on: dict[int, int]) -> _Ranked | None:
+        """The best cell of ``group`` with room for ``work``: fewest instances of its
+        process, then least used, then smallest cell_id."""
+        memory_mb, disk_mb = work.memory_mb, work.disk_mb
+        key = (work.process_guid, memory_mb, disk_mb, group.number)
+        heap = self.crowded.get(key)
+        if heap is None:
+            found, crowded, aborted = group.search(memory_mb, disk_mb, on, self)
+            if not aborted:
+                if found is not None:
+                    return (0, found)
+                if not crowded:
+                    return None
+                entry = min(crowded, key=lambda entry: (on[entry[2]], entry))
+                return (on[entry[2]], entry)
+            free = self.free
+            heap = self.crowded[key] = [
+                (on.get(cell, 0), self.use[cell], self.ids[cell], cell)
+                for cell in group.cells
+                if free.containers[cell] > 0
+                and memory_mb <= free.memory[cell]
+                and disk_mb <= free.disk[cell]
+            ]
+            heapq.heapify(heap)
+        return self._crowded_best(heap, memory_mb, disk_mb, on)
+
+    def _crowded_best(
+        self, heap: list[_CrowdedEntry], memory_mb: int, disk_mb: int, on: dict[int, int]
+    ) -> _Ranked | None:
+        """The top of a process's own heap, once stale entries are refreshed and cells
+        without room for it dropped."""
+        free, use = self.free, self.use
+        while heap:
+            level, used, cell_id, cell = heap[0]
+            if (
+                free.containers[cell] == 0
+                or memory_mb > free.memory[cell]
+                or disk_mb > free.disk[cell]
+            ):
+                heapq.heappop(heap)
+                continue
+            level_now, use_now = on.get(cell, 0), use[cell]
+            if level != level_now or used != use_now:
+                heapq.heapreplace(heap, (level_now, use_now, cell_id, cell))
+                continue
+            return (level, (used, cell_id, cell))
+        return None
+
+    def _reserve(
+        self, group: _ZoneGroup, cell: int, memory_mb: int, disk_mb: int, on: dict[int, int]
+    ) -> None:
+        free = self.free
+        free.memory[cell] -= memory_mb
+        free.disk[cell] -= disk_mb
+        free.containers[cell] -= 1
+        self.use[cell] += group.shape.cost(memory_mb, disk_mb)
+        on[cell] = on.get(cell, 0) + 1
+        group.placed(cell, self)
+
+    def _shortages(self, by_zone: dict[str, list[_ZoneGroup]], work: LRPWork) -> str:
+        """Why no compatible cell of any zone has room for ``work``: the resources every
+        one of them is short of (as Diego names them), or, when no resource is short
+        everywhere, those some of them are short of."""
+        extreme = _NO_EXTREME
+        for groups in by_zone.values():
+            for group in groups:
+                if group.extremes is None:
+                    group.extremes = _Extremes(group.cells, self.free)
+                extreme = _merge(extreme, group.extremes.root)
+        need = (work.memory_mb, work.disk_mb, 1)
+        everywhere = [
+            name
+            for name, most, amount in zip(RESOURCE_NAMES, extreme[:3], need, strict=True)
+            if most < amount
+        ]
+        somewhere = [
+            name
+            for name, least, amount in zip(RESOURCE_NAMES, extreme[3:], need, strict=True)
+            if least < amount
+        ]
+        return insufficient_resources(everywhere or somewhere)
+
+
+def _ranks_before(
+    group: _ZoneGroup,
+    ranked: _Ranked,
+    rival: _ZoneGroup,
+    rival_ranked: _Ranked,
+    memory_mb: int,
+    disk_mb: int,
+) -> bool:
+    """Whether ``ranked``'s cell is a better home for an LRP instance than
+    ``rival_ranked``'s: fewer instances of its process, then a lower score (exactly),
+    then a smaller cell_id."""
+    if ranked[0] != rival_ranked[0]:
+        return ranked[0] < rival_ranked[0]
+    return _beats(group.shape, ranked[1], rival.shape, rival_ranked[1], memory_mb, disk_mb)
+
+
+def score(cell: CellSnapshot, work: TaskWork | LRPWork) -> float:
     """Diego's score of ``cell`` for ``work``: the mean fraction of memory, disk and
-    containers in use once the Task is placed (lower is better). For reading and
+    containers in use once the work is placed (lower is better). For reading and
     testing; ``schedule`` ranks by the same quantity, computed exactly."""
     left = cell.available
     fractions = (

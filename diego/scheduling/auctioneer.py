@@ -20,10 +20,14 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from diego.models.errors import DiegoError
+from diego.models.lrp import ActualLRP
 from diego.models.task import Task
-from diego.scheduling.auction import CellSnapshot, TaskWork, schedule
+from diego.scheduling.auction import CellSnapshot, LRPWork, TaskWork, schedule
 
 log = logging.getLogger("diego.auctioneer")
+
+
+Work = TaskWork | LRPWork
 
 
 class CellClient(Protocol):
@@ -33,13 +37,24 @@ class CellClient(Protocol):
 
     async def state(self) -> CellSnapshot: ...
 
-    async def perform(self, work: Sequence[TaskWork]) -> list[TaskWork]: ...
+    async def perform(self, work: Sequence[Work]) -> list[Work]: ...
 
 
-class TaskFailer(Protocol):
-    """What the auctioneer needs of the BBS: failing Tasks that fit nowhere."""
+class AuctionBBS(Protocol):
+    """What the auctioneer needs of the BBS: failing Tasks that fit nowhere, and
+    recording why an LRP instance could not be placed."""
 
     async def fail_task(self, guid: str, failure_reason: str) -> tuple[Task, Task]: ...
+
+    async def fail_actual_lrp_placement(
+        self, process_guid: str, index: int, error: str
+    ) -> tuple[ActualLRP, ActualLRP]: ...
+
+
+def _key(work: Work) -> str:
+    if isinstance(work, LRPWork):
+        return f"lrp {work.process_guid} {work.index}"
+    return f"task {work.task_guid}"
 
 
 class Auctioneer:
@@ -47,22 +62,27 @@ class Auctioneer:
 
     def __init__(
         self,
-        bbs: TaskFailer,
+        bbs: AuctionBBS,
         cells: Callable[[], Sequence[CellClient]],
         retry_interval: float = 1.0,
     ) -> None:
         self.bbs = bbs
         self.cells = cells
         self.retry_interval = retry_interval
-        self._pending: dict[str, TaskWork] = {}
+        self._pending: dict[str, Work] = {}
+        self._placement_errors: dict[str, str] = {}
         self._wake = asyncio.Event()
         self.batches = 0
 
     def submit(self, tasks: Sequence[Task]) -> None:
         """Ask for ``tasks`` to be started."""
-        for task in tasks:
-            self._pending[task.task_guid] = TaskWork.from_task(task)
-        if tasks:
+        self.submit_work([TaskWork.from_task(task) for task in tasks])
+
+    def submit_work(self, work: Sequence[Work]) -> None:
+        """Ask for Tasks or LRP instances to be started."""
+        for item in work:
+            self._pending[_key(item)] = item
+        if work:
             self._wake.set()
 
     def kick(self) -> None:
@@ -99,14 +119,17 @@ class Auctioneer:
         result = schedule(cells, list(batch.values()))
         for rejection in result.rejections:
             await self._fail(rejection.work.task_guid, rejection.reason)
-        by_cell: dict[str, list[TaskWork]] = {}
+        for lrp, reason in result.unplaced:
+            await self._unplaced(lrp, reason)
+        by_cell: dict[str, list[Work]] = {}
         for placement in result.placements:
             by_cell.setdefault(placement.cell_id, []).append(placement.work)
+            self._placement_errors.pop(_key(placement.work), None)
         refused = await asyncio.gather(
             *(clients[cell].perform(work) for cell, work in by_cell.items()),
             return_exceptions=True,
         )
-        carried = list(result.carried_over)
+        carried: list[Work] = [*result.carried_over, *(lrp for lrp, _ in result.unplaced)]
         for cell, answer in zip(by_cell, refused, strict=True):
             if isinstance(answer, BaseException):
                 # No answer: do not retry; the converger sorts out what happened.
@@ -114,13 +137,24 @@ class Auctioneer:
             else:
                 carried.extend(answer)
         for work in carried:
-            self._pending.setdefault(work.task_guid, work)
+            self._pending.setdefault(_key(work), work)
         log.debug(
             "auction-done placed=%d rejected=%d carried=%d",
             len(result.placements),
             len(result.rejections),
             len(carried),
         )
+
+    async def _unplaced(self, lrp: LRPWork, reason: str) -> None:
+        # Written once per reason, not on every retry of the same instance.
+        key = _key(lrp)
+        if self._placement_errors.get(key) == reason:
+            return
+        self._placement_errors[key] = reason
+        try:
+            await self.bbs.fail_actual_lrp_placement(lrp.process_guid, lrp.index, reason)
+        except DiegoError as e:
+            log.info("placement-error-not-recorded guid=%s reason=%s", lrp.process_guid, e)
 
     async def _fail(self, guid: str, reason: str) -> None:
         try:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from diego.models.errors import DiegoError
+from diego.models.lrp import ActualLRP, ActualLRPKey
 from diego.models.task import Task
 from diego.scheduling.converger import ConvergerSettings, Plan, TaskSnapshot, plan
+from diego.scheduling.lrp_converger import LRPConvergerSettings, LRPPlan, LRPSnapshot, plan_lrps
 from diego.state.bbs import BBS
 
 log = logging.getLogger("diego.converger")
@@ -24,12 +26,18 @@ class Converger:
         interval: float,
         auction: Callable[[Sequence[Task]], None],
         resolve: Callable[[Task], None],
+        lrp_settings: LRPConvergerSettings | None = None,
+        start_lrps: Callable[[Sequence[ActualLRPKey]], None] = lambda _keys: None,
+        stop_lrp: Callable[[ActualLRP], Awaitable[None]] | None = None,
     ) -> None:
         self.bbs = bbs
         self.settings = settings
         self.interval = interval
         self.auction = auction
         self.resolve = resolve
+        self.lrp_settings = lrp_settings or LRPConvergerSettings()
+        self.start_lrps = start_lrps
+        self.stop_lrp = stop_lrp
         self.passes = 0
 
     async def run(self) -> None:
@@ -38,6 +46,7 @@ class Converger:
             await asyncio.sleep(self.interval)
             try:
                 await self.converge()
+                await self.converge_lrps()
             except Exception:
                 log.exception("convergence-failed")
 
@@ -68,10 +77,55 @@ class Converger:
             await _quietly(self.bbs.delete_task(guid))
         return todo
 
+    async def converge_lrps(self) -> LRPPlan:
+        """One pass over the LRPs; the plan it applied."""
+        now = self.bbs.clock.now()
+        actuals = await self.bbs.actual_lrps()
+        snapshot = LRPSnapshot.of(
+            await self.bbs.desired_lrps(),
+            actuals,
+            [c.cell_id for c in await self.bbs.cell_presences()],
+            await self.bbs.domains(),
+            now,
+        )
+        todo = plan_lrps(snapshot, now, self.lrp_settings)
+        if todo.is_empty:
+            return todo
+        log.info(
+            "converging-lrps unclaim=%d create=%d stop=%d restart=%d auction=%d",
+            len(todo.unclaim),
+            len(todo.create),
+            len(todo.stop),
+            len(todo.restart),
+            len(todo.auction),
+        )
+        failed: set[ActualLRPKey] = set()
+        for key in todo.unclaim:
+            if not await _quietly(self.bbs.unclaim_actual_lrp(key.process_guid, key.index)):
+                failed.add(key)
+        for key in todo.remove_evacuating:
+            await _quietly(self.bbs.remove_actual_lrp(key.process_guid, key.index, evacuating=True))
+        for missing in todo.create:
+            change = self.bbs.create_unclaimed_actual_lrp(
+                missing.process_guid, missing.index, missing.domain
+            )
+            if not await _quietly(change):
+                failed.add(missing.key)
+        for key in todo.restart:
+            if not await _quietly(self.bbs.restart_actual_lrp(key.process_guid, key.index)):
+                failed.add(key)
+        if self.stop_lrp is not None:
+            for actual in todo.stop:
+                await self.stop_lrp(actual)
+        self.start_lrps([key for key in todo.auction if key not in failed])
+        return todo
 
-async def _quietly(change: object) -> None:
-    # Each step is a compare-and-swap: a Task that moved meanwhile just loses.
+
+async def _quietly(change: object) -> bool:
+    # Each step is a compare-and-swap: what moved meanwhile just loses.
     try:
         await change  # type: ignore[misc]
     except DiegoError as e:
         log.info("convergence-step-skipped reason=%s", e)
+        return False
+    return True

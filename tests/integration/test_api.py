@@ -426,3 +426,97 @@ async def test_nothing_invalid_was_written(node: Node) -> None:
     for overrides, _path, _rule in (p.values for p in validation.REFUSED):
         await node.call("POST", "/v1/tasks", json=validation.request(**overrides))
     assert await node.call("GET", "/v1/tasks") == (200, [])
+
+
+LRP = {
+    "process_guid": "web",
+    "domain": "apps",
+    "stack": "linux",
+    "instances": 2,
+    "action": {"run": {"path": "/bin/sleep", "args": ["1000"]}},
+}
+
+
+async def test_desired_lrp_creates_its_unclaimed_instances(node: Node) -> None:
+    """POST /v1/desired_lrps is 201 and creates one UNCLAIMED ActualLRP per index."""
+    status, created = await node.call("POST", "/v1/desired_lrps", json=LRP)
+    assert status == 201
+    assert created["instances"] == 2
+    assert await node.call("GET", "/v1/desired_lrps/web") == (200, created)
+    assert (await node.call("GET", "/v1/desired_lrps?domain=apps"))[1] == [created]
+    _, actuals = await node.call("GET", "/v1/actual_lrps/web")
+    assert [(a["index"], a["state"]) for a in actuals] == [(0, "UNCLAIMED"), (1, "UNCLAIMED")]
+    status, body = await node.call("POST", "/v1/desired_lrps", json=LRP)
+    assert (status, body["name"]) == (409, "DesiredLRPAlreadyExists")
+
+
+async def test_scaling_creates_and_removes_instances(node: Node) -> None:
+    """PUT instances up adds indices; down removes the extra (unclaimed) ones."""
+    await node.call("POST", "/v1/desired_lrps", json=LRP)
+    status, body = await node.call("PUT", "/v1/desired_lrps/web", json={"instances": 4})
+    assert (status, body["instances"]) == (200, 4)
+    _, actuals = await node.call("GET", "/v1/actual_lrps/web")
+    assert [a["index"] for a in actuals] == [0, 1, 2, 3]
+    await node.call("PUT", "/v1/desired_lrps/web", json={"instances": 1})
+    _, actuals = await node.call("GET", "/v1/actual_lrps/web")
+    assert [a["index"] for a in actuals] == [0]
+
+
+async def test_only_instances_routes_and_annotation_may_change(node: Node) -> None:
+    """PUT of any other DesiredLRP field is a 400 naming it; a bad value too; nothing changes."""
+    await node.call("POST", "/v1/desired_lrps", json=LRP)
+    status, body = await node.call(
+        "PUT", "/v1/desired_lrps/web", json={"stack": "windows", "memory_mb": 5}
+    )
+    assert (status, body["name"]) == (400, "InvalidDesiredLRP")
+    assert {e["field"] for e in body["errors"]} == {"stack", "memory_mb"}
+    status, body = await node.call("PUT", "/v1/desired_lrps/web", json={"instances": -1})
+    assert (status, body["errors"][0]["field"]) == (400, "instances")
+    status, body = await node.call("PUT", "/v1/desired_lrps/web", json={"routes": [1]})
+    assert (status, body["errors"][0]["field"]) == (400, "routes")
+    assert (await node.call("GET", "/v1/desired_lrps/web"))[1]["stack"] == "linux"
+
+
+async def test_invalid_desired_lrp_names_each_field(node: Node) -> None:
+    """An invalid DesiredLRP is 400 InvalidDesiredLRP naming every field, and nothing is stored."""
+    bad = {**LRP, "process_guid": "a b", "instances": -2, "ports": [0], "extra": True}
+    status, body = await node.call("POST", "/v1/desired_lrps", json=bad)
+    assert (status, body["name"]) == (400, "InvalidDesiredLRP")
+    assert {e["field"] for e in body["errors"]} == {"process_guid", "instances", "ports", "extra"}
+    assert await node.call("GET", "/v1/desired_lrps") == (200, [])
+    assert await node.call("GET", "/v1/actual_lrps") == (200, [])
+
+
+async def test_deleting_a_desired_lrp_removes_its_instances(node: Node) -> None:
+    """DELETE is 204 and takes the (unclaimed) instances with it; a second DELETE is 404."""
+    await node.call("POST", "/v1/desired_lrps", json=LRP)
+    assert await node.call("DELETE", "/v1/desired_lrps/web") == (204, None)
+    assert await node.call("GET", "/v1/actual_lrps/web") == (200, [])
+    status, body = await node.call("DELETE", "/v1/desired_lrps/web")
+    assert (status, body["name"]) == (404, "DesiredLRPNotFound")
+
+
+async def test_actual_lrp_lookups_and_errors(node: Node) -> None:
+    """One instance by index; a missing index is 404 ActualLRPNotFound; a bad index 400."""
+    await node.call("POST", "/v1/desired_lrps", json=LRP)
+    status, body = await node.call("GET", "/v1/actual_lrps/web/index/1")
+    assert (status, body["index"], body["state"]) == (200, 1, "UNCLAIMED")
+    status, body = await node.call("GET", "/v1/actual_lrps/web/index/7")
+    assert (status, body["name"]) == (404, "ActualLRPNotFound")
+    status, body = await node.call("GET", "/v1/actual_lrps/web/index/x")
+    assert (status, body["name"]) == (400, "InvalidRequest")
+    _, all_actuals = await node.call("GET", "/v1/actual_lrps?domain=apps")
+    assert len(all_actuals) == 2
+
+
+async def test_domains_are_fresh_until_their_ttl(node: Node) -> None:
+    """PUT /v1/domains/{d} with a ttl makes it fresh; ttl 0 is forever; a bad ttl is 400."""
+    assert (await node.call("PUT", "/v1/domains/apps", json={"ttl": 0}))[0] == 204
+    assert (await node.call("PUT", "/v1/domains/short", json={"ttl": 10}))[0] == 204
+    assert sorted((await node.call("GET", "/v1/domains"))[1]) == ["apps", "short"]
+    clock = node.bbs.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(11)
+    assert (await node.call("GET", "/v1/domains"))[1] == ["apps"]
+    status, body = await node.call("PUT", "/v1/domains/apps", json={"ttl": -1})
+    assert (status, body["errors"][0]["field"]) == (400, "ttl")

@@ -667,3 +667,20 @@ def test_placement_never_exceeds_a_cell_at_scale() -> None:
     check_invariants(cells, work, result)
     assert result.placements
     assert result.carried_over
+
+
+# -- the Task API, unchanged by LRPs ----------------------------------------------------
+
+
+def test_task_batches_leave_nothing_unplaced() -> None:
+    """A batch of Tasks only has no unplaced LRP instances, and its result is built as before."""
+    result = schedule([cell("a")], [task("t")])
+    assert result.unplaced == ()
+    assert result == AuctionResult((Placement(task("t"), "a"),), (), ())
+
+
+def test_snapshots_without_lrp_counts_stay_hashable() -> None:
+    """A snapshot built without ``lrp_counts`` runs no instances and hashes as before."""
+    snapshot = cell("a")
+    assert dict(snapshot.lrp_counts) == {}
+    assert {snapshot: 1}[cell("a")] == 1

@@ -1,0 +1,151 @@
+"""What happens to ActualLRPs when DesiredLRPs change: the delta, applied.
+
+Diego's receptor computes the delta between desired and actual on every create
+and update, creating UNCLAIMED ActualLRPs for missing indices (and asking the
+auctioneer to start them) and stopping extra ones: a CLAIMED or RUNNING instance
+is stopped by its cell, which then removes it; an UNCLAIMED or CRASHED one is
+compare-and-deleted. The converger applies the same rules on its passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from diego.models.errors import DiegoError
+from diego.models.events import ActualLRPRemoved
+from diego.models.lrp import (
+    ActualLRP,
+    ActualLRPKey,
+    ActualLRPState,
+    DesiredLRP,
+    DesiredLRPUpdate,
+)
+from diego.models.lrp_delta import delta
+from diego.scheduling.auction import LRPWork
+from diego.state.bbs import BBS
+
+log = logging.getLogger("diego.lrps")
+
+
+InstanceStopper = Callable[[ActualLRP], Awaitable[bool]]
+"""Stops an instance on the cell that runs it; False if no such cell is here."""
+
+
+class LRPController:
+    """Desires, scales, deletes and kills LRPs, keeping ActualLRPs to the delta."""
+
+    def __init__(
+        self,
+        bbs: BBS,
+        start: Callable[[Sequence[LRPWork]], None],
+        stop_on_cell: InstanceStopper,
+    ) -> None:
+        self.bbs = bbs
+        self.start = start
+        self.stop_on_cell = stop_on_cell
+        self._background: set[asyncio.Task[None]] = set()
+
+    def request_starts(self, keys: Sequence[tuple[str, int] | ActualLRPKey]) -> None:
+        """Auction these instances (by process and index) as soon as their DesiredLRP is read."""
+        pairs = [(k.process_guid, k.index) if isinstance(k, ActualLRPKey) else k for k in keys]
+        if pairs:
+            task = asyncio.create_task(self._start_keys(pairs))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _start_keys(self, keys: Sequence[tuple[str, int]]) -> None:
+        work = []
+        desired_by_guid: dict[str, DesiredLRP | None] = {}
+        for process_guid, index in keys:
+            if process_guid not in desired_by_guid:
+                try:
+                    desired_by_guid[process_guid] = await self.bbs.get_desired_lrp(process_guid)
+                except DiegoError:
+                    desired_by_guid[process_guid] = None  # no longer desired
+            desired = desired_by_guid[process_guid]
+            if desired is not None:
+                work.append(LRPWork.from_desired(desired, index))
+        self.start(work)
+
+    async def desire(self, desired: DesiredLRP) -> DesiredLRP:
+        """Create a DesiredLRP and start its instances."""
+        created = await self.bbs.desire_lrp(desired)
+        await self.converge(created)
+        return created
+
+    async def update(self, process_guid: str, update: DesiredLRPUpdate) -> DesiredLRP:
+        """Change instances, routes or annotation; start or stop instances to match."""
+        _, after = await self.bbs.update_desired_lrp(process_guid, update)
+        await self.converge(after)
+        return after
+
+    async def remove(self, process_guid: str) -> DesiredLRP:
+        """Delete a DesiredLRP and stop every instance of it."""
+        removed = await self.bbs.remove_desired_lrp(process_guid)
+        for actual in await self.bbs.actual_lrps(process_guid=process_guid):
+            if not actual.evacuating:
+                await self.stop(actual)
+        return removed
+
+    async def converge(self, desired: DesiredLRP) -> None:
+        """Create and start the missing indices of ``desired``; stop the extra ones."""
+        actuals = await self.bbs.actual_lrps(process_guid=desired.process_guid)
+        change = delta(desired.instances, actuals)
+        created = []
+        for index in change.start:
+            try:
+                await self.bbs.create_unclaimed_actual_lrp(
+                    desired.process_guid, index, desired.domain
+                )
+            except DiegoError as e:
+                log.info(
+                    "actual-lrp-not-created guid=%s index=%d reason=%s",
+                    desired.process_guid,
+                    index,
+                    e,
+                )
+                continue
+            created.append(LRPWork.from_desired(desired, index))
+        self.start(created)
+        for actual in change.stop:
+            await self.stop(actual)
+
+    async def stop(self, actual: ActualLRP) -> None:
+        """Stop one instance: by its cell if it has one, else compare-and-delete it."""
+        if actual.state in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
+            if await self.stop_on_cell(actual):
+                return
+            # No cell here to ask: the converger will see the cell gone and act.
+            log.info("instance-cell-unknown guid=%s cell=%s", actual.process_guid, actual.cell_id)
+            return
+        try:
+            await self.bbs.remove_actual_lrp(actual.process_guid, actual.index)
+        except DiegoError as e:
+            log.info("actual-lrp-not-removed guid=%s reason=%s", actual.process_guid, e)
+
+    async def run(self) -> None:
+        """Start again, at once, every instance removed while still desired (a killed
+        instance, a lost one); the converger would otherwise do it on its next pass."""
+        subscription = self.bbs.bus.subscribe(_removed_instance, name="lrp-controller")
+        try:
+            async for event in subscription:
+                assert isinstance(event, ActualLRPRemoved)
+                try:
+                    desired = await self.bbs.get_desired_lrp(event.actual.process_guid)
+                except DiegoError:
+                    continue  # no longer desired
+                await self.converge(desired)
+        finally:
+            subscription.close()
+
+    async def kill(self, process_guid: str, index: int) -> ActualLRP:
+        """Stop one instance; it is started again if still desired."""
+        actual = await self.bbs.get_actual_lrp(process_guid, index)
+        await self.stop(actual)
+        return actual
+
+
+def _removed_instance(event: object) -> bool:
+    return isinstance(event, ActualLRPRemoved) and not event.actual.evacuating
