@@ -246,51 +246,46 @@ class Executor:
         life = self._live_lrp if request.lrp is not None else self._live
         container.runner = asyncio.create_task(life(container, request), name=guid)
 
-    async def _live(self, container: _Container, request: RunRequest) -> None:
-        scratch = self.scratch / container.guid
+    async def _make(self, container: _Container, request: RunRequest) -> StepContext | None:
+        """Make the container (INITIALIZING → CREATED) and its steps' context; None if
+        it could not be made (the container is then COMPLETED, failed, saying why)."""
         try:
             await self.backend.create(request.spec)
         except (BackendError, OSError) as e:
             self._complete(container, True, f"failed to create container: {e}", "")
-            return
+            return None
         container.state = ContainerState.CREATED
+        scratch = self.scratch / container.guid
         scratch.mkdir(parents=True, exist_ok=True)
 
         def emit(source: str, stream: str, message: str) -> None:
             self.logs.emit(request.log_guid, source, message, stream)
 
-        context = StepContext(
+        return StepContext(
             self.backend, container.guid, emit, self.transfers, scratch, request.log_source
         )
+
+    async def _live(self, container: _Container, request: RunRequest) -> None:
+        context = await self._make(container, request)
+        if context is None:
+            return
         # No monitor for a Task: it is RUNNING as soon as its action starts.
         container.state = ContainerState.RUNNING
         self.on_event(ContainerRunning(container.guid))
         try:
             await perform(request.action, context)
-            result = await self._result(container.guid, request.result_file, scratch)
+            result = await self._result(container.guid, request.result_file, context.scratch)
         except StepFailed as e:
             self._complete(container, True, e.reason, "")
         else:
             self._complete(container, False, "", result)
         finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
+            await asyncio.to_thread(shutil.rmtree, context.scratch, True)
 
     async def _live_lrp(self, container: _Container, request: RunRequest) -> None:
-        scratch = self.scratch / container.guid
-        try:
-            await self.backend.create(request.spec)
-        except (BackendError, OSError) as e:
-            self._complete(container, True, f"failed to create container: {e}", "")
+        context = await self._make(container, request)
+        if context is None:
             return
-        container.state = ContainerState.CREATED
-        scratch.mkdir(parents=True, exist_ok=True)
-
-        def emit(source: str, stream: str, message: str) -> None:
-            self.logs.emit(request.log_guid, source, message, stream)
-
-        context = StepContext(
-            self.backend, container.guid, emit, self.transfers, scratch, request.log_source
-        )
         try:
             reason = await self._run_lrp(container, request, context)
         except asyncio.CancelledError:
@@ -298,7 +293,7 @@ class Executor:
                 raise
             reason = "stopped"
         finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
+            await asyncio.to_thread(shutil.rmtree, context.scratch, True)
         self._complete(container, not container.shutdown, reason, "")
 
     async def _run_lrp(self, container: _Container, request: RunRequest, ctx: StepContext) -> str:
