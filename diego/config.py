@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from diego.models.codec import InvalidDocument, decode
+from diego.models.crash_policy import CrashPolicy
 from diego.models.rules import Rule, at_least, non_empty, one_of, rule_metadata
 
 ENV_PREFIX = "DIEGO_"
@@ -113,6 +114,27 @@ class ConvergerSettingsSection:
 
 
 @attrs.frozen(kw_only=True)
+class CrashSettings:
+    """When crashed LRP instances are restarted (Diego's defaults)."""
+
+    immediate_restarts: int = attrs.field(default=3, metadata=rule_metadata(at_least(0)))
+    backoff_base: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
+    max_backoff: float = attrs.field(default=960.0, metadata=rule_metadata(_positive()))
+    max_restarts: int = attrs.field(default=200, metadata=rule_metadata(at_least(0)))
+    reset_after_running: float = attrs.field(default=300.0, metadata=rule_metadata(at_least(0)))
+
+    def policy(self) -> CrashPolicy:
+        """These settings as the pure policy."""
+        return CrashPolicy(
+            immediate_restarts=self.immediate_restarts,
+            backoff_base_s=self.backoff_base,
+            max_backoff_s=self.max_backoff,
+            max_restarts=self.max_restarts,
+            reset_after_running_s=self.reset_after_running,
+        )
+
+
+@attrs.frozen(kw_only=True)
 class CallbackSettings:
     """Completion callbacks."""
 
@@ -155,6 +177,7 @@ class Settings:
     cell: CellSettings = attrs.Factory(CellSettings)
     auction: AuctionSettings = attrs.Factory(AuctionSettings)
     converger: ConvergerSettingsSection = attrs.Factory(ConvergerSettingsSection)
+    crash: CrashSettings = attrs.Factory(CrashSettings)
     callbacks: CallbackSettings = attrs.Factory(CallbackSettings)
     transfer: TransferSettings = attrs.Factory(TransferSettings)
     logs: LogsSettings = attrs.Factory(LogsSettings)
@@ -200,9 +223,13 @@ def load(
             section, _, key = dotted.partition(".")
             layers.setdefault(section, {})[key] = value
     try:
-        return decode(Settings, layers)
+        settings = decode(Settings, layers)
+        settings.crash.policy()  # its own cross-checks (max_backoff >= backoff_base ...)
     except InvalidDocument as e:
         raise ConfigError(str(e)) from None
+    except ValueError as e:
+        raise ConfigError(f"crash: {e}") from None
+    return settings
 
 
 def _environment(environ: Mapping[str, str]) -> dict[tuple[str, str], str]:

@@ -151,7 +151,7 @@ async def serve(
     try:
         clock = SystemClock()
         bus: Bus[Event] = Bus(settings.events.queue_size)
-        bbs = BBS(store, bus, clock)
+        bbs = BBS(store, bus, clock, settings.crash.policy())
         logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
         transfers = Transfers(
             [Path(p) for p in settings.transfer.file_roots], settings.transfer.timeout
@@ -177,7 +177,9 @@ async def serve(
             c.interval,
             auctioneer.submit,
             resolver.resolve,
-            lrp_settings=LRPConvergerSettings(kick_interval_s=c.kick_lrp_interval),
+            lrp_settings=LRPConvergerSettings(
+                kick_interval_s=c.kick_lrp_interval, crash_policy=settings.crash.policy()
+            ),
             start_lrps=lrps.request_starts,
             stop_lrp=lrps.stop,
         )

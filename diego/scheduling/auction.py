@@ -1,9 +1,15 @@
-"""The auction for Tasks: place a batch of work onto cell snapshots, purely.
+"""The auction for Tasks and LRP instances: place a batch of work onto cell snapshots,
+purely.
 
 ``schedule(cells, work)`` reads immutable snapshots and returns an ``AuctionResult``;
-it does no I/O, reads no clock and keeps no state between calls. The auctioneer loop
-fetches the snapshots, calls it, then commits the placements to the cells and feeds
-``carried_over`` into the next batch (see ``README.md`` in this package).
+it does no I/O, reads no clock and keeps no state between calls. ``work`` mixes
+``TaskWork`` and ``LRPWork`` freely (a batch of Tasks alone is typed
+``AuctionResult[TaskWork]``). The auctioneer loop fetches the snapshots, calls it, then
+commits the placements to the cells, feeds ``carried_over`` into the next batch and
+records each ``unplaced`` instance's reason (see ``README.md`` in this package).
+
+The batch runs in Diego's order: LRP instances of index 0, then Tasks, then LRP
+instances of index 1 and up; instances lowest index first, then biggest memory.
 
 Each Task ends in exactly one of three places:
 
@@ -49,6 +55,46 @@ fed Tasks of widely mixed sizes that is sublinear but more than log n (measured:
 about 100 nodes a search at 1,000 cells, 750 at 10,000); its worst case, for
 adversarial mixes, is O(n_g). A rejection costs O(G). Clusters have few cell shapes,
 so ``G`` is small, and the cost per placement grows with ``log n``, not with ``n``.
+
+LRP instances. An instance is placed or left **unplaced** with a reason; it is never
+failed (the auctioneer records the reason and tries again later). The reasons are
+the Tasks' for no compatible cell and for no cell big enough ever; for an index of
+0 or 1 that no zone has room for now, ``insufficient resources: ...`` naming what
+every compatible cell is short of (Diego's way), or, when no resource is short
+everywhere, what some are short of; for an index above 1, ``insufficient resources
+in zone 'Z'``.
+
+Zones: the zones are the cells' distinct zones, sorted; an instance's ranking is that
+list rotated to start at ``(crc32(process_guid) + index) % NZones``
+(``zone_ranking``). Indices 0 and 1 go to the first zone of their ranking with a
+compatible cell that has room; an index above 1 only to the first, its preferred
+zone, or nowhere. Within the zone the instance goes to the cell with room that runs
+the fewest instances of its process (those in ``CellSnapshot.lrp_counts`` and those
+placed earlier in the batch), then has the lowest score, then the smallest cell_id.
+
+How the LRP side stays fast. Each phase of LRPs groups the cells by zone, then as for
+Tasks. A process runs on few cells, so each zone group answers "the least-used cell
+with room that does not run it" from a heap of its cells, passing over the few that
+do; the heap is kept lazily (an entry with an out-of-date use is refreshed when it
+surfaces; uses only grow), so a placement costs no heap work. A busy group moves to a
+``_FitTree`` as for Tasks, searched the same way with those cells passed over; since
+memory and disk free on different cells can make its searches long, the nodes they
+visit are charged to the size asked for, and a size that has cost more than the
+group has cells gets a lazily kept heap of the cells with room for it (ski rental:
+about twice the work of the better of the two, at worst). A process that makes a search
+pass over more than ``_CROWDING`` of its own cells (many instances in a zone) gets,
+for that zone group and size, its own heap keyed by (instances, use, cell_id). Sizes
+a zone group has no room for are remembered, so instances that cannot be placed cost
+O(1) a group after the first. Cells without room for a size are dropped from that
+size's heaps for good: free room only shrinks within a batch.
+
+Complexity per instance: O(Z G log n) for Z zones tried (Z = 1 above index 1) in
+the common case, plus O(log n) per cell of its own process passed over (at most
+``_CROWDING``); heaps of sizes and processes cost O(n_g) once each, charged as said.
+Building a phase is O(n), plus one pass over the cells' ``lrp_counts`` a batch.
+Measured (``python -m tests.unit.test_auction_lrp``): 100,000 instances and 50,000
+Tasks place at about 150,000 a second on 1,000 or 10,000 empty cells; on a busy
+cluster the instances' cost per placement doubles from 1,000 to 10,000 cells.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import attrs
 from diego.bus import Bus
 from diego.clock import Clock
 from diego.models.cells import CellPresence
+from diego.models.crash_policy import CrashPolicy
 from diego.models.events import Event, actual_lrp_events, desired_lrp_events, task_events
 from diego.models.lrp import ActualLRP, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
@@ -23,10 +24,13 @@ from diego.state.store import ActualLRPChange, DesiredLRPChange, Page, Store, Ta
 class BBS:
     """Tasks and LRPs: read them, and change them by lifecycle verbs that publish events."""
 
-    def __init__(self, store: Store, bus: Bus[Event], clock: Clock) -> None:
+    def __init__(
+        self, store: Store, bus: Bus[Event], clock: Clock, crash_policy: CrashPolicy | None = None
+    ) -> None:
         self.store = store
         self.bus = bus
         self.clock = clock
+        self.crash_policy = crash_policy or CrashPolicy()
 
     def _publish(self, before: Task | None, after: Task | None) -> None:
         for event in task_events(before, after):
@@ -212,7 +216,7 @@ class BBS:
         """The instance crashed: → UNCLAIMED (restart at once) or CRASHED."""
         now = self.clock.now()
         change = await self.store.crash_actual_lrp(
-            process_guid, index, instance_guid, cell_id, reason, now
+            process_guid, index, instance_guid, cell_id, reason, now, self.crash_policy
         )
         return self._actual_published(change)
 

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from diego.models import lifecycle, lrp_lifecycle
 from diego.models.cells import CellPresence
 from diego.models.codec import decode, encode
+from diego.models.crash_policy import CrashPolicy
 from diego.models.errors import (
     ActualLRPAlreadyExists,
     ActualLRPNotFound,
@@ -465,12 +466,22 @@ class Store:
         cell_id: str,
         reason: str,
         now: int,
+        policy: CrashPolicy | None = None,
     ) -> ActualLRPChange:
         """The instance crashed: → UNCLAIMED (restart at once) or CRASHED, counted."""
+        policy = policy or CrashPolicy()
         return await self._swap_actual(
             process_guid,
             index,
-            lambda a: lrp_lifecycle.crash(a, instance_guid, cell_id, reason, now),
+            lambda a: lrp_lifecycle.crash(
+                a,
+                instance_guid,
+                cell_id,
+                reason,
+                now,
+                immediate_restarts=policy.immediate_restarts,
+                reset_after_ns=int(policy.reset_after_running_s * 1_000_000_000),
+            ),
         )
 
     async def unclaim_actual_lrp(self, process_guid: str, index: int, now: int) -> ActualLRPChange:

@@ -201,6 +201,56 @@ def test_always_exiting_process_restarts_twice_at_once_then_stays_crashed(
     assert instance_pids(marker, ["sleep", "0.3"]) == {}
 
 
+def test_always_exiting_process_walks_the_backoff_to_the_limit(
+    cell_server: CellServer, markers: Callable[[], str]
+) -> None:
+    """With shrunken crash constants ([crash] in the config), an always-exiting instance
+    is restarted at once, then by the converger after each backoff, and stays CRASHED
+    once its crash count reaches max_restarts."""
+    crash = {
+        "immediate_restarts": 2,
+        "backoff_base": 0.3,
+        "max_backoff": 0.6,
+        "max_restarts": 5,
+        "reset_after_running": 300.0,
+    }
+    node = start_lrp_node(cell_server, "--cells", "1", crash=crash)
+    guid, marker = unique("limit"), markers()
+    recorder = EventRecorder(node.url)
+    try:
+        create_lrp(node, desired_lrp(guid, marker, action=sh("sleep 0.2; exit 1"), monitor=None))
+
+        def at_the_limit() -> dict[str, Any] | None:
+            now = instances_of(node, guid).get(0)
+            done = now is not None and now["state"] == "CRASHED" and now["crash_count"] == 5
+            return now if done else None
+
+        poll(at_the_limit, 20.0, "the instance to reach 5 crashes", interval=0.05)
+        events = recorder.snapshot()
+    finally:
+        recorder.close()
+
+    crashes = [
+        (data["crash_count"], data["actual_lrp"]["state"])
+        for kind, data in events
+        if kind == "actual_lrp_crashed" and data["actual_lrp"]["process_guid"] == guid
+    ]
+    # Crash 1 restarts at once; 2, 3 and 4 wait out a backoff; 5 is the limit.
+    assert crashes == [
+        (1, "UNCLAIMED"),
+        (2, "CRASHED"),
+        (3, "CRASHED"),
+        (4, "CRASHED"),
+        (5, "CRASHED"),
+    ]
+    # At the limit it is never restarted: well past the longest backoff it is still CRASHED.
+    end = time.monotonic() + 1.5
+    while time.monotonic() < end:
+        now = instances_of(node, guid)[0]
+        assert (now["state"], now["crash_count"]) == ("CRASHED", 5), now
+        time.sleep(0.05)
+
+
 # ------------------------------------------------------------------ scaling and deleting
 
 
