@@ -15,13 +15,14 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from diego.cell.backends.base import BackendError, ContainerSpec, ProcessSpec
 from diego.cell.backends.local import MAX_LINE, LocalBackend
+from tests.integration.processes import eventually, host_pids_with, sleep_arg, sleeping
 
 PYTHON = "/usr/bin/python3"
 CONTAINER_UID = 100_000
@@ -54,51 +55,10 @@ def token() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def sleep_arg() -> str:
-    """A `sleep` duration no other process on the host has in its argv."""
-    return f"1000.{uuid.uuid4().int % 10**6:06d}"
-
-
-def host_pids_with(arg: str) -> list[int]:
-    """The pids of host processes with ``arg`` as one of their arguments."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if arg.encode() in argv:
-            pids.append(int(entry.name))
-    return pids
-
-
-def sleeping(arg: str) -> list[int]:
-    """The pids of `sleep arg` processes that are really running (past their sandbox's setup)."""
-    pids = []
-    for pid in host_pids_with(arg):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"sleep"):
-                pids.append(pid)
-    return pids
-
-
 def mount_points() -> list[str]:
     """Every mount point on the host, as /proc/self/mountinfo spells it."""
     lines = Path("/proc/self/mountinfo").read_text().splitlines()
     return [line.split()[4].replace("\\040", " ") for line in lines]
-
-
-async def eventually(check: Callable[[], bool], within: float = 2.0) -> bool:
-    """Poll ``check`` until it holds or ``within`` seconds pass; whether it held."""
-    deadline = time.monotonic() + within
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
 
 
 async def sh(
