@@ -32,7 +32,8 @@ def _pg_bin() -> Path:
 
 def _as_postgres(*command: str) -> list[str]:
     # PostgreSQL refuses to run as root; root runs it as the postgres user.
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
+    runuser = shutil.which("runuser") or "/usr/sbin/runuser"  # PATH may leave out sbin
+    return [runuser, "-u", "postgres", "--", *command] if os.geteuid() == 0 else list(command)
 
 
 @pytest.fixture(scope="session")

@@ -209,8 +209,9 @@ class LocalBackend:
         with open(image, "wb") as f:
             f.truncate(size_mb * 1024 * 1024)
         # No reserved blocks and no journal: the container gets all of disk_mb.
-        await _check("mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal", str(image))
-        await _check("mount", "-o", "loop,nodev,nosuid", str(image), str(mountpoint))
+        mkfs = _system_tool("mkfs.ext4")
+        await _check(mkfs, "-q", "-F", "-m", "0", "-O", "^has_journal", str(image))
+        await _check(_system_tool("mount"), "-o", "loop,nodev,nosuid", str(image), str(mountpoint))
 
     async def destroy(self, guid: str) -> None:
         """Kill every process, unmount the disk, remove the groups and files."""
@@ -232,7 +233,7 @@ class LocalBackend:
         if groups is not None:
             await groups.kill_and_remove()
         if (d / "rw").is_mount():
-            await _run("umount", "-l", str(d / "rw"))
+            await _run(_system_tool("umount"), "-l", str(d / "rw"))
         await asyncio.to_thread(shutil.rmtree, d, True)
 
     async def existing(self) -> list[str]:
@@ -404,6 +405,15 @@ def _reachable(root: Path) -> Path:
 def _walkable(path: Path) -> bool:
     """Whether other users may walk down to ``path`` (every existing ancestor has o+x)."""
     return all(not a.exists() or a.stat().st_mode & 0o001 for a in [*reversed(path.parents), path])
+
+
+def _system_tool(name: str) -> str:
+    """A system tool by name, found in the sbin directories even when PATH leaves them out."""
+    for directory in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        candidate = Path(directory) / name
+        if candidate.exists():
+            return str(candidate)
+    return shutil.which(name) or name
 
 
 def _user_ids(user: str) -> tuple[int, int]:
