@@ -198,6 +198,7 @@ async def _parallel(action: ParallelAction, ctx: StepContext, source: str) -> No
 
 
 async def _codependent(action: CodependentAction, ctx: StepContext, source: str) -> None:
+    first: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as group:
             for child in action.actions:
@@ -205,8 +206,10 @@ async def _codependent(action: CodependentAction, ctx: StepContext, source: str)
     except* StepFailed as failures:
         # The first failure cancelled the rest; it is the reason.
         first = failures.exceptions[0]
-        assert isinstance(first, StepFailed)
-        raise StepFailed(first.reason) from None
+    # Raised here, not inside except*: Python before 3.11.4 wraps an exception
+    # raised in an except* block in a new ExceptionGroup.
+    if isinstance(first, StepFailed):
+        raise StepFailed(first.reason)
 
 
 async def _emit_progress(action: EmitProgressAction, ctx: StepContext, source: str) -> None:
