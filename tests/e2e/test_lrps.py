@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -249,6 +250,54 @@ def test_always_exiting_process_walks_the_backoff_to_the_limit(
         now = instances_of(node, guid)[0]
         assert (now["state"], now["crash_count"]) == ("CRASHED", 5), now
         time.sleep(0.05)
+
+
+def _desire_fewer_behind_the_nodes_back(node: Node, guid: str, instances: int) -> None:
+    """Lower a DesiredLRP's instances in the store itself, as another node of a cluster
+    sharing the store would: no API call tells this node's controller."""
+    with sqlite3.connect(node.data_dir / "bbs.sqlite3", timeout=10) as db:
+        changed = db.execute(
+            "update desired_lrps set instances = ?, version = version + 1 where process_guid = ?",
+            (instances, guid),
+        ).rowcount
+    assert changed == 1
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["stale-domain", "fresh-domain"])
+def test_converger_stops_extras_only_in_a_fresh_domain(
+    cell_server: CellServer, markers: Callable[[], str], fresh: bool
+) -> None:
+    """When the store says fewer instances than run, the converger stops the extra ones if
+    their domain is fresh, and keeps them if it is stale (the desired state may be stale)."""
+    node = start_lrp_node(cell_server, "--cells", "1")
+    domain = unique("dom")
+    guid, marker = unique("extra"), markers()
+    create_lrp(node, {**desired_lrp(guid, marker, instances=3), "domain": domain})
+    wait_all_running(node, guid, 3)
+    ttl = 0 if fresh else 1
+    assert node.request("PUT", f"/v1/domains/{domain}", {"ttl": ttl}).status == 204
+    if not fresh:
+        poll(
+            lambda: domain not in node.request("GET", "/v1/domains").body,
+            5.0,
+            "the domain to go stale",
+        )
+    _desire_fewer_behind_the_nodes_back(node, guid, 1)
+    if fresh:
+
+        def only_index_0() -> bool:
+            return sorted(instances_of(node, guid)) == [0]
+
+        poll(only_index_0, 10.0, "the converger to stop indices 1 and 2")
+        wait_pids(marker, {0}, "only index 0 to keep running")
+    else:
+        # Many convergence passes (0.3 s apart): the extras are left alone.
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            running = instances_of(node, guid)
+            assert sorted(running) == [0, 1, 2], running
+            assert all(a["state"] == "RUNNING" for a in running.values()), running
+            time.sleep(0.1)
 
 
 # ------------------------------------------------------------------ scaling and deleting
