@@ -38,7 +38,6 @@ class Resolver:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.immediate_retries = immediate_retries
         self._tasks: set[asyncio.Task[None]] = set()
-        self.calls = 0
 
     def resolve(self, task: Task) -> None:
         """Start resolving ``task`` in the background."""
@@ -74,7 +73,6 @@ class Resolver:
         try:
             async with aiohttp.ClientSession(timeout=self.timeout) as session:
                 for _ in range(1 + self.immediate_retries):
-                    self.calls += 1
                     async with session.post(url, data=body, headers=headers) as response:
                         status = response.status
                     if status not in RETRY_AT_ONCE:

@@ -160,12 +160,8 @@ def task() -> None:
 @click.pass_context
 def task_create(ctx: click.Context, source: Any, as_json: bool) -> None:
     """Create a Task from a TaskCreateRequest JSON document."""
-    try:
-        request = json.load(source)
-    except ValueError as e:
-        raise click.UsageError(f"{source.name}: not JSON: {e}") from None
-    created = _with_client(ctx, lambda c: c.create_task(request))
-    _print_task(created, as_json)
+    request = _load_json(source)
+    _print_model(_with_client(ctx, lambda c: c.create_task(request)), as_json)
 
 
 @task.command("get")
@@ -174,7 +170,7 @@ def task_create(ctx: click.Context, source: Any, as_json: bool) -> None:
 @click.pass_context
 def task_get(ctx: click.Context, task_guid: str, as_json: bool) -> None:
     """Show one Task."""
-    _print_task(_with_client(ctx, lambda c: c.get_task(task_guid)), as_json)
+    _print_model(_with_client(ctx, lambda c: c.get_task(task_guid)), as_json)
 
 
 @task.command("list")
@@ -197,7 +193,7 @@ def task_list(ctx: click.Context, domain: str | None, as_json: bool) -> None:
 @click.pass_context
 def task_cancel(ctx: click.Context, task_guid: str, as_json: bool) -> None:
     """Cancel a Task that has not completed."""
-    _print_task(_with_client(ctx, lambda c: c.cancel_task(task_guid)), as_json)
+    _print_model(_with_client(ctx, lambda c: c.cancel_task(task_guid)), as_json)
 
 
 @task.command("delete")
@@ -315,10 +311,7 @@ def lrp() -> None:
 @click.pass_context
 def lrp_create(ctx: click.Context, source: Any, as_json: bool) -> None:
     """Desire an LRP from a DesiredLRP JSON document."""
-    try:
-        desired = json.load(source)
-    except ValueError as e:
-        raise click.UsageError(f"{source.name}: not JSON: {e}") from None
+    desired = _load_json(source)
     _print_model(_with_client(ctx, lambda c: c.desire_lrp(desired)), as_json)
 
 
@@ -462,8 +455,12 @@ def _outcome_data(task: dict[str, Any]) -> str:
     return f"failed: {task.get('failure_reason', '')}" if task.get("failed") else "succeeded"
 
 
-def _print_task(task: Task, as_json: bool) -> None:
-    _print_model(task, as_json)
+def _load_json(source: Any) -> Any:
+    """The JSON document in an open file (or stdin); a usage error if it is not JSON."""
+    try:
+        return json.load(source)
+    except ValueError as e:
+        raise click.UsageError(f"{source.name}: not JSON: {e}") from None
 
 
 def _print_model(model: object, as_json: bool) -> None:

@@ -53,9 +53,8 @@ def status_of(error: errors.DiegoError) -> int:
 def error_body(error: errors.DiegoError) -> dict[str, Any]:
     """The JSON body that reports ``error``."""
     body: dict[str, Any] = {"name": error.name, "message": error.message}
-    problems = getattr(error, "problems", None)
-    if problems:
-        body["errors"] = [{"field": p.path, "rule": p.rule} for p in problems]
+    if isinstance(error, errors.InvalidFields):
+        body["errors"] = [{"field": p.path, "rule": p.rule} for p in error.problems]
     return body
 
 

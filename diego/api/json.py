@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from diego.models.errors import InvalidJSON
+from diego.models.codec import InvalidDocument, decode
+from diego.models.errors import InvalidFields, InvalidJSON
+
+T = TypeVar("T")
 
 
 def dumps(data: Any) -> str:
@@ -36,3 +39,16 @@ async def read_json(request: web.Request) -> Any:
         ) from None
     except RecursionError:
         raise InvalidJSON("request body is nested too deeply") from None
+
+
+async def read_model(request: web.Request, cls: type[T], error: type[InvalidFields]) -> T:
+    """The request's body decoded as ``cls``; ``error`` naming every broken field if not."""
+    return decode_model(await read_json(request), cls, error)
+
+
+def decode_model(body: Any, cls: type[T], error: type[InvalidFields]) -> T:
+    """``body`` decoded as ``cls``; ``error`` naming every broken field if not."""
+    try:
+        return decode(cls, body)
+    except InvalidDocument as e:
+        raise error(e.problems) from None

@@ -2,54 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import attrs
 from aiohttp import web
 
-from diego.api.json import json_response, read_json
+from diego.api.json import decode_model, json_response, read_json, read_model
 from diego.api.keys import BBS_KEY, LRPS_KEY
 from diego.api.routes import Param, Reply, Route
-from diego.models.codec import InvalidDocument, Problem, decode, encode
-from diego.models.errors import InvalidRequest
+from diego.models.codec import Problem, encode
+from diego.models.errors import InvalidDesiredLRP, InvalidDomain, InvalidRequest
 from diego.models.lrp import UPDATABLE, ActualLRP, DesiredLRP, DesiredLRPUpdate, DomainUpsert
 
 ERROR = "Error"
 
 
-T = TypeVar("T")
-
-
-class _Invalid(InvalidRequest):
-    """A document broke one or more rules; ``problems`` names each."""
-
-    def __init__(self, problems: tuple[Problem, ...]) -> None:
-        super().__init__("; ".join(str(p) for p in problems))
-        self.problems = problems
-
-
-class InvalidDesiredLRP(_Invalid):
-    """A DesiredLRP (or its update) broke one or more rules."""
-
-    name = "InvalidDesiredLRP"
-
-
-class InvalidDomain(_Invalid):
-    """A domain upsert broke a rule."""
-
-    name = "InvalidDomain"
-
-
-def _decode_or_400(cls: type[T], body: object, error: type[_Invalid]) -> T:
-    try:
-        return decode(cls, body)
-    except InvalidDocument as e:
-        raise error(e.problems) from None
-
-
 async def desire_lrp(request: web.Request) -> web.Response:
     """Create a DesiredLRP; its instances are started."""
-    desired = _decode_or_400(DesiredLRP, await read_json(request), InvalidDesiredLRP)
+    desired = await read_model(request, DesiredLRP, InvalidDesiredLRP)
     created = await request.app[LRPS_KEY].desire(desired)
     return json_response(encode(created), status=201)
 
@@ -77,7 +45,7 @@ async def update_desired_lrp(request: web.Request) -> web.Response:
         ]
         if fixed:
             raise InvalidDesiredLRP(tuple(fixed))
-    update = _decode_or_400(DesiredLRPUpdate, body, InvalidDesiredLRP)
+    update = decode_model(body, DesiredLRPUpdate, InvalidDesiredLRP)
     after = await request.app[LRPS_KEY].update(request.match_info["process_guid"], update)
     return json_response(encode(after))
 
@@ -130,7 +98,7 @@ async def kill_actual_lrp(request: web.Request) -> web.Response:
 
 async def upsert_domain(request: web.Request) -> web.Response:
     """Mark a domain fresh for ``ttl`` seconds (0: forever)."""
-    upsert = _decode_or_400(DomainUpsert, await read_json(request), InvalidDomain)
+    upsert = await read_model(request, DomainUpsert, InvalidDomain)
     await request.app[BBS_KEY].upsert_domain(request.match_info["domain"], upsert.ttl)
     return web.Response(status=204)
 

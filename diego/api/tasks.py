@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from diego.api.json import json_response, read_json
+from diego.api.json import json_response, read_model
 from diego.api.keys import BBS_KEY
 from diego.api.routes import Param, Reply, Route
-from diego.models.codec import InvalidDocument, decode, encode
+from diego.models.codec import encode
 from diego.models.errors import InvalidRequest, InvalidTask
 from diego.models.task import Task, TaskCreateRequest
 
@@ -19,11 +19,7 @@ ERROR = "Error"
 
 async def create_task(request: web.Request) -> web.Response:
     """Desire a Task from a TaskCreateRequest."""
-    body = await read_json(request)
-    try:
-        task_request = decode(TaskCreateRequest, body)
-    except InvalidDocument as e:
-        raise InvalidTask(e.problems) from None
+    task_request = await read_model(request, TaskCreateRequest, InvalidTask)
     task = await request.app[BBS_KEY].desire_task(task_request)
     return json_response(encode(task), status=201)
 

@@ -31,14 +31,30 @@ class InvalidJSON(InvalidRequest):
     name = "InvalidJSON"
 
 
-class InvalidTask(InvalidRequest):
-    """A TaskCreateRequest broke one or more rules; ``problems`` names each."""
-
-    name = "InvalidTask"
+class InvalidFields(InvalidRequest):
+    """A document broke one or more rules; ``problems`` names each, by field path."""
 
     def __init__(self, problems: tuple[Problem, ...]) -> None:
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
+
+
+class InvalidTask(InvalidFields):
+    """A TaskCreateRequest broke one or more rules."""
+
+    name = "InvalidTask"
+
+
+class InvalidDesiredLRP(InvalidFields):
+    """A DesiredLRP, or an update of one, broke one or more rules."""
+
+    name = "InvalidDesiredLRP"
+
+
+class InvalidDomain(InvalidFields):
+    """A domain's freshness (its ttl) broke a rule."""
+
+    name = "InvalidDomain"
 
 
 class TaskNotFound(DiegoError):

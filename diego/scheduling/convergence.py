@@ -38,7 +38,6 @@ class Converger:
         self.lrp_settings = lrp_settings or LRPConvergerSettings()
         self.start_lrps = start_lrps
         self.stop_lrp = stop_lrp
-        self.passes = 0
 
     async def run(self) -> None:
         """Converge until cancelled."""
@@ -55,7 +54,6 @@ class Converger:
         tasks = {t.task_guid: t for t in await self.bbs.tasks()}
         live = [c.cell_id for c in await self.bbs.cell_presences()]
         todo = plan(TaskSnapshot.of(tasks.values(), live), self.bbs.clock.now(), self.settings)
-        self.passes += 1
         if not todo.is_empty:
             log.info(
                 "converging fail=%d auction=%d resolve=%d demote=%d delete=%d",
