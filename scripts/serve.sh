@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# A node whose cells use Docker needs an engine and the stack's image.
+if [[ " $* " == *" docker "* || " $* " == *"--cell-backend=docker"* ]]; then
+  bash scripts/docker.sh
+fi
 exec .venv/bin/diego serve "$@"

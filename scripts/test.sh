@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Every cell test runs on the Docker backend too: an engine and a local image.
+bash scripts/docker.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
