@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -42,6 +42,22 @@ class LRPTags:
     process_guid: str
     index: int
     domain: str
+
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        """These tags as container labels, for a restarted cell to find."""
+        return (
+            ("lrp.process_guid", self.process_guid),
+            ("lrp.index", str(self.index)),
+            ("lrp.domain", self.domain),
+        )
+
+    @classmethod
+    def from_labels(cls, labels: Mapping[str, str]) -> LRPTags | None:
+        """The tags ``labels()`` wrote, or None for a Task's container."""
+        try:
+            return cls(labels["lrp.process_guid"], int(labels["lrp.index"]), labels["lrp.domain"])
+        except (KeyError, ValueError):
+            return None
 
 
 @attrs.frozen
@@ -75,6 +91,9 @@ class RunRequest:
             privileged=task.privileged,
             network=bool(task.security_group_rules),
             env=tuple((e.name, e.value) for e in task.env),
+            stack=task.stack,
+            root_fs=task.root_fs,
+            rules=task.security_group_rules,
         )
         return cls(
             spec=spec,
@@ -92,6 +111,7 @@ def lrp_request(desired: DesiredLRP, index: int, instance_guid: str) -> RunReque
         ("INSTANCE_INDEX", str(index)),
         ("INSTANCE_GUID", instance_guid),
     )
+    tags = LRPTags(desired.process_guid, index, desired.domain)
     spec = ContainerSpec(
         guid=instance_guid,
         memory_mb=desired.memory_mb,
@@ -100,13 +120,17 @@ def lrp_request(desired: DesiredLRP, index: int, instance_guid: str) -> RunReque
         privileged=desired.privileged,
         network=bool(desired.security_group_rules),
         env=env,
+        stack=desired.stack,
+        root_fs=desired.root_fs,
+        rules=desired.security_group_rules,
+        labels=tags.labels(),
     )
     return RunRequest(
         spec=spec,
         action=desired.action,
         log_guid=desired.log_guid,
         log_source=desired.log_source or DEFAULT_LRP_LOG_SOURCE,
-        lrp=LRPTags(desired.process_guid, index, desired.domain),
+        lrp=tags,
         setup=desired.setup,
         monitor=desired.monitor,
         start_timeout_ms=desired.start_timeout_ms,
@@ -140,6 +164,7 @@ class MonitorSettings:
 
 UNHEALTHY = "Instance became unhealthy"
 EXITED = "the process exited"
+INTERRUPTED = "interrupted: the cell restarted while the container ran"
 
 
 @attrs.define(eq=False)
@@ -398,11 +423,11 @@ class Executor:
         if container is None:
             return
         runner = container.runner
-        if runner is None:
+        if runner is None and container.state is ContainerState.RESERVED:
             # Only reserved: nothing was made in the backend.
             self._forget(guid)
             return
-        if not runner.done():
+        if runner is not None and not runner.done():
             runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await runner
@@ -416,12 +441,29 @@ class Executor:
         if not self._containers:
             self._empty.set()
 
-    async def cleanup_previous_run(self) -> None:
-        """Destroy containers an earlier life of this cell left on the machine."""
-        for guid in await self.backend.existing():
-            if guid not in self._containers:
-                log.info("container-from-previous-run-destroyed guid=%s", guid)
-                await self.backend.destroy(guid)
+    async def adopt_previous_run(self) -> None:
+        """Take into the registry the containers an earlier life of this cell left.
+
+        Their action trees died with that life and cannot be resumed, so each is
+        adopted COMPLETED and failed (:data:`INTERRUPTED`): the rep's tables then
+        fail its Task or crash its ActualLRP if the BBS still puts them here, and
+        delete the container in every case. Nothing is left running unowned, and
+        nothing runs twice.
+        """
+        for leftover in await self.backend.existing():
+            if leftover.guid in self._containers:
+                continue
+            log.info("container-from-previous-run-adopted guid=%s", leftover.guid)
+            self._containers[leftover.guid] = _Container(
+                leftover.guid,
+                leftover.memory_mb,
+                leftover.disk_mb,
+                state=ContainerState.COMPLETED,
+                failed=True,
+                failure_reason=INTERRUPTED,
+                lrp=LRPTags.from_labels(leftover.labels),
+            )
+            self._empty.clear()
 
     async def close(self) -> None:
         """Delete every container."""

@@ -161,7 +161,7 @@ class Rep:
             cell_id=self.cell_id,
             zone=self.zone,
             stacks=self.stacks,
-            rootfs_providers=("preloaded",),
+            rootfs_providers=self.executor.backend.capabilities().rootfs_providers,
             capacity=Capacity(
                 memory_mb=total.memory_mb, disk_mb=total.disk_mb, containers=total.containers
             ),
@@ -173,7 +173,7 @@ class Rep:
             cell_id=self.cell_id,
             zone=self.zone,
             stacks=frozenset(self.stacks),
-            rootfs_providers=frozenset(("preloaded",)),
+            rootfs_providers=frozenset(self.executor.backend.capabilities().rootfs_providers),
             total=self.executor.total,
             # An evacuating cell takes no work: it offers the auction no room.
             available=NO_ROOM if self.evacuating else self.executor.remaining(),
@@ -385,7 +385,7 @@ class Rep:
             except Exception:
                 log.exception("presence-announcement-failed cell=%s", self.cell_id)
                 await asyncio.sleep(self.settings.presence_ttl / 3)
-        await self.executor.cleanup_previous_run()
+        await self.executor.adopt_previous_run()
         subscription = self.bus.subscribe(self._concerns_a_container, name=f"rep {self.cell_id}")
         try:
             async with asyncio.TaskGroup() as group:

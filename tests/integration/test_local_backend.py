@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from diego.cell.backends.base import BackendError, ContainerSpec, ProcessSpec
+from diego.cell.backends.base import BackendError, ContainerSpec, Leftover, ProcessSpec
 from diego.cell.backends.local import MAX_LINE, LocalBackend
 from tests.integration.processes import eventually, host_pids_with, sleep_arg, sleeping
 
@@ -86,7 +86,7 @@ def tar_of(entries: dict[str, bytes]) -> bytes:
 
 async def clean(backend: LocalBackend, made: tuple[str, ...] = ()) -> None:
     """Destroy every container of ``backend`` and remove its root and any cgroup left."""
-    guids = sorted({*await backend.existing(), *made})
+    guids = sorted({*(c.guid for c in await backend.existing()), *made})
     for guid in guids:
         await backend.destroy(guid)
     shutil.rmtree(backend.root, ignore_errors=True)
@@ -796,14 +796,17 @@ async def test_existing_lists_leftovers_and_destroy_cleans_them(tmp_path: Path) 
     old = LocalBackend(tmp_path / "containers")
     try:
         await old.create(ContainerSpec(guid=LEFT_1, disk_mb=8, memory_mb=64))
-        await old.create(ContainerSpec(guid=LEFT_2))
+        await old.create(ContainerSpec(guid=LEFT_2, labels=(("lrp.index", "3"),)))
         proc = await old.run(LEFT_1, ProcessSpec("/bin/sleep", (arg,)), discard, discard)
         assert await eventually(lambda: bool(sleeping(arg)))
         new = LocalBackend(tmp_path / "containers")
         assert new.root == old.root
-        assert await new.existing() == [LEFT_1, LEFT_2]
-        for guid in await new.existing():
-            await new.destroy(guid)
+        assert await new.existing() == [
+            Leftover(LEFT_1, memory_mb=64, disk_mb=8),
+            Leftover(LEFT_2, labels={"lrp.index": "3"}),
+        ]
+        for leftover in await new.existing():
+            await new.destroy(leftover.guid)
         assert await eventually(lambda: not host_pids_with(arg), within=1.0)
         await asyncio.wait_for(proc.wait(), 2)
         assert await new.existing() == []

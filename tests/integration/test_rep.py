@@ -17,7 +17,7 @@ import pytest
 from diego.bus import Bus
 from diego.cell.backends.base import ContainerSpec, OutputSink, ProcessSpec
 from diego.cell.backends.local import LocalBackend, LocalProcess
-from diego.cell.executor import Executor
+from diego.cell.executor import INTERRUPTED, Executor
 from diego.cell.reconcile import FAILURE_NO_CONTAINER
 from diego.cell.rep import EVACUATION_FAILURE, Rep, RepSettings
 from diego.cell.transfer import Transfers
@@ -172,8 +172,8 @@ class World:
             with contextlib.suppress(Exception):
                 await rep.executor.close()
         for backend in self.backends:
-            for guid in await backend.existing():
-                await backend.destroy(guid)
+            for leftover in await backend.existing():
+                await backend.destroy(leftover.guid)
             shutil.rmtree(backend.root, ignore_errors=True)
         await _remove_cgroups(self.guids)
         for backend in self.backends:
@@ -407,8 +407,9 @@ async def test_restarted_cell_fails_task_it_lost(world: World) -> None:
     )
 
 
-async def test_restarted_cell_destroys_leftovers_then_fails_the_task(world: World) -> None:
-    """A new rep on the same cell destroys the old run's containers, then fails the lost Task."""
+async def test_restarted_cell_adopts_leftovers_then_fails_the_task(world: World) -> None:
+    """A new rep on the same cell adopts the old run's container as interrupted: the table
+    fails the Task with that reason and destroys the container."""
     old = world.rep("cell-1")
     arg = sleep_arg()
     task = await world.desire(RunAction(path="/bin/sleep", args=(arg,)))
@@ -417,10 +418,10 @@ async def test_restarted_cell_destroys_leftovers_then_fails_the_task(world: Worl
     assert await eventually(lambda: bool(sleeping(arg)))
     old.executor.on_event = lambda _e: None  # the crash: the old rep is gone
     new = world.rep("cell-1")
-    assert await world.backends[1].existing() == [task.task_guid]
+    assert [c.guid for c in await world.backends[1].existing()] == [task.task_guid]
     world.start(new)
     after = await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
-    assert (after.failed, after.failure_reason) == (True, FAILURE_NO_CONTAINER)
+    assert (after.failed, after.failure_reason) == (True, INTERRUPTED)
     assert await eventually(lambda: not host_pids_with(arg), within=1.0)
     assert await world.backends[1].existing() == []
 

@@ -115,8 +115,8 @@ async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
     try:
         yield made
     finally:
-        for guid in await made.existing():
-            await made.destroy(guid)
+        for leftover in await made.existing():
+            await made.destroy(leftover.guid)
         shutil.rmtree(made.root, ignore_errors=True)
         await made.close()
 

@@ -9,11 +9,13 @@ cannot reach the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 import attrs
+
+from diego.models.task import SecurityGroupRule
 
 OutputSink = Callable[[str], None]
 """Receives one line of a process's output (without its newline)."""
@@ -30,6 +32,20 @@ class ContainerSpec:
     privileged: bool = False
     network: bool = False  # False: loopback only
     env: tuple[tuple[str, str], ...] = ()
+    stack: str = ""
+    root_fs: str = ""  # "" or preloaded:NAME: the stack's own root; docker:///org/image#tag
+    rules: tuple[SecurityGroupRule, ...] = ()  # egress allowed when ``network`` is set
+    labels: tuple[tuple[str, str], ...] = ()  # kept with the container, given back by existing()
+
+
+@attrs.frozen
+class Leftover:
+    """A container an earlier run of the cell left behind, as ``existing()`` finds it."""
+
+    guid: str
+    memory_mb: int = 0
+    disk_mb: int = 0
+    labels: Mapping[str, str] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -56,6 +72,8 @@ class Capabilities:
     network_isolation: bool
     egress_rules: str  # how security group rules are honoured
     notes: tuple[str, ...] = ()
+    rootfs_providers: tuple[str, ...] = ("preloaded",)  # root_fs schemes the backend runs
+    unprivileged: str = ""  # what privileged=false means here
 
 
 class BackendError(Exception):
@@ -107,8 +125,8 @@ class Backend(Protocol):
         """Kill every process of the container and remove it; no error if absent."""
         ...
 
-    async def existing(self) -> list[str]:
-        """The guids of containers left from an earlier run of this cell."""
+    async def existing(self) -> list[Leftover]:
+        """The containers left from an earlier run of this cell."""
         ...
 
     async def close(self) -> None:

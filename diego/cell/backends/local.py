@@ -40,6 +40,7 @@ from diego.cell.backends.base import (
     BackendError,
     Capabilities,
     ContainerSpec,
+    Leftover,
     OutputSink,
     ProcessSpec,
 )
@@ -155,6 +156,12 @@ class LocalBackend:
             network_isolation=True,
             egress_rules="all-or-nothing: rules give the host's network, none gives loopback",
             notes=tuple(notes),
+            rootfs_providers=("preloaded",),
+            unprivileged=(
+                f"user namespace: root inside is host uid {container_uid}"
+                if self._is_root
+                else "the node's own uid"
+            ),
         )
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)
@@ -236,11 +243,19 @@ class LocalBackend:
             await _run(_system_tool("umount"), "-l", str(d / "rw"))
         await asyncio.to_thread(shutil.rmtree, d, True)
 
-    async def existing(self) -> list[str]:
+    async def existing(self) -> list[Leftover]:
         """Containers left on disk by an earlier run of this cell."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "spec.json").exists())
+        found = []
+        for d in sorted(self.root.iterdir()):
+            try:
+                spec = json.loads((d / "spec.json").read_text())
+            except (OSError, ValueError):
+                continue
+            labels = {str(k): str(v) for k, v in spec.get("labels", ())}
+            found.append(Leftover(d.name, spec.get("memory_mb", 0), spec.get("disk_mb", 0), labels))
+        return found
 
     async def close(self) -> None:
         """Remove the containers root and the cell's cgroups if nothing is left in them."""
