@@ -85,6 +85,11 @@ def main(ctx: click.Context, api: str) -> None:
 @click.option("--cells", type=int, help="Embedded cells to run [default: 1].")
 @click.option("--zones", type=int, help="Zones to spread the embedded cells over [default: 1].")
 @click.option(
+    "--cell-backend",
+    type=click.Choice(["local", "docker"]),
+    help="How the cells make containers [default: local].",
+)
+@click.option(
     "--config",
     "config_file",
     envvar="DIEGO_CONFIG",
@@ -96,6 +101,7 @@ def serve(
     data_dir: str | None,
     cells: int | None,
     zones: int | None,
+    cell_backend: str | None,
     config_file: Path | None,
 ) -> None:
     """Run a node until SIGINT or SIGTERM: store, API, auctioneer, converger and cells.
@@ -108,6 +114,7 @@ def serve(
         "server.data_dir": data_dir,
         "cell.count": cells,
         "cell.zones": zones,
+        "cell.backend": cell_backend,
     }
     try:
         settings = config.load(config_file, overrides=overrides)

@@ -80,7 +80,7 @@ class CellSettings:
     zones: int = attrs.field(default=1, metadata=rule_metadata(at_least(1)))
     name_prefix: str = ""  # empty: this machine's host name
     stacks: tuple[str, ...] = ("linux",)
-    backend: str = attrs.field(default="local", metadata=rule_metadata(one_of("local")))
+    backend: str = attrs.field(default="local", metadata=rule_metadata(one_of("local", "docker")))
     memory_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
     disk_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
     max_containers: int = attrs.field(default=256, metadata=rule_metadata(at_least(1)))
@@ -93,6 +93,34 @@ class CellSettings:
     monitor_unhealthy_interval: float = attrs.field(
         default=0.5, metadata=rule_metadata(_positive())
     )
+
+
+def _stack_images() -> Rule:
+    def check(value: tuple[str, ...]) -> str | None:
+        for entry in value:
+            stack, sep, image = entry.partition("=")
+            if not sep or not stack.strip() or not image.strip():
+                return f"entries must be STACK=IMAGE, not {entry!r}"
+        return None
+
+    return Rule(check)
+
+
+@attrs.frozen(kw_only=True)
+class DockerSettings:
+    """The Docker backend (``[cell] backend = "docker"``)."""
+
+    url: str = ""  # "": DOCKER_HOST, else unix:///var/run/docker.sock
+    preloaded: tuple[str, ...] = attrs.field(
+        default=("linux=diego/busybox:latest",), metadata=rule_metadata(_stack_images())
+    )
+    keepalive: str = attrs.field(default="/bin/busybox", metadata=rule_metadata(non_empty()))
+    pull_timeout: float = attrs.field(default=300.0, metadata=rule_metadata(_positive()))
+
+    def images(self) -> dict[str, str]:
+        """``preloaded`` as a map of stack name to image."""
+        pairs = (entry.partition("=") for entry in self.preloaded)
+        return {stack.strip(): image.strip() for stack, _, image in pairs}
 
 
 @attrs.frozen(kw_only=True)
@@ -175,6 +203,7 @@ class Settings:
     store: StoreSettings = attrs.Factory(StoreSettings)
     events: EventsSettings = attrs.Factory(EventsSettings)
     cell: CellSettings = attrs.Factory(CellSettings)
+    docker: DockerSettings = attrs.Factory(DockerSettings)
     auction: AuctionSettings = attrs.Factory(AuctionSettings)
     converger: ConvergerSettingsSection = attrs.Factory(ConvergerSettingsSection)
     crash: CrashSettings = attrs.Factory(CrashSettings)

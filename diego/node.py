@@ -10,6 +10,7 @@ evacuation timeout), then cancels every part.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import shutil
@@ -24,6 +25,8 @@ from aiohttp import web
 from diego.api.app import make_app
 from diego.bus import Bus
 from diego.callbacks import Resolver
+from diego.cell.backends.base import Backend
+from diego.cell.backends.docker import DockerBackend, DockerOptions, remove_strays
 from diego.cell.backends.local import LocalBackend
 from diego.cell.executor import Executor, MonitorSettings
 from diego.cell.rep import Rep, RepSettings
@@ -84,7 +87,34 @@ def machine_capacity(data_dir: Path, cells: int) -> Resources:
     )
 
 
-def build_cells(settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfers) -> list[Rep]:
+def node_identity(settings: Settings) -> str:
+    """What tells this node's containers from others' on a shared engine: its data dir."""
+    return hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:16]
+
+
+async def make_backend(settings: Settings, cell_id: str, home: Path) -> Backend:
+    """The backend ``[cell] backend`` names, for the cell ``cell_id``."""
+    if settings.cell.backend == "docker":
+        d = settings.docker
+        options = DockerOptions(
+            url=d.url,
+            preloaded=d.images(),
+            keepalive=d.keepalive,
+            pull_timeout=d.pull_timeout,
+            node=node_identity(settings),
+        )
+        return await DockerBackend.open(cell_id, options)
+    return LocalBackend(
+        home / "containers",
+        hide=(settings.data_dir.resolve(),),
+        container_uid=settings.cell.container_uid,
+        name=cell_id,
+    )
+
+
+async def build_cells(
+    settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfers
+) -> list[Rep]:
     """The embedded cells of this node."""
     config = settings.cell
     data_dir = settings.data_dir.resolve()
@@ -109,12 +139,7 @@ def build_cells(settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfe
     for i in range(config.count):
         cell_id = f"{prefix}-{i}"
         home = data_dir / "cells" / cell_id
-        backend = LocalBackend(
-            home / "containers",
-            hide=(data_dir,),
-            container_uid=config.container_uid,
-            name=cell_id,
-        )
+        backend = await make_backend(settings, cell_id, home)
         capabilities = backend.capabilities()
         log.info(
             "cell-capabilities cell=%s %s",
@@ -124,6 +149,10 @@ def build_cells(settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfe
         executor = Executor(backend, total, logs, transfers, home / "scratch", monitor=monitor)
         zone = f"z{i % config.zones}"
         reps.append(Rep(cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings))
+    if config.backend == "docker":
+        options = DockerOptions(url=settings.docker.url, node=node_identity(settings))
+        for name in await remove_strays(options, {rep.cell_id for rep in reps}):
+            log.info("container-of-a-cell-gone-removed name=%s", name)
     return reps
 
 
@@ -156,7 +185,7 @@ async def serve(
         transfers = Transfers(
             [Path(p) for p in settings.transfer.file_roots], settings.transfer.timeout
         )
-        reps = build_cells(settings, bbs, logs, transfers)
+        reps = await build_cells(settings, bbs, logs, transfers)
         auctioneer = Auctioneer(bbs, lambda: reps, settings.auction.retry_interval)
 
         async def stop_on_cell(actual: ActualLRP) -> bool:

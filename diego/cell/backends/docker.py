@@ -1,0 +1,738 @@
+"""The Docker backend: every container in the local Docker engine, through aiodocker.
+
+A container is a Docker container whose main process only keeps it alive: a
+static busybox from the host, bind-mounted read-only, sleeping under Docker's
+init. Every action runs *in* it by exec, with its own env, dir and user; files
+cross by the engine's archive API, whose unpacking is confined to the
+container's root. Containers carry labels naming their guid and cell, so a
+restarted cell finds what it left (:meth:`DockerBackend.existing`).
+
+Isolation follows the engine. Started with user-namespace remapping, an
+unprivileged container's root is an unprivileged host uid, and a privileged one
+opts out (host user namespace, all devices). Without remapping an unprivileged
+container drops every capability and may gain none (no-new-privileges).
+
+Network: none (loopback only) unless the container has security group rules; then
+it gets a bridge network of its own whose egress iptables limits to those rules
+(:mod:`diego.cell.backends.egress`).
+"""
+
+# Opening a tar file of the scratch directory is a local, short, blocking call.
+# ruff: noqa: ASYNC230, ASYNC240
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import re
+import signal
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+import attrs
+from aiodocker.exceptions import DockerError
+from aiodocker.execs import Exec
+
+from diego.cell.backends.base import (
+    BackendError,
+    Capabilities,
+    ContainerSpec,
+    Leftover,
+    OutputSink,
+    ProcessSpec,
+)
+from diego.cell.backends.egress import setup_commands, teardown_commands
+from diego.cell.backends.local import HOME, MAX_LINE, PUMP_GRACE, _run, _system_tool
+
+log = logging.getLogger("diego.cell.docker")
+
+LABEL = "org.diego."
+"""The prefix of every label diego puts on a container or network."""
+
+KEEPALIVE = "/.diego/busybox"
+"""Where the host's static busybox is mounted in every container."""
+
+SLEEP_FOREVER = (KEEPALIVE, "sleep", "2147483647")
+"""The container's main process: it does nothing but keep the container up."""
+
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+
+
+@attrs.frozen(kw_only=True)
+class DockerOptions:
+    """How a cell uses the engine (``[docker]`` settings)."""
+
+    url: str = ""  # "": DOCKER_HOST, else the engine's unix socket
+    preloaded: Mapping[str, str] = attrs.Factory(dict)  # stack name → image
+    keepalive: str = "/bin/busybox"  # a static busybox on the host
+    pull_timeout: float = 300.0
+    node: str = ""  # the node's identity: its containers are found again by it
+
+
+def image_of(root_fs: str, stack: str, preloaded: Mapping[str, str]) -> str:
+    """The image reference for a root_fs: ``docker:///org/image#tag`` is ``org/image:tag``;
+    ``preloaded:NAME`` (and an empty root_fs, for the stack's own) the configured image."""
+    if root_fs.startswith("docker:"):
+        rest = root_fs[len("docker:") :].removeprefix("//")
+        host, _, path = rest.partition("/")
+        repo, _, tag = path.partition("#")
+        repo = f"{host}/{repo}" if host else repo
+        if not repo:
+            raise BackendError(f"root_fs {root_fs!r} names no image")
+        if "@" in repo or tag.startswith("sha256:"):
+            return f"{repo}@{tag}" if tag else repo
+        return f"{repo}:{tag or 'latest'}"
+    name = root_fs.removeprefix("preloaded:") if root_fs else stack
+    image = preloaded.get(name)
+    if not image:
+        raise BackendError(f"no image is configured for preloaded:{name} ([docker] preloaded)")
+    return image
+
+
+def split_image(image: str) -> tuple[str, str]:
+    """``repo:tag`` as (repo, tag); a digest reference keeps its digest as the tag."""
+    if "@" in image:
+        repo, _, digest = image.partition("@")
+        return repo, digest
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, _, tag = image.rpartition(":")
+        return repo, tag
+    return image, "latest"
+
+
+def cpu_shares(weight: int) -> int:
+    """Docker's cpu shares (1024 is a full share) for a cpu_weight of 1-100."""
+    return max(2, round(1024 * weight / 100))
+
+
+def in_container(path: str, workdir: str) -> str:
+    """``path`` made absolute against ``workdir``, with ``..`` stopping at the root."""
+    return posixpath.normpath(posixpath.join("/", workdir, path))
+
+
+@attrs.define(eq=False)
+class _Container:
+    spec: ContainerSpec
+    id: str
+    workdir: str
+    network: str  # "" when it has none
+    memory_events: Path | None  # the cgroup file counting its OOM kills
+    processes: set[DockerProcess] = attrs.Factory(set)
+
+
+class DockerProcess:
+    """A process exec'd in a container."""
+
+    def __init__(
+        self,
+        docker: aiodocker.Docker,
+        exec_id: str,
+        pid: int,
+        container_id: str,
+        pump: asyncio.Task[None],
+        owner: _Container,
+    ) -> None:
+        self._docker = docker
+        self._exec_id = exec_id
+        self._pid = pid
+        self._container_id = container_id
+        self._pump = pump
+        self._owner = owner
+
+    async def wait(self) -> int:
+        """The exit status: 128 + N when killed by signal N, as Docker reports it."""
+        # The engine ends the output once the process has exited and its
+        # output is drained (or a moment later if a child still holds it).
+        await asyncio.shield(self._pump)
+        while True:
+            state = await self._docker._query_json(f"exec/{self._exec_id}/json")
+            if not state.get("Running"):
+                self._owner.processes.discard(self)
+                return int(state.get("ExitCode") or 0)
+            await asyncio.sleep(0.05)
+
+    def kill(self) -> None:
+        """Kill the process and every process it started (Docker's exec has no kill)."""
+        kill_tree(self._pid, self._container_id)
+
+
+CAPABILITIES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID",
+    "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW",
+    "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE",
+    "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ",
+)  # fmt: skip
+"""Linux capability names by number, as far as Docker 20.10 knows them (PERFMON and
+later are refused by it, and not needed by anything diego runs)."""
+
+
+def held_capabilities(status: str | None = None) -> tuple[list[str], list[str]]:
+    """The capabilities this process may hand on (its bounding set) and those it lacks,
+    as ``CAP_*`` names; from ``/proc/self/status`` unless ``status`` is given."""
+    text = _read("/proc/self/status") if status is None else status
+    bounding = next(
+        (int(line.split()[1], 16) for line in text.splitlines() if line.startswith("CapBnd:")),
+        (1 << len(CAPABILITIES)) - 1,
+    )
+    held = [f"CAP_{name}" for bit, name in enumerate(CAPABILITIES) if bounding >> bit & 1]
+    missing = [f"CAP_{name}" for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1]
+    return held, missing
+
+
+def kill_tree(root: int, container_id: str) -> None:
+    """SIGKILL ``root`` and its descendants, if ``root`` is still the container's.
+
+    The tree is stopped first, so nothing forks past the walk, then killed.
+    """
+    if root <= 0 or container_id not in _read(f"/proc/{root}/cgroup"):
+        return
+    stopped: set[int] = set()
+    while True:
+        tree = _descendants(root) | {root}
+        fresh = tree - stopped
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        stopped |= fresh
+    for pid in stopped:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        stat = _read(f"/proc/{entry.name}/stat")
+        # The command name may hold spaces and parentheses: fields follow the last ")".
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 1:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+class DockerBackend:
+    """Runs containers in the Docker engine; open with :meth:`open`."""
+
+    def __init__(
+        self,
+        docker: aiodocker.Docker,
+        cell_id: str,
+        options: DockerOptions,
+        info: Mapping[str, Any],
+    ) -> None:
+        self.docker = docker
+        self.cell_id = cell_id
+        self.options = options
+        self._containers: dict[str, _Container] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        security = " ".join(info.get("SecurityOptions") or ())
+        self.remapped = "name=userns" in security
+        driver_status = dict(info.get("DriverStatus") or ())
+        self._disk_limit = (
+            info.get("Driver") == "overlay2" and driver_status.get("Backing Filesystem") == "xfs"
+        )
+        notes = [f"engine {info.get('ServerVersion', '?')}, storage {info.get('Driver', '?')}"]
+        held, missing = held_capabilities()
+        # The engine cannot give a container a capability the node lacks itself (in a
+        # container of its own, say): privileged is then every capability it has.
+        self._privileged: dict[str, Any] = {"Privileged": True}
+        if missing:
+            self._privileged = {
+                "CapAdd": held,
+                "SecurityOpt": ["seccomp=unconfined"],
+                "MaskedPaths": [],
+                "ReadonlyPaths": [],
+            }
+            notes.append(
+                "this node lacks " + ", ".join(missing) + ": privileged containers get "
+                "every capability it holds, unconfined, instead of Docker's privileged mode"
+            )
+        if not self._disk_limit:
+            notes.append(
+                f"storage driver {info.get('Driver', '?')} on "
+                f"{driver_status.get('Backing Filesystem', '?')} cannot limit a container's "
+                "disk: disk_mb is only counted against the cell's capacity"
+            )
+        self._capabilities = Capabilities(
+            backend="docker",
+            memory_limit=True,
+            cpu_weight=True,
+            disk_limit=self._disk_limit,
+            user_namespaces=self.remapped,
+            network_isolation=True,
+            egress_rules="per rule: a container with rules gets a network of its own "
+            "whose egress iptables limits to them; one without has loopback only",
+            notes=tuple(notes),
+            rootfs_providers=("docker", "preloaded"),
+            unprivileged=(
+                "user namespace: the engine remaps root to an unprivileged host uid"
+                if self.remapped
+                else "no user namespace (engine without userns-remap): "
+                "all capabilities dropped, no-new-privileges"
+            ),
+        )
+
+    @classmethod
+    async def open(cls, cell_id: str, options: DockerOptions) -> DockerBackend:
+        """Connect to the engine and learn what it enforces."""
+        if not Path(options.keepalive).is_file():
+            raise BackendError(
+                f"{options.keepalive} is missing: the Docker backend mounts a static busybox "
+                "in each container (apt-get install busybox-static)"
+            )
+        docker = _client(options.url)
+        try:
+            info = await docker.system.info()
+        except (DockerError, aiohttp.ClientError, OSError) as e:
+            await _close(docker)
+            raise BackendError(f"no Docker engine: {_message(e)}") from None
+        return cls(docker, cell_id, options, info)
+
+    def capabilities(self) -> Capabilities:
+        """What this backend enforces here."""
+        return self._capabilities
+
+    # ------------------------------------------------------------ names
+
+    def _name(self, guid: str) -> str:
+        return "diego-" + _NAME_UNSAFE.sub("_", self.cell_id) + "-" + guid
+
+    def _bridge(self, guid: str) -> str:
+        digest = hashlib.sha256(f"{self.cell_id}/{guid}".encode()).hexdigest()
+        return "dg" + digest[:12]
+
+    def _lock(self, guid: str) -> asyncio.Lock:
+        lock = self._locks.get(guid)
+        if lock is None:
+            lock = self._locks[guid] = asyncio.Lock()
+        return lock
+
+    # ------------------------------------------------------------ containers
+
+    async def create(self, spec: ContainerSpec) -> None:
+        """Make and start the container; a cancelled caller does not stop it half made."""
+        making = asyncio.ensure_future(self._create_locked(spec))
+        await asyncio.shield(making)
+
+    async def _create_locked(self, spec: ContainerSpec) -> None:
+        async with self._lock(spec.guid):
+            try:
+                await self._create(spec)
+            except BaseException:
+                await self._destroy(spec.guid)
+                raise
+
+    async def _create(self, spec: ContainerSpec) -> None:
+        image = image_of(spec.root_fs, spec.stack, self.options.preloaded)
+        config = await self._image(image)
+        network = ""
+        if spec.network:
+            network = await self._make_network(spec)
+        labels = {
+            LABEL + "cell": self.cell_id,
+            LABEL + "node": self.options.node,
+            LABEL + "guid": spec.guid,
+            LABEL + "memory_mb": str(spec.memory_mb),
+            LABEL + "disk_mb": str(spec.disk_mb),
+            **{LABEL + "x." + k: v for k, v in spec.labels},
+        }
+        workdir = config.get("WorkingDir") or HOME
+        host: dict[str, Any] = {
+            "Init": True,
+            "NetworkMode": network or "none",
+            "Binds": [f"{self.options.keepalive}:{KEEPALIVE}:ro"],
+            "CpuShares": cpu_shares(spec.cpu_weight),
+        }
+        if spec.memory_mb:
+            host["Memory"] = host["MemorySwap"] = spec.memory_mb * 1024 * 1024
+        if spec.disk_mb and self._disk_limit:
+            host["StorageOpt"] = {"size": f"{spec.disk_mb}m"}
+        if spec.privileged:
+            host.update(self._privileged)
+            if self.remapped:
+                host["UsernsMode"] = "host"
+        elif not self.remapped:
+            host["CapDrop"] = ["ALL"]
+            host["SecurityOpt"] = ["no-new-privileges"]
+        body = {
+            "Image": image,
+            "Entrypoint": [],
+            "Cmd": list(SLEEP_FOREVER),
+            # HOME as on the local backend, when it is the working directory.
+            "Env": [
+                *(["HOME=" + HOME] if workdir == HOME else []),
+                *(f"{k}={v}" for k, v in spec.env),
+            ],
+            # Docker makes the working directory: HOME exists as on the local backend.
+            "WorkingDir": workdir,
+            "Labels": labels,
+            "HostConfig": host,
+        }
+        try:
+            container = await self.docker.containers.create(body, name=self._name(spec.guid))
+            await container.start()
+            shown = await container.show()
+        except DockerError as e:
+            raise BackendError(f"{image}: {_message(e)}") from None
+        pid = int(shown.get("State", {}).get("Pid") or 0)
+        self._containers[spec.guid] = _Container(
+            spec, container.id, workdir, network, _memory_events(pid)
+        )
+
+    async def _image(self, image: str) -> dict[str, Any]:
+        """The image's config, pulled first if the engine lacks it."""
+        try:
+            return dict((await self.docker.images.inspect(image)).get("Config") or {})
+        except DockerError as e:
+            if e.status != 404:
+                raise BackendError(f"image {image}: {_message(e)}") from None
+        repo, tag = split_image(image)
+        log.info("image-pull image=%s", image)
+        try:
+            async with asyncio.timeout(self.options.pull_timeout):
+                progress = await self.docker.images.pull(repo, tag=tag, timeout=None)
+        except TimeoutError:
+            raise BackendError(
+                f"failed to pull image {image}: no answer in {self.options.pull_timeout:g}s"
+            ) from None
+        except DockerError as e:
+            raise BackendError(f"failed to pull image {image}: {_message(e)}") from None
+        errors = [p["error"] for p in progress if isinstance(p, dict) and p.get("error")]
+        if errors:
+            raise BackendError(f"failed to pull image {image}: {errors[-1]}")
+        try:
+            return dict((await self.docker.images.inspect(image)).get("Config") or {})
+        except DockerError as e:
+            raise BackendError(f"failed to pull image {image}: {_message(e)}") from None
+
+    async def _make_network(self, spec: ContainerSpec) -> str:
+        bridge = self._bridge(spec.guid)
+        name = f"diego-{bridge}"
+        await self._remove_network(spec.guid)  # one left by a crash would be in the way
+        try:
+            await self.docker.networks.create(
+                {
+                    "Name": name,
+                    "Driver": "bridge",
+                    "Options": {"com.docker.network.bridge.name": bridge},
+                    "Labels": {
+                        LABEL + "cell": self.cell_id,
+                        LABEL + "node": self.options.node,
+                        LABEL + "guid": spec.guid,
+                    },
+                }
+            )
+        except DockerError as e:
+            raise BackendError(f"network for {spec.guid}: {_message(e)}") from None
+        iptables = _system_tool("iptables")
+        for args in setup_commands(bridge, spec.rules):
+            code, err = await _run(iptables, *args)
+            if code:
+                raise BackendError(f"iptables {' '.join(args)}: {err}")
+        return name
+
+    async def _remove_network(self, guid: str) -> None:
+        await _remove_network_named(self.docker, f"diego-{self._bridge(guid)}")
+
+    async def destroy(self, guid: str) -> None:
+        """Kill everything in the container and remove it, with its network."""
+        async with self._lock(guid):
+            await self._destroy(guid)
+        lock = self._locks.get(guid)
+        if lock is not None and not lock.locked():
+            del self._locks[guid]
+
+    async def _destroy(self, guid: str) -> None:
+        container = self._containers.pop(guid, None)
+        try:
+            await self.docker.containers.container(self._name(guid)).delete(force=True, v=True)
+        except DockerError as e:
+            if e.status != 404:
+                raise BackendError(f"removing container {guid}: {_message(e)}") from None
+        if container is None or container.network:
+            await self._remove_network(guid)
+
+    async def existing(self) -> list[Leftover]:
+        """This cell's containers from an earlier run; its networks left without one go."""
+        mine = {"label": [f"{LABEL}cell={self.cell_id}"]}
+        found = []
+        for c in await self.docker.containers.list(all=True, filters=mine):
+            labels: Mapping[str, str] = c._container.get("Labels") or {}
+            guid = labels.get(LABEL + "guid", "")
+            if not guid or guid in self._containers:
+                continue
+            found.append(
+                Leftover(
+                    guid,
+                    _int(labels.get(LABEL + "memory_mb")),
+                    _int(labels.get(LABEL + "disk_mb")),
+                    {
+                        k[len(LABEL) + 2 :]: v
+                        for k, v in labels.items()
+                        if k.startswith(LABEL + "x.")
+                    },
+                )
+            )
+        guids = {leftover.guid for leftover in found} | set(self._containers)
+        for network in await self.docker.networks.list(filters=mine):
+            guid = (network.get("Labels") or {}).get(LABEL + "guid", "")
+            if guid and guid not in guids:
+                await self._remove_network(guid)
+        return sorted(found, key=lambda leftover: leftover.guid)
+
+    async def close(self) -> None:
+        """Let go of the engine."""
+        await _close(self.docker)
+
+    def out_of_memory(self, guid: str) -> bool:
+        """Whether the kernel OOM-killed a process of the container."""
+        container = self._containers.get(guid)
+        if container is None or container.memory_events is None:
+            return False
+        return _oom_kills(_read(container.memory_events)) > 0
+
+    # ------------------------------------------------------------ processes
+
+    def _get(self, guid: str) -> _Container:
+        try:
+            return self._containers[guid]
+        except KeyError:
+            raise BackendError(f"no container {guid}") from None
+
+    async def run(
+        self, guid: str, process: ProcessSpec, stdout: OutputSink, stderr: OutputSink
+    ) -> DockerProcess:
+        """Exec ``process`` in the container; its output lines go to the sinks."""
+        container = self._get(guid)
+        command = [process.path, *process.args]
+        if process.nofile is not None:
+            limit = 'ulimit -n "$0" && exec "$@"'
+            command = [KEEPALIVE, "sh", "-c", limit, str(process.nofile), *command]
+        body = {
+            "AttachStdin": False,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": False,
+            "Cmd": command,
+            "Env": [f"USER={process.user}", *(f"{k}={v}" for k, v in process.env)],
+            "WorkingDir": in_container(process.dir, container.workdir),
+            "User": "0" if process.user == "root" else process.user,
+        }
+        try:
+            created = await self.docker._query_json(
+                f"containers/{container.id}/exec", method="POST", data=json.dumps(body)
+            )
+            stream = Exec(self.docker, created["Id"], False).start(timeout=None)
+            # Started here, not at the first read: the process exists once run returns,
+            # so a kill can always find it.
+            await stream._init()
+            pid = await self._exec_pid(created["Id"])
+        except DockerError as e:
+            raise BackendError(_message(e)) from None
+        pump = asyncio.create_task(_pump(stream, stdout, stderr))
+        running = DockerProcess(self.docker, created["Id"], pid, container.id, pump, container)
+        container.processes.add(running)
+        return running
+
+    async def _exec_pid(self, exec_id: str) -> int:
+        """The host pid of a started exec: the engine answers the start a moment before
+        the process exists. 0 once it has already ended."""
+        while True:
+            state = await self.docker._query_json(f"exec/{exec_id}/json")
+            pid = int(state.get("Pid") or 0)
+            if pid or (not state.get("Running") and state.get("ExitCode") is not None):
+                return pid
+            await asyncio.sleep(0.002)
+
+    async def stream_in(self, guid: str, directory: str, tar: Path) -> None:
+        """Unpack ``tar`` into ``directory`` through the archive API (confined to the root)."""
+        container = self._get(guid)
+        target = in_container(directory, container.workdir)
+        handle = self.docker.containers.container(container.id)
+        for attempt in range(2):
+            try:
+                with open(tar, "rb") as data:
+                    await handle.put_archive(target, data)  # type: ignore[no-untyped-call]
+                return
+            except DockerError as e:
+                if e.status != 404 or attempt:
+                    raise BackendError(f"{directory}: {_message(e)}") from None
+            await self._mkdir(container, target)
+
+    async def _mkdir(self, container: _Container, path: str) -> None:
+        process = ProcessSpec(path=KEEPALIVE, args=("mkdir", "-p", "--", path))
+        errors: list[str] = []
+        running = await self.run(container.spec.guid, process, errors.append, errors.append)
+        if await running.wait():
+            raise BackendError(f"{path}: {'; '.join(errors)[:500]}")
+
+    async def stream_out(self, guid: str, path: str, into: Path) -> None:
+        """Write a tar of ``path`` (relative to the working directory) to ``into``."""
+        container = self._get(guid)
+        source = in_container(path, container.workdir)
+        try:
+            async with self.docker._query(
+                f"containers/{container.id}/archive",
+                params={"path": source},
+                timeout=None,
+            ) as response:
+                with open(into, "wb") as out:
+                    async for chunk in response.content.iter_chunked(1 << 16):
+                        out.write(chunk)
+        except DockerError as e:
+            if e.status == 404:
+                raise BackendError(f"{path}: no such file or directory") from None
+            raise BackendError(f"{path}: {_message(e)}") from None
+
+
+async def remove_strays(options: DockerOptions, cells: Collection[str]) -> list[str]:
+    """Remove the node's containers whose cell it no longer runs; their names.
+
+    A node restarted with fewer cells, or with cells of other names, would
+    otherwise leave its old cells' containers running for ever: no cell of its
+    would adopt them, and the engine keeps them past the node's death.
+    """
+    if not options.node:
+        return []
+    docker = _client(options.url)
+    removed = []
+    try:
+        ours = {"label": [f"{LABEL}node={options.node}"]}
+        for c in await docker.containers.list(all=True, filters=ours):
+            labels = c._container.get("Labels") or {}
+            if labels.get(LABEL + "cell") in cells:
+                continue
+            with contextlib.suppress(DockerError):
+                await c.delete(force=True, v=True)
+                removed.append(str((c._container.get("Names") or [c.id])[0]).lstrip("/"))
+        for network in await docker.networks.list(filters=ours):
+            if (network.get("Labels") or {}).get(LABEL + "cell") not in cells:
+                await _remove_network_named(docker, network["Name"])
+    finally:
+        await _close(docker)
+    return removed
+
+
+async def _pump(stream: Any, stdout: OutputSink, stderr: OutputSink) -> None:
+    """Hand each line of the exec's output to its sink; over-long lines in pieces."""
+    pending = {1: bytearray(), 2: bytearray()}
+    sinks = {1: stdout, 2: stderr}
+    try:
+        while True:
+            message = await stream.read_out()
+            if message is None:
+                break
+            buffer = pending.setdefault(message.stream, bytearray())
+            buffer += message.data
+            sink = sinks.get(message.stream, stdout)
+            while True:
+                end = buffer.find(b"\n")
+                if end < 0:
+                    if len(buffer) >= MAX_LINE:
+                        sink(bytes(buffer[:MAX_LINE]).decode(errors="replace"))
+                        del buffer[:MAX_LINE]
+                        continue
+                    break
+                sink(bytes(buffer[:end]).decode(errors="replace"))
+                del buffer[: end + 1]
+    except (aiohttp.ClientError, DockerError, OSError) as e:
+        log.info("exec-output-lost error=%s", e)
+    finally:
+        for key, buffer in pending.items():
+            if buffer:
+                sinks.get(key, stdout)(bytes(buffer).decode(errors="replace"))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stream.close(), PUMP_GRACE)
+
+
+def _client(url: str) -> aiodocker.Docker:
+    """A client with no limit on connections: every running process holds one."""
+    target = url or os.environ.get("DOCKER_HOST", "") or "unix:///var/run/docker.sock"
+    if target.startswith("unix://"):
+        socket_path = target[len("unix://") :]
+        # aiodocker's own stand-in host for URLs over a unix socket.
+        return aiodocker.Docker(
+            url="unix://localhost", connector=aiohttp.UnixConnector(socket_path, limit=0)
+        )
+    base = re.sub(r"^tcp://", "http://", target)
+    return aiodocker.Docker(url=base, connector=aiohttp.TCPConnector(limit=0))
+
+
+async def _remove_network_named(docker: aiodocker.Docker, name: str) -> None:
+    """Remove a container's network ``diego-BRIDGE`` and its egress rules, if there."""
+    iptables = _system_tool("iptables")
+    for args in teardown_commands(name.removeprefix("diego-")):
+        await _run(iptables, *args)
+    with contextlib.suppress(DockerError):
+        await (await docker.networks.get(name)).delete()
+
+
+async def _close(docker: aiodocker.Docker) -> None:
+    """Close the client and the connector :func:`_client` gave it (aiodocker leaves it)."""
+    connector = docker.session.connector
+    await docker.close()
+    if connector is not None:
+        await connector.close()
+
+
+def _memory_events(pid: int) -> Path | None:
+    """The file counting OOM kills in the memory cgroup of process ``pid``."""
+    for line in _read(f"/proc/{pid}/cgroup").splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory" + path) / "memory.oom_control"
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return Path("/sys/fs/cgroup" + path) / "memory.events"
+    return None
+
+
+def _oom_kills(text: str) -> int:
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return _int(value)
+    return 0
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, DockerError):
+        return str(e.message).strip()
+    return str(e).strip() or type(e).__name__
+
+
+__all__: Sequence[str] = ("DockerBackend", "DockerOptions", "DockerProcess", "image_of")
