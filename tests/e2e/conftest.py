@@ -371,6 +371,36 @@ def no_traceback(text: str) -> bool:
 # ------------------------------------------------------------------ fixtures
 
 
+DOCKER = "/usr/bin/docker"
+"""The engine's own client (a bare client elsewhere on PATH may have no engine)."""
+
+
+def diego_containers() -> list[str]:
+    """Names of every container diego labelled, running or not."""
+    listed = subprocess.run(
+        [DOCKER, "ps", "-a", "--filter", "label=org.diego.cell", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return listed.stdout.split()
+
+
+@pytest.fixture(params=["local", "docker"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each cell backend in turn: tests of what cells do run on both."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_container_left_behind() -> Iterator[None]:
+    """After the whole e2e suite, ``docker ps -a`` holds no container of diego's."""
+    yield
+    if Path("/var/run/docker.sock").exists():
+        left = diego_containers()
+        assert not left, f"containers left behind by the suite: {left}"
+
+
 @pytest.fixture
 def server_proc(tmp_path: Path) -> Iterator[Server]:
     """A Server helper, not started yet; every process it starts ends at teardown."""

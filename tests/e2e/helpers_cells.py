@@ -102,9 +102,15 @@ class CellServer(Server):
     ``test_task_runs_with_a_data_dir_under_a_private_directory`` shows on its own).
     """
 
-    def __init__(self, tmp_path: Path, data_dir: Path) -> None:
+    def __init__(self, tmp_path: Path, data_dir: Path, backend: str = "local") -> None:
         super().__init__(tmp_path)
         self.data_dir = data_dir
+        self.backend = backend
+
+
+def backend_args(server: Server) -> tuple[str, ...]:
+    """The ``serve`` flags choosing the server's cell backend (a CellServer's, else local)."""
+    return ("--cell-backend", getattr(server, "backend", "local"))
 
 
 class Node:
@@ -204,7 +210,7 @@ def start_node(
         file_roots if file_roots is not None else [server.tmp_path],
         **overrides,
     )
-    node = Node(server, config, args)
+    node = Node(server, config, (*backend_args(server), *args))
     node.restart()
     return node
 

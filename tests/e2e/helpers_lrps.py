@@ -26,7 +26,7 @@ import pytest
 from diego.scheduling.auction import zone_ranking
 
 from .conftest import Server, poll
-from .helpers_cells import MARK_ENV, Node, marked_processes, unique, write_config
+from .helpers_cells import MARK_ENV, Node, backend_args, marked_processes, unique, write_config
 
 DOMAIN = "apps"
 ZONES = ("z0", "z1")
@@ -64,7 +64,8 @@ def start_lrp_node(
     server: Server, *args: str, config_name: str = "diego.toml", **overrides: dict[str, Any]
 ) -> Node:
     """Write an LRP-timing config into the server's tmp_path and start ``diego serve``."""
-    node = Node(server, lrp_config(server.tmp_path / config_name, **overrides), args)
+    config = lrp_config(server.tmp_path / config_name, **overrides)
+    node = Node(server, config, (*backend_args(server), *args))
     node.restart()
     return node
 

@@ -24,7 +24,14 @@ from typing import Any
 import pytest
 
 from .conftest import Server, poll, run_cli
-from .helpers_cells import CellServer, Node, marked_processes, reachable_dir, unique
+from .helpers_cells import (
+    CellServer,
+    Node,
+    backend_args,
+    marked_processes,
+    reachable_dir,
+    unique,
+)
 from .helpers_lrps import (
     DOMAIN,
     LRP_DEADLINE,
@@ -67,13 +74,14 @@ def markers() -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def cell_server(tmp_path: Path, markers: Callable[[], str]) -> Iterator[CellServer]:
-    """A Server helper (not started) whose data directory the containers' uid can traverse.
+def cell_server(tmp_path: Path, markers: Callable[[], str], backend: str) -> Iterator[CellServer]:
+    """A Server helper (not started) whose data directory the containers' uid can traverse,
+    for each cell backend.
 
     It depends on ``markers`` so that the node is stopped before leftovers are killed.
     """
     data_dir = reachable_dir("diego-e2e-lrp-")
-    helper = CellServer(tmp_path, data_dir / "data")
+    helper = CellServer(tmp_path, data_dir / "data", backend)
     try:
         yield helper
     finally:
@@ -530,7 +538,7 @@ def test_instance_of_a_vanished_cell_runs_on_another_cell(
 
     cell_server.kill()
     config = lrp_config(cell_server.tmp_path / "other.toml", cell={"name_prefix": "other"})
-    restarted = Node(cell_server, config, ("--cells", "1"))
+    restarted = Node(cell_server, config, (*backend_args(cell_server), "--cells", "1"))
     started = time.monotonic()
     restarted.restart()
     assert [c["cell_id"] for c in restarted.cells()] == ["other-0"]
@@ -544,3 +552,29 @@ def test_instance_of_a_vanished_cell_runs_on_another_cell(
     poll(moved, 10.0, "the instance RUNNING on other-0", interval=0.05)
     assert time.monotonic() - started < 10.0
     wait_pids(marker, {0}, "one sleeper, on the new cell")
+
+
+def test_kill_9_and_restart_replace_the_interrupted_instance_once(
+    cell_server: CellServer, markers: Callable[[], str]
+) -> None:
+    """After kill -9 and a restart with the same cell, the instance the old run left is
+    adopted as interrupted: it is crashed and restarted, and exactly one copy runs."""
+    node = start_lrp_node(cell_server, "--cells", "1")
+    guid, marker = unique("adopted"), markers()
+    create_lrp(node, desired_lrp(guid, marker, instances=1))
+    before = wait_all_running(node, guid, 1)[0]
+    wait_pids(marker, {0}, "the first sleeper")
+
+    cell_server.kill()
+    node.restart()
+
+    def replaced() -> dict[str, Any] | None:
+        rows = actuals(node, guid)
+        fresh = [a for a in rows if a["state"] == "RUNNING"]
+        ok = len(rows) == 1 and fresh and fresh[0]["instance_guid"] != before["instance_guid"]
+        return fresh[0] if ok else None
+
+    after = poll(replaced, LRP_DEADLINE, "a new instance RUNNING in place of the old one")
+    assert after["crash_count"] == 1
+    assert "interrupted" in after["crash_reason"]
+    wait_pids(marker, {0}, "exactly one sleeper after the restart")
