@@ -79,6 +79,7 @@ async def _task(session: aiohttp.ClientSession) -> float:
         "domain": "bench",
         "stack": "linux",
         "root_fs": "docker:///diego/busybox#latest",
+        "log_guid": guid,
         "action": {"run": {"path": "true"}},
     }
     async with session.get("/v1/events", timeout=aiohttp.ClientTimeout(total=60)) as events:
@@ -94,7 +95,11 @@ async def _task(session: aiohttp.ClientSession) -> float:
                 if after.get("state") == "COMPLETED":
                     elapsed = time.perf_counter() - started
                     if after.get("failed"):
-                        raise RuntimeError(f"the Task failed: {after.get('failure_reason')}")
+                        async with session.get(f"/v1/logs/{guid}") as logs:
+                            said = await logs.text()
+                        raise RuntimeError(
+                            f"the Task failed: {after.get('failure_reason')}\n{said}"
+                        )
                     break
     async with session.delete(f"/v1/tasks/{guid}") as reply:
         reply.raise_for_status()

@@ -62,6 +62,12 @@ KEEPALIVE = "/.diego/busybox"
 SLEEP_FOREVER = (KEEPALIVE, "sleep", "2147483647")
 """The container's main process: it does nothing but keep the container up."""
 
+EXEC_START_GRACE = 10.0
+"""Seconds an exec may take to have a process after the engine answered its start."""
+
+KILLED = 128 + signal.SIGKILL
+"""The status of a process whose container was removed under it."""
+
 _NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
@@ -152,12 +158,18 @@ class DockerProcess:
         # The engine ends the output once the process has exited and its
         # output is drained (or a moment later if a child still holds it).
         await asyncio.shield(self._pump)
-        while True:
-            state = await self._docker._query_json(f"exec/{self._exec_id}/json")
-            if not state.get("Running"):
-                self._owner.processes.discard(self)
-                return int(state.get("ExitCode") or 0)
-            await asyncio.sleep(0.05)
+        try:
+            while True:
+                state = await self._docker._query_json(f"exec/{self._exec_id}/json")
+                if not state.get("Running"):
+                    return int(state.get("ExitCode") or 0)
+                await asyncio.sleep(0.05)
+        except DockerError as e:
+            # The container went (destroyed) and its execs with it: killed.
+            log.info("exec-gone exec=%s error=%s", self._exec_id[:12], _message(e))
+            return KILLED
+        finally:
+            self._owner.processes.discard(self)
 
     def kill(self) -> None:
         """Kill the process and every process it started (Docker's exec has no kill)."""
@@ -481,8 +493,14 @@ class DockerBackend:
             await self._remove_network(guid)
 
     async def existing(self) -> list[Leftover]:
-        """This cell's containers from an earlier run; its networks left without one go."""
+        """This cell's containers from an earlier run; its networks left without one go.
+
+        Only this node's: nodes on one machine name their cells alike (HOST-0), and
+        a node must never take another's live containers for its own leftovers.
+        """
         mine = {"label": [f"{LABEL}cell={self.cell_id}"]}
+        if self.options.node:
+            mine["label"].append(f"{LABEL}node={self.options.node}")
         found = []
         for c in await self.docker.containers.list(all=True, filters=mine):
             labels: Mapping[str, str] = c._container.get("Labels") or {}
@@ -565,11 +583,15 @@ class DockerBackend:
     async def _exec_pid(self, exec_id: str) -> int:
         """The host pid of a started exec: the engine answers the start a moment before
         the process exists. 0 once it has already ended."""
+        deadline = asyncio.get_running_loop().time() + EXEC_START_GRACE
         while True:
             state = await self.docker._query_json(f"exec/{exec_id}/json")
             pid = int(state.get("Pid") or 0)
             if pid or (not state.get("Running") and state.get("ExitCode") is not None):
                 return pid
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("exec-pid-unknown exec=%s: a kill cannot reach it", exec_id[:12])
+                return 0
             await asyncio.sleep(0.002)
 
     async def stream_in(self, guid: str, directory: str, tar: Path) -> None:
@@ -643,34 +665,55 @@ async def remove_strays(options: DockerOptions, cells: Collection[str]) -> list[
 
 async def _pump(stream: Any, stdout: OutputSink, stderr: OutputSink) -> None:
     """Hand each line of the exec's output to its sink; over-long lines in pieces."""
-    pending = {1: bytearray(), 2: bytearray()}
-    sinks = {1: stdout, 2: stderr}
+    lines = {1: _Lines(stdout), 2: _Lines(stderr)}
     try:
         while True:
             message = await stream.read_out()
             if message is None:
                 break
-            buffer = pending.setdefault(message.stream, bytearray())
-            buffer += message.data
-            sink = sinks.get(message.stream, stdout)
-            while True:
-                end = buffer.find(b"\n")
-                if end < 0:
-                    if len(buffer) >= MAX_LINE:
-                        sink(bytes(buffer[:MAX_LINE]).decode(errors="replace"))
-                        del buffer[:MAX_LINE]
-                        continue
-                    break
-                sink(bytes(buffer[:end]).decode(errors="replace"))
-                del buffer[: end + 1]
+            lines.get(message.stream, lines[1]).feed(message.data)
     except (aiohttp.ClientError, DockerError, OSError) as e:
         log.info("exec-output-lost error=%s", e)
     finally:
-        for key, buffer in pending.items():
-            if buffer:
-                sinks.get(key, stdout)(bytes(buffer).decode(errors="replace"))
+        for stream_lines in lines.values():
+            stream_lines.flush()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(stream.close(), PUMP_GRACE)
+
+
+class _Lines:
+    """Cuts one stream's chunks into lines for a sink, as the local backend does: a line
+    longer than MAX_LINE arrives in pieces, and the newline ending the last piece
+    makes no empty line of its own."""
+
+    def __init__(self, sink: OutputSink) -> None:
+        self.sink = sink
+        self.buffer = bytearray()
+        self.continued = False  # the last thing sent was a piece cut from a longer line
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\n", 0, MAX_LINE + 1)
+            if end < 0:
+                if len(self.buffer) < MAX_LINE:
+                    return
+                self._send(bytes(self.buffer[:MAX_LINE]))
+                del self.buffer[:MAX_LINE]
+                self.continued = True
+                continue
+            if end or not self.continued:
+                self._send(bytes(self.buffer[:end]))
+            del self.buffer[: end + 1]
+            self.continued = False
+
+    def flush(self) -> None:
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+
+    def _send(self, line: bytes) -> None:
+        self.sink(line.decode(errors="replace"))
 
 
 def _client(url: str) -> aiodocker.Docker:
