@@ -176,6 +176,10 @@ class TransferSettings:
 
     file_roots: tuple[str, ...] = ()
     timeout: float = attrs.field(default=600.0, metadata=rule_metadata(_positive()))
+    s3_endpoint_url: str = ""  # "": AWS's own endpoint for the region
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""  # both "": aiobotocore's default credential chain
+    s3_secret_access_key: str = ""
 
 
 @attrs.frozen(kw_only=True)

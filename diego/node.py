@@ -177,14 +177,12 @@ async def serve(
     """Run a whole node until cancelled, or until ``stopping`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.store.url or sqlite_url(settings.data_dir))
+    transfers = Transfers.from_settings(settings.transfer)
     try:
         clock = SystemClock()
         bus: Bus[Event] = Bus(settings.events.queue_size)
         bbs = BBS(store, bus, clock, settings.crash.policy())
         logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
-        transfers = Transfers(
-            [Path(p) for p in settings.transfer.file_roots], settings.transfer.timeout
-        )
         reps = await build_cells(settings, bbs, logs, transfers)
         auctioneer = Auctioneer(bbs, lambda: reps, settings.auction.retry_interval)
 
@@ -228,6 +226,7 @@ async def serve(
             stopping or asyncio.Event(),
         )
     finally:
+        await transfers.close()
         await store.close()
         log.info("node-stopped")
 

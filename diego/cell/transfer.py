@@ -1,18 +1,14 @@
-"""Moving files between URLs and the cell: http(s) and file URLs.
+"""Moving files between URLs and the cell: file, http(s) and s3 URLs.
 
-``file://`` URLs touch the host's own files, so they are allowed only under the
-directories configured in ``transfer.file_roots``; anything else is refused
-with a reason naming the rule. Downloads are checked against a checksum when one
-is given, computed while the bytes arrive.
+``Transfers`` is what the download and upload actions see: it hands each URL to
+``diego.storage`` (which refuses ``file://`` URLs outside ``transfer.file_roots``
+with a reason naming the rule) and checks a download against its checksum,
+computed while the bytes arrive. The archive helpers below turn what was fetched
+into what a container takes in, and back.
 """
-
-# Local file writes here are 256 KiB chunks to the cell's own disk: cheaper done
-# in place than handed to a thread each.
-# ruff: noqa: ASYNC230, ASYNC240
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
@@ -20,11 +16,14 @@ import tarfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
+from diego.storage import FileStorage, HttpStorage, S3Storage, StorageError, Storages
+from diego.storage.base import CHUNK
 
-CHUNK = 256 * 1024
+if TYPE_CHECKING:
+    from diego.config import TransferSettings
 
 
 class TransferError(Exception):
@@ -32,51 +31,37 @@ class TransferError(Exception):
 
 
 class Transfers:
-    """Fetches and sends files for the download and upload actions."""
+    """Fetches and sends files and directories for the download and upload actions.
 
-    def __init__(self, file_roots: Sequence[Path] = (), timeout: float = 600.0) -> None:
-        self.file_roots = tuple(p.resolve() for p in file_roots)
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=30)
+    Built from ``file_roots`` and ``timeout`` (with s3 URLs served by aiobotocore's
+    defaults), or from ``[transfer]`` settings, or around given ``storages``.
+    """
 
-    def _local(self, url: str) -> Path:
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost"):
-            raise TransferError(f"{url}: file URLs must name a local path")
-        path = Path(unquote(parts.path)).resolve()
-        if not any(path == root or root in path.parents for root in self.file_roots):
-            roots = ", ".join(map(str, self.file_roots)) or "none configured"
-            raise TransferError(f"{url}: file URLs must be under transfer.file_roots ({roots})")
-        return path
+    def __init__(
+        self,
+        file_roots: Sequence[Path] = (),
+        timeout: float = 600.0,
+        *,
+        storages: Storages | None = None,
+    ) -> None:
+        if storages is None:
+            storages = Storages(
+                [FileStorage(file_roots), HttpStorage(timeout), S3Storage(timeout=timeout)]
+            )
+        self.storages = storages
+
+    @classmethod
+    def from_settings(cls, settings: TransferSettings) -> Transfers:
+        """Transfers as ``[transfer]`` settings describe (file roots, timeout, S3)."""
+        return cls(storages=Storages.from_settings(settings))
 
     async def fetch(self, url: str, into: Path, algorithm: str = "", expected: str = "") -> int:
         """Download ``url`` to the host file ``into``; its size. Checks the checksum."""
         digest = hashlib.new(algorithm.lower()) if algorithm else None
-        scheme = urlsplit(url).scheme
-        size = 0
-        if scheme == "file":
-            source = self._local(url)
-            try:
-                size = await asyncio.to_thread(_copy, source, into, digest)
-            except OSError as e:
-                raise TransferError(f"{url}: {e.strerror}") from None
-        elif scheme in ("http", "https"):
-            try:
-                async with (
-                    aiohttp.ClientSession(timeout=self.timeout) as session,
-                    session.get(url) as response,
-                ):
-                    if response.status >= 400:
-                        raise TransferError(f"{url}: HTTP {response.status}")
-                    with open(into, "wb") as f:
-                        async for chunk in response.content.iter_chunked(CHUNK):
-                            f.write(chunk)
-                            size += len(chunk)
-                            if digest is not None:
-                                digest.update(chunk)
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise TransferError(f"{url}: {e or type(e).__name__}") from None
-        else:
-            raise TransferError(f"{url}: only http, https and file URLs are supported")
+        try:
+            size = await self.storages.get(url, into, digest)
+        except StorageError as e:
+            raise TransferError(str(e)) from None
         if digest is not None and digest.hexdigest() != expected.lower():
             actual = digest.hexdigest()
             raise TransferError(
@@ -85,39 +70,29 @@ class Transfers:
         return size
 
     async def send(self, path: Path, url: str) -> int:
-        """Upload the host file ``path`` to ``url`` (an http(s) PUT, or a file URL)."""
-        scheme = urlsplit(url).scheme
-        size = path.stat().st_size
-        if scheme == "file":
-            target = self._local(url)
-            try:
-                await asyncio.to_thread(_copy, path, target, None)
-            except OSError as e:
-                raise TransferError(f"{url}: {e.strerror}") from None
-            return size
-        if scheme not in ("http", "https"):
-            raise TransferError(f"{url}: only http, https and file URLs are supported")
+        """Upload the host file ``path`` to ``url``; its size."""
         try:
-            async with aiohttp.ClientSession(timeout=self.timeout) as session:
-                with open(path, "rb") as body:
-                    async with session.put(url, data=body) as response:
-                        if response.status >= 300:
-                            raise TransferError(f"{url}: HTTP {response.status}")
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise TransferError(f"{url}: {e or type(e).__name__}") from None
-        return size
+            return await self.storages.put(path, url)
+        except StorageError as e:
+            raise TransferError(str(e)) from None
 
+    async def fetch_tree(self, url: str, into: Path) -> list[tuple[str, int]]:
+        """Download every file under the directory ``url`` below ``into``; (path, size)s."""
+        try:
+            return await self.storages.get_tree(url, into)
+        except StorageError as e:
+            raise TransferError(str(e)) from None
 
-def _copy(source: Path, target: Path, digest: object) -> int:
-    size = 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        while chunk := src.read(CHUNK):
-            dst.write(chunk)
-            size += len(chunk)
-            if digest is not None:
-                digest.update(chunk)  # type: ignore[attr-defined]
-    return size
+    async def send_tree(self, directory: Path, url: str) -> list[tuple[str, int]]:
+        """Upload every regular file below ``directory`` under ``url``; (URL, size)s."""
+        try:
+            return await self.storages.put_tree(directory, url)
+        except StorageError as e:
+            raise TransferError(str(e)) from None
+
+    async def close(self) -> None:
+        """Release the storages' connections."""
+        await self.storages.close()
 
 
 def as_tar(download: Path, name: str, into: Path) -> None:
