@@ -8,6 +8,11 @@ dotted path of the field (``action.serial.actions[2].run.path: required``).
 Unknown fields are problems too. Encoding leaves out fields whose value is None,
 so ``decode(encode(x)) == x`` for every model.
 
+A field typed ``Mapping[str, V]`` or ``dict[str, V]`` is a JSON object with any
+keys; each value is decoded as a ``V`` at the path ``field.KEY``. A ``Mapping`` is
+held as a FrozenMap (immutable and hashable, so frozen models stay hashable), a
+``dict`` as a plain dict.
+
 A field whose type is a union of models each carrying a ``KIND`` class
 attribute is written as an object with exactly one key naming the kind, as
 Diego's JSON API writes actions: ``{"run": {"path": "/bin/true"}}``.
@@ -20,7 +25,7 @@ import functools
 import keyword
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import attrs
@@ -28,6 +33,7 @@ import attrs
 from diego.models.rules import RULES_KEY, Rule
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 MAX_DEPTH = 64
 """How deep a document may nest; deeper ones are refused, not recursed into."""
@@ -100,6 +106,52 @@ def cast_type(cls: Any) -> type:
 def json_schema(cls: type, definitions: dict[str, Any]) -> dict[str, Any]:
     """A JSON Schema reference to ``cls``; every model it uses lands in ``definitions``."""
     return _model(cls).schema(definitions)
+
+
+class FrozenMap(Mapping[str, V]):
+    """An immutable, hashable mapping: the value of a ``Mapping[str, V]`` field.
+
+    It equals any mapping with the same items (a plain dict included), so tests and
+    callers may compare it with dict literals.
+    """
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, data: Mapping[str, V] | Iterable[tuple[str, V]] = ()) -> None:
+        self._data: dict[str, V] = dict(data)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: str) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._data.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return self._data == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+def map_field() -> Any:
+    """An attrs field for a ``Mapping[str, V]``: empty by default, held as a FrozenMap.
+
+    Any mapping given to the model (a dict literal, say) is converted, so the model
+    stays hashable. Typed Any on purpose: the attrs mypy plugin then types the
+    ``__init__`` argument as the field's declared Mapping.
+    """
+    return attrs.field(factory=FrozenMap, converter=FrozenMap)
 
 
 # ---------------------------------------------------------------- the types
@@ -199,6 +251,34 @@ class _Sequence(_Type):
 
     def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
         return {"type": "array", "items": self.item.schema(definitions)}
+
+
+class _Map(_Type):
+    """A JSON object with any keys and values of one type: a FrozenMap, or a dict."""
+
+    def __init__(self, value: _Type, frozen: bool) -> None:
+        self.value = value
+        self.frozen = frozen
+
+    def decode(self, data: Any, path: str, problems: Problems, depth: int) -> Any:
+        if not isinstance(data, dict):
+            problems.add(path, "must be an object")
+            return INVALID
+        items = {
+            key: self.value.decode(element, join(path, key), problems, depth + 1)
+            for key, element in data.items()
+        }
+        if any(v is INVALID for v in items.values()):
+            return INVALID
+        return FrozenMap(items) if self.frozen else items
+
+    def encode(self, value: Any) -> Any:
+        if self.value.identity_encode:
+            return dict(value)
+        return {k: self.value.encode(v) for k, v in value.items()}
+
+    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": self.value.schema(definitions)}
 
 
 class _JSON(_Type):
@@ -386,6 +466,8 @@ def _type_for(tp: Any) -> _Type:
         return _OneOf(members)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return _Sequence(_type_for(args[0]))
+    if origin in (Mapping, dict) and len(args) == 2 and args[0] is str:
+        return _Map(_type_for(args[1]), frozen=origin is Mapping)
     if origin is typing.Annotated:
         return _type_for(args[0])
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
