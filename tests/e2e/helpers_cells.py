@@ -13,10 +13,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,18 @@ class CellServer(Server):
         super().__init__(tmp_path)
         self.data_dir = data_dir
         self.backend = backend
+
+
+@contextlib.contextmanager
+def cell_server_in(tmp_path: Path, backend: str, prefix: str) -> Iterator[CellServer]:
+    """A CellServer of ``backend`` on a fresh reachable data dir; stopped and removed after."""
+    data_dir = reachable_dir(prefix)
+    helper = CellServer(tmp_path, data_dir / "data", backend)
+    try:
+        yield helper
+    finally:
+        helper.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def backend_args(server: Server) -> tuple[str, ...]:

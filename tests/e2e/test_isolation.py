@@ -6,7 +6,6 @@ the egress test makes its own Docker network and target on this machine.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from .conftest import DOCKER, poll
 from .helpers_cells import (
     CellServer,
     Node,
-    reachable_dir,
+    cell_server_in,
     run,
     running_command,
     sh,
@@ -31,13 +30,8 @@ from .helpers_cells import task as make_task
 @pytest.fixture
 def cell_server(tmp_path: Path, backend: str) -> Iterator[CellServer]:
     """A Server helper (not started) for each backend, on a data dir containers can reach."""
-    data_dir = reachable_dir("diego-e2e-iso-")
-    helper = CellServer(tmp_path, data_dir / "data", backend)
-    try:
+    with cell_server_in(tmp_path, backend, "diego-e2e-iso-") as helper:
         yield helper
-    finally:
-        helper.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import time
@@ -28,8 +27,8 @@ from .helpers_cells import (
     CellServer,
     Node,
     backend_args,
+    cell_server_in,
     marked_processes,
-    reachable_dir,
     unique,
 )
 from .helpers_lrps import (
@@ -80,13 +79,8 @@ def cell_server(tmp_path: Path, markers: Callable[[], str], backend: str) -> Ite
 
     It depends on ``markers`` so that the node is stopped before leftovers are killed.
     """
-    data_dir = reachable_dir("diego-e2e-lrp-")
-    helper = CellServer(tmp_path, data_dir / "data", backend)
-    try:
+    with cell_server_in(tmp_path, backend, "diego-e2e-lrp-") as helper:
         yield helper
-    finally:
-        helper.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

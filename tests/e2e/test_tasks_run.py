@@ -27,8 +27,8 @@ from .helpers_cells import (
     CellServer,
     Handler,
     Node,
+    cell_server_in,
     marked_processes,
-    reachable_dir,
     run,
     running_command,
     sh,
@@ -64,13 +64,8 @@ def http_server() -> Iterator[Callable[[Routes], BackgroundHttp]]:
 def cell_server(tmp_path: Path, backend: str) -> Iterator[CellServer]:
     """A Server helper (not started) whose data directory the containers' uid can traverse,
     for each cell backend."""
-    data_dir = reachable_dir("diego-e2e-")
-    helper = CellServer(tmp_path, data_dir / "data", backend)
-    try:
+    with cell_server_in(tmp_path, backend, "diego-e2e-") as helper:
         yield helper
-    finally:
-        helper.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

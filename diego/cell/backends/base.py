@@ -9,6 +9,7 @@ cannot reach the host.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -74,6 +75,29 @@ class Capabilities:
     notes: tuple[str, ...] = ()
     rootfs_providers: tuple[str, ...] = ("preloaded",)  # root_fs schemes the backend runs
     unprivileged: str = ""  # what privileged=false means here
+
+
+class GuidLocks:
+    """One lock per container guid: making and destroying a container never interleave.
+
+    A lock is dropped once its container is destroyed and nobody holds it.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def __call__(self, guid: str) -> asyncio.Lock:
+        """The lock of ``guid``."""
+        lock = self._locks.get(guid)
+        if lock is None:
+            lock = self._locks[guid] = asyncio.Lock()
+        return lock
+
+    def forget(self, guid: str) -> None:
+        """Drop the lock of a destroyed container, unless it is held."""
+        lock = self._locks.get(guid)
+        if lock is not None and not lock.locked():
+            del self._locks[guid]
 
 
 class BackendError(Exception):

@@ -44,6 +44,7 @@ from diego.cell.backends.base import (
     BackendError,
     Capabilities,
     ContainerSpec,
+    GuidLocks,
     Leftover,
     OutputSink,
     ProcessSpec,
@@ -264,7 +265,7 @@ class DockerBackend:
         self.cell_id = cell_id
         self.options = options
         self._containers: dict[str, _Container] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock = GuidLocks()
         security = " ".join(info.get("SecurityOptions") or ())
         self.remapped = "name=userns" in security
         driver_status = dict(info.get("DriverStatus") or ())
@@ -340,12 +341,6 @@ class DockerBackend:
     def _bridge(self, guid: str) -> str:
         digest = hashlib.sha256(f"{self.cell_id}/{guid}".encode()).hexdigest()
         return "dg" + digest[:12]
-
-    def _lock(self, guid: str) -> asyncio.Lock:
-        lock = self._locks.get(guid)
-        if lock is None:
-            lock = self._locks[guid] = asyncio.Lock()
-        return lock
 
     # ------------------------------------------------------------ containers
 
@@ -478,9 +473,7 @@ class DockerBackend:
         """Kill everything in the container and remove it, with its network."""
         async with self._lock(guid):
             await self._destroy(guid)
-        lock = self._locks.get(guid)
-        if lock is not None and not lock.locked():
-            del self._locks[guid]
+        self._lock.forget(guid)
 
     async def _destroy(self, guid: str) -> None:
         container = self._containers.pop(guid, None)

@@ -40,6 +40,7 @@ from diego.cell.backends.base import (
     BackendError,
     Capabilities,
     ContainerSpec,
+    GuidLocks,
     Leftover,
     OutputSink,
     ProcessSpec,
@@ -138,7 +139,7 @@ class LocalBackend:
         # The cell's own cgroup scope: another cell may hold a container of the same guid.
         scope = name or hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         self._cgroups, notes = Cgroups.detect(scope) if self._is_root else (None, ["not root"])
-        self._guid_locks: dict[str, asyncio.Lock] = {}
+        self._lock = GuidLocks()
         self._processes_started = 0
         self._loop = self._is_root and Path("/dev/loop-control").exists()
         if not self._loop:
@@ -186,12 +187,6 @@ class LocalBackend:
         async with self._lock(spec.guid):
             await self._create(spec)
 
-    def _lock(self, guid: str) -> asyncio.Lock:
-        lock = self._guid_locks.get(guid)
-        if lock is None:
-            lock = self._guid_locks[guid] = asyncio.Lock()
-        return lock
-
     async def _create(self, spec: ContainerSpec) -> None:
         d = self.root / spec.guid
         d.mkdir(mode=0o711, exist_ok=True)
@@ -224,9 +219,7 @@ class LocalBackend:
         """Kill every process, unmount the disk, remove the groups and files."""
         async with self._lock(guid):
             await self._destroy(guid)
-        lock = self._guid_locks.get(guid)
-        if lock is not None and not lock.locked():
-            del self._guid_locks[guid]
+        self._lock.forget(guid)
 
     async def _destroy(self, guid: str) -> None:
         container = self._containers.pop(guid, None)
