@@ -192,3 +192,23 @@ class ActualLRPOnDifferentCell(DiegoError):
         self.evacuating = evacuating
         self.owner_instance_guid, self.owner_cell_id = owner
         self.caller_instance_guid, self.caller_cell_id = caller
+
+
+class TesTaskNotFound(DiegoError):
+    """No GA4GH TES task has that id."""
+
+    name = "TesTaskNotFound"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"tes task {task_id!r} not found")
+        self.task_id = task_id
+
+
+class TesTaskAlreadyExists(DiegoError):
+    """A GA4GH TES task with that id exists already."""
+
+    name = "TesTaskAlreadyExists"
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"a tes task with id {task_id!r} already exists")
+        self.task_id = task_id

@@ -88,3 +88,53 @@ domains = sa.Table(
     # Fresh until then (nanoseconds); 0: fresh forever.
     sa.Column("expires_at", sa.BigInteger, nullable=False),
 )
+
+counters = sa.Table(
+    "counters",
+    metadata,
+    # Numbers handed out once each, never again, not even after deletes: a
+    # sequence that SQLite lacks. Bumped inside the transaction that uses the value.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+TES_TASK_SEQ = "tes_tasks.seq"
+"""The counter row (seeded at 0 by migration 0004) that numbers TES tasks."""
+
+tes_tasks = sa.Table(
+    "tes_tasks",
+    metadata,
+    # GA4GH TES tasks. Unlike Tasks they stay after finishing, listable, until pruned.
+    sa.Column("id", sa.String(255), primary_key=True),
+    # Creation order, from the TES_TASK_SEQ counter: lists go newest first by it and
+    # a page token names the last seq seen, so pages do not shift.
+    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+    # The task's name ("" when it has none), for prefix search; PostgreSQL's
+    # text_pattern_ops lets LIKE 'prefix%' use the index whatever the collation.
+    sa.Column("name", sa.Text, nullable=False, server_default=""),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    # Bumped by every change; the compare in compare-and-swap.
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    # The whole TesTask as the codec encodes it, logs included: the task of record.
+    sa.Column("document", sa.Text, nullable=False),
+    sa.Index("tes_tasks_name_idx", "name", postgresql_ops={"name": "text_pattern_ops"}),
+    sa.Index("tes_tasks_state_idx", "state"),
+)
+
+tes_task_tags = sa.Table(
+    "tes_task_tags",
+    metadata,
+    # A copy of each task's tags, one row per key, so tag filters run in SQL and a
+    # page holds page_size matching tasks. The document stays the record.
+    sa.Column(
+        "task_id",
+        sa.String(255),
+        sa.ForeignKey("tes_tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Index("tes_task_tags_key_value_idx", "key", "value"),
+)

@@ -7,6 +7,9 @@ for LRPs) decide the new value, then ``UPDATE ... WHERE <key> AND version = ?``.
 The row count says who won; a loser reads again and the rules decide whether its
 verb still applies. Verbs return ``(before, after)``; publishing events is the
 caller's job, after commit.
+
+GA4GH TES tasks live beside them, in their own tables and verbs: ``Store.tes``
+(``diego.state.tes_store``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import sqlalchemy as sa
@@ -42,6 +46,9 @@ from diego.models.errors import (
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.state.schema import actual_lrps, cells, desired_lrps, domains, tasks
+
+if TYPE_CHECKING:
+    from diego.state.tes_store import TesStore
 
 log = logging.getLogger("diego.state")
 
@@ -139,6 +146,13 @@ class Store:
     async def close(self) -> None:
         """Close every connection."""
         await self.engine.dispose()
+
+    @functools.cached_property
+    def tes(self) -> TesStore:
+        """The GA4GH TES tasks: in this database, behind this store's writer queue."""
+        from diego.state.tes_store import TesStore  # imported here: it imports this module
+
+        return TesStore(self.engine, self._write)
 
     # ------------------------------------------------------------ reading
 

@@ -480,7 +480,7 @@ async def test_store_at_revision_0002_upgrades_keeping_its_tasks(store_url: str)
         await store.upsert_domain("apps", 0, now=1)
         async with store.engine.connect() as conn:
             version = await conn.execute(sa.text("select version_num from alembic_version"))
-            assert version.scalar() == "0003"
+            assert version.scalar() == "0004"
     finally:
         await store.close()
 
