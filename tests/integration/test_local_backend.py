@@ -700,6 +700,153 @@ async def test_stream_out_of_missing_path_is_a_backend_error(
         await backend.stream_out(C1, "/home/vcap/no-such-file", tmp_path / "out.tar")
 
 
+# ---------------------------------------------------------------- volumes
+
+VOLUMES = ("/data", "/data/in", "/outputs")
+
+
+@pytest.fixture
+def new_top_level() -> None:
+    """The volume tests make /data and /outputs in containers: the host must lack them."""
+    present = [p for p in ("/data", "/outputs") if os.path.lexists(p)]
+    if present:
+        pytest.skip(f"the host has {present}: they cannot be volumes here")
+
+
+@pytest.mark.usefixtures("new_top_level")
+@pytest.mark.parametrize("privileged", [False, True])
+async def test_volumes_are_shared_by_every_process(backend: LocalBackend, privileged: bool) -> None:
+    """Files one process writes in the volumes, nested ones too, another process reads."""
+    await backend.create(ContainerSpec(guid=C1, volumes=VOLUMES, privileged=privileged))
+    status, _, err = await sh(backend, C1, "echo x > /data/in/x && echo y > /outputs/y")
+    assert status == 0, err
+    status, out, err = await sh(backend, C1, "cat /data/in/x /outputs/y; ls -A /data")
+    assert (status, out) == (0, ["x", "y", "in"]), err
+    rw = backend.root / C1 / "rw"
+    assert (rw / "volumes" / "data" / "in" / "x").read_text() == "x\n"
+    assert (rw / "volumes" / "outputs" / "y").read_text() == "y\n"
+    owner = 0 if privileged else CONTAINER_UID
+    for made in ("data", "data/in", "outputs", "data/in/x", "outputs/y"):
+        assert (rw / "volumes" / made).stat().st_uid == owner, made
+    assert not os.path.lexists("/data")
+    assert not os.path.lexists("/outputs")
+
+
+@pytest.mark.usefixtures("new_top_level")
+async def test_stream_in_and_out_of_volumes(backend: LocalBackend, tmp_path: Path) -> None:
+    """stream_in unpacks into a nested volume and stream_out packs a file of another."""
+    await backend.create(ContainerSpec(guid=C1, volumes=VOLUMES))
+    archive = tmp_path / "in.tar"
+    archive.write_bytes(tar_of({"in.txt": b"input\n"}))
+    await backend.stream_in(C1, "/data/in", archive)
+    status, _, err = await sh(backend, C1, "tr a-z A-Z < /data/in/in.txt > /outputs/y")
+    assert status == 0, err
+    back = tmp_path / "out.tar"
+    await backend.stream_out(C1, "/outputs/y", back)
+    with tarfile.open(back) as tar:
+        member = tar.next()
+        assert member is not None
+        assert member.name == "y"
+        data = tar.extractfile(member)
+        assert data is not None
+        assert data.read() == b"INPUT\n"
+    rw = backend.root / C1 / "rw"
+    assert (rw / "volumes" / "data" / "in" / "in.txt").read_bytes() == b"input\n"
+    assert not os.path.lexists("/data")
+    assert not os.path.lexists("/outputs")
+
+
+@pytest.mark.usefixtures("new_top_level")
+async def test_root_stays_read_only_around_volumes(backend: LocalBackend) -> None:
+    """Besides its volumes, /tmp and /home/vcap, a container writes nowhere: not in the
+    host's directories, not at a new top-level path, not beside a volume."""
+    name = f"diego-test-{token()}"
+    await backend.create(ContainerSpec(guid=C1, volumes=VOLUMES))
+    for target in (f"/usr/{name}", f"/etc/{name}", f"/{name}", f"/var/{name}"):
+        status, _, err = await sh(backend, C1, f"echo x > {target}")
+        assert status != 0, target
+        assert any("Read-only" in line for line in err), (target, err)
+    assert (await sh(backend, C1, f"mkdir /{name}"))[0] != 0
+    assert not any(os.path.lexists(p) for p in (f"/usr/{name}", f"/etc/{name}", f"/{name}"))
+
+
+@pytest.mark.usefixtures("new_top_level")
+async def test_root_has_the_hosts_top_level_and_the_volumes(backend: LocalBackend) -> None:
+    """The sandbox's / lists the host's entries plus the volumes; symlinks keep their targets."""
+    await backend.create(ContainerSpec(guid=C1, volumes=VOLUMES))
+    status, out, err = await sh(backend, C1, "ls -A /; readlink /bin || echo not-a-link")
+    assert status == 0, err
+    *names, bin_link = out
+    assert set(names) == {*os.listdir("/"), "data", "outputs"}
+    assert bin_link == (os.readlink("/bin") if os.path.islink("/bin") else "not-a-link")
+
+
+@pytest.mark.parametrize("privileged", [False, True])
+async def test_volumes_under_tmp_and_home_are_directories_there(
+    backend: LocalBackend, privileged: bool
+) -> None:
+    """A volume below /tmp or /home/vcap is a directory in the container's own, made at create."""
+    volumes = ("/tmp/work/a", "/home/vcap/out", "/tmp")
+    await backend.create(ContainerSpec(guid=C1, volumes=volumes, privileged=privileged))
+    status, _, err = await sh(backend, C1, "echo a > /tmp/work/a/f && echo o > /home/vcap/out/f")
+    assert status == 0, err
+    status, out, _ = await sh(backend, C1, "cat /tmp/work/a/f /home/vcap/out/f")
+    assert (status, out) == (0, ["a", "o"])
+    rw = backend.root / C1 / "rw"
+    assert (rw / "tmp" / "work" / "a" / "f").read_text() == "a\n"
+    assert (rw / "home" / "out" / "f").read_text() == "o\n"
+    owner = 0 if privileged else CONTAINER_UID
+    assert (rw / "tmp" / "work").stat().st_uid == owner
+    assert not (rw / "volumes").exists()
+
+
+@pytest.mark.parametrize(
+    ("volume", "named"),
+    [
+        ("/usr/local/diego-test", "/usr"),
+        ("/var/diego-test", "/var"),
+        ("/bin/diego-test", "/bin"),
+        ("/home/other", "/home"),
+        ("/proc/diego-test", "/proc"),
+        ("/", "root"),
+        ("data", "absolute"),
+        ("/data/../etc/x", "'..'"),
+    ],
+)
+async def test_volume_where_no_mount_point_can_be_made_is_refused(
+    backend: LocalBackend, volume: str, named: str
+) -> None:
+    """create refuses a volume inside an existing host directory (or not a plain absolute
+    path), naming it and the rule, and makes nothing."""
+    spec = ContainerSpec(guid=C1, volumes=("/outputs", volume))
+    with pytest.raises(BackendError) as raised:
+        await backend.create(spec)
+    message = str(raised.value)
+    assert repr(volume) in message or volume in message
+    assert named in message
+    assert "top-level directory the host does not have" in message
+    assert not (backend.root / C1).exists()
+    assert await backend.existing() == []
+
+
+@pytest.mark.usefixtures("new_top_level")
+async def test_volumes_live_on_the_disk_and_destroy_removes_them(backend: LocalBackend) -> None:
+    """Volumes count against disk_mb; destroy unmounts and removes them with the container."""
+    await backend.create(ContainerSpec(guid=C1, volumes=VOLUMES, disk_mb=16))
+    status, out, _ = await sh(
+        backend, C1, "dd if=/dev/zero of=/outputs/big bs=1M count=40 2>&1; echo rc=$?"
+    )
+    assert status == 0
+    assert any("No space left on device" in line for line in out), out
+    assert (await sh(backend, C1, "echo kept > /data/in/x"))[0] == 0
+    await backend.destroy(C1)
+    assert not (backend.root / C1).exists()
+    assert not any(m.startswith(str(backend.root / C1)) for m in mount_points())
+    assert not os.path.lexists("/data")
+    assert not os.path.lexists("/outputs")
+    assert await backend.existing() == []
+
+
 # ---------------------------------------------------------------- destroy and restart
 
 

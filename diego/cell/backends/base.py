@@ -37,6 +37,11 @@ class ContainerSpec:
     root_fs: str = ""  # "" or preloaded:NAME: the stack's own root; docker:///org/image#tag
     rules: tuple[SecurityGroupRule, ...] = ()  # egress allowed when ``network`` is set
     labels: tuple[tuple[str, str], ...] = ()  # kept with the container, given back by existing()
+    # Absolute container paths (a TES task's inputs, outputs, volumes, workdir) that
+    # are writable directories after create, the same files seen by every process of
+    # the container and by stream_in/stream_out. A backend may limit where they lie
+    # (the local one: under a top-level directory the host lacks, /tmp or /home/vcap).
+    volumes: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -410,9 +410,13 @@ class DockerBackend:
         except DockerError as e:
             raise BackendError(f"{image}: {_message(e)}") from None
         pid = int(shown.get("State", {}).get("Pid") or 0)
-        self._containers[spec.guid] = _Container(
+        made = self._containers[spec.guid] = _Container(
             spec, container.id, workdir, network, _memory_events(pid)
         )
+        # One container's filesystem is shared by all its execs: a volume needs no
+        # mount, only to exist.
+        for volume in spec.volumes:
+            await self._mkdir(made, volume)
 
     async def _image(self, image: str) -> dict[str, Any]:
         """The image's config, pulled first if the engine lacks it."""

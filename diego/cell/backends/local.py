@@ -2,9 +2,16 @@
 
 Each process runs under bubblewrap in its own pid, mount, ipc and uts namespaces
 (and network namespace, loopback only, unless the work has security group
-rules). The container sees the host's root read-only, with the node's data
-directory and /home hidden, and private writable ``/tmp`` and ``/home/vcap``
-that live on the container's own disk. Limits:
+rules). Its root is bubblewrap's own fresh tmpfs, read-only once made, holding
+the host's top-level entries bound read-only (symlinks such as merged-usr's
+``/bin -> usr/bin`` recreated as symlinks), with the node's data directory and
+/home hidden, and private writable ``/tmp`` and ``/home/vcap`` that live on the
+container's own disk. The container's volumes (``ContainerSpec.volumes``) live on
+that disk too: one under /tmp or /home/vcap is a directory there; any other is
+bound at its path, which must lie under a top-level directory the host lacks,
+since a mount point cannot be made inside the host's read-only directories.
+Every process of the container sees the same files at these writable paths.
+Limits:
 
 - memory_mb and cpu_weight: a cgroup per container (v1 or v2), joined by each
   process before it execs; the kernel OOM-kills a container over its memory.
@@ -32,7 +39,8 @@ import os
 import pwd
 import shutil
 import signal
-from pathlib import Path
+from collections.abc import Collection, Iterable
+from pathlib import Path, PurePosixPath
 
 import attrs
 
@@ -55,6 +63,27 @@ PUMP_GRACE = 1.0
 """Seconds the output is still read after the process exited."""
 MAX_LINE = 64 * 1024
 """Longer output lines are split; a process cannot make the cell buffer without end."""
+MADE_BY_SANDBOX = frozenset({"proc", "dev", "tmp", "home"})
+"""Top-level directories the sandbox makes itself rather than taking the host's."""
+VOLUME_RULE = (
+    "a volume must be an absolute path under a top-level directory the host does not have"
+    f" (such as /data or /outputs), or under /tmp or {HOME}"
+)
+
+
+@attrs.frozen
+class Volume:
+    """Where one of a container's volumes lives.
+
+    ``dir`` is relative to the container's rw directory. A volume that is
+    ``mounted`` is bound at ``path``; any other is a directory inside a writable
+    tree that is already in place (/tmp, /home/vcap or a mounted volume above it),
+    so nested volumes need no mounts of their own.
+    """
+
+    path: PurePosixPath
+    dir: PurePosixPath
+    mounted: bool
 
 
 @attrs.define(eq=False)
@@ -63,12 +92,17 @@ class _Container:
     dir: Path
     groups: ContainerGroups | None
     mounted: bool
+    volumes: tuple[Volume, ...] = ()
     processes: set[LocalProcess] = attrs.Factory(set)
     oom_killed: bool = False
 
     @property
     def rw(self) -> Path:
         return self.dir / "rw"
+
+    def mounts(self) -> list[tuple[Path, str]]:
+        """The (host directory, container path) binds of the mounted volumes, parents first."""
+        return [(self.rw / v.dir, str(v.path)) for v in self.volumes if v.mounted]
 
 
 class LocalProcess:
@@ -188,6 +222,7 @@ class LocalBackend:
             await self._create(spec)
 
     async def _create(self, spec: ContainerSpec) -> None:
+        volumes = plan_volumes(spec.volumes)  # refused before anything is made
         d = self.root / spec.guid
         d.mkdir(mode=0o711, exist_ok=True)
         (d / "spec.json").write_text(json.dumps(attrs.asdict(spec)))
@@ -202,10 +237,13 @@ class LocalBackend:
             (rw / sub).chmod(mode)
             if self._unprivileged(spec):
                 os.chown(rw / sub, self.container_uid, self.container_uid)
+        owner = self.container_uid if self._unprivileged(spec) else None
+        for volume in volumes:
+            _make_dirs(rw, volume.dir, owner)
         groups = None
         if self._cgroups is not None:
             groups = self._cgroups.create(spec.guid, spec.memory_mb, spec.cpu_weight)
-        self._containers[spec.guid] = _Container(spec, d, groups, mounted)
+        self._containers[spec.guid] = _Container(spec, d, groups, mounted, volumes)
 
     async def _make_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
         with open(image, "wb") as f:
@@ -359,15 +397,7 @@ class LocalBackend:
             bwrap.append("--unshare-net")
         if unprivileged:
             bwrap += ["--unshare-user", "--uid", str(uid), "--gid", str(gid)]
-        bwrap += ["--ro-bind", "/", "/", "--tmpfs", "/home"]
-        for hidden in self.hide:
-            # A path the container uid cannot walk to is hidden by its permissions
-            # already, and bubblewrap (running as that uid) could not mount over it.
-            if hidden.exists() and (not unprivileged or _walkable(hidden)):
-                bwrap += ["--tmpfs", str(hidden)]
-        bwrap += ["--dev", "/dev", "--proc", "/proc"]
-        bwrap += ["--bind", str(container.rw / "tmp"), "/tmp"]
-        bwrap += ["--bind", str(container.rw / "home"), HOME]
+        bwrap += self._filesystem(container, unprivileged)
         bwrap += ["--chdir", process.dir or HOME, "--clearenv"]
         env = {"PATH": PATH, "HOME": HOME, "USER": process.user, "LANG": "C.UTF-8"}
         env.update(spec.env)
@@ -392,8 +422,143 @@ class LocalBackend:
             return ["/bin/sh", "-c", f'{joins} exec "$@"', "sh", *prefix, *bwrap]
         return [*prefix, *bwrap]
 
+    def _filesystem(self, container: _Container, unprivileged: bool) -> list[str]:
+        """bubblewrap arguments building the sandbox's filesystem, in mount order.
+
+        The root is bubblewrap's fresh tmpfs, so a mount point can be made at any
+        new top-level path; it is made read-only last, once every mount point is in.
+        """
+        hidden = self._hidden(unprivileged)
+        mounts = container.mounts()
+        skip = {
+            *MADE_BY_SANDBOX,
+            *(p.name for p in self.hide if p.parent == Path("/")),
+            *(PurePosixPath(path).parts[1] for _, path in mounts),
+        }
+        args = _host_top_level(skip)
+        args += ["--tmpfs", "/home"]
+        for covered in hidden:
+            args += ["--tmpfs", str(covered)]
+        args += ["--dev", "/dev", "--proc", "/proc"]
+        args += ["--bind", str(container.rw / "tmp"), "/tmp"]
+        args += ["--bind", str(container.rw / "home"), HOME]
+        for source, path in mounts:
+            args += ["--bind", str(source), path]
+        return [*args, "--remount-ro", "/"]
+
+    def _hidden(self, unprivileged: bool) -> list[Path]:
+        """The hidden host paths to cover with an empty tmpfs.
+
+        A path the container uid cannot walk to is hidden by its permissions
+        already, and bubblewrap (running as that uid) could not mount over it. One
+        under a directory the sandbox makes itself is not in the sandbox at all.
+        """
+        return [
+            path
+            for path in self.hide
+            if path.parts[1:2]
+            and path.parts[1] not in MADE_BY_SANDBOX
+            and path.exists()
+            and (not unprivileged or _walkable(path))
+        ]
+
 
 FALLBACK_ROOT = Path("/var/lib/diego")
+
+
+def plan_volumes(paths: Iterable[str]) -> tuple[Volume, ...]:
+    """Where each volume path lives, parents first; BackendError for one that cannot be.
+
+    A mount point can only be made where the sandbox's root is its own tmpfs: at a
+    top-level name the host does not have. /tmp and /home/vcap are the container's
+    own writable directories already, so a volume there is a directory in them.
+    """
+    normalized = sorted({_volume_path(raw) for raw in paths})
+    planned: list[Volume] = []
+    for path in normalized:
+        own = _own_dir(path)
+        if own is not None:
+            planned.append(Volume(path, own, mounted=False))
+            continue
+        _check_top_level(path)
+        under = [v for v in planned if v.mounted and path.is_relative_to(v.path)]
+        planned.append(Volume(path, PurePosixPath("volumes", *path.parts[1:]), not under))
+    return tuple(planned)
+
+
+def _volume_path(raw: str) -> PurePosixPath:
+    """``raw`` as a normalized absolute container path, or BackendError."""
+    if not raw.startswith("/"):
+        raise BackendError(f"volume {raw!r} is not an absolute path; {VOLUME_RULE}")
+    parts = PurePosixPath(raw).parts[1:]  # "//x" keeps its "//" as the root part
+    if ".." in parts:
+        raise BackendError(f"volume {raw!r} has a '..'; {VOLUME_RULE}")
+    if not parts:
+        raise BackendError(f"volume {raw!r} is the root; {VOLUME_RULE}")
+    return PurePosixPath("/", *parts)
+
+
+def _own_dir(path: PurePosixPath) -> PurePosixPath | None:
+    """The directory below the rw dir holding ``path`` if it lies in /tmp or /home/vcap."""
+    for mounted_at, own in ((PurePosixPath("/tmp"), "tmp"), (PurePosixPath(HOME), "home")):
+        if path.is_relative_to(mounted_at):
+            return PurePosixPath(own, path.relative_to(mounted_at))
+    return None
+
+
+def _check_top_level(path: PurePosixPath) -> None:
+    """BackendError unless ``path``'s top-level directory is one the sandbox can make."""
+    top = "/" + path.parts[1]
+    if path.parts[1] in MADE_BY_SANDBOX:
+        raise BackendError(f"volume {path}: {top} is made by the sandbox; {VOLUME_RULE}")
+    if os.path.lexists(top):
+        raise BackendError(
+            f"volume {path}: {top} exists on the host, read-only in the container,"
+            f" so no mount point can be made in it; {VOLUME_RULE}"
+        )
+
+
+def _make_dirs(rw: Path, relative: PurePosixPath, owner: int | None) -> None:
+    """Make ``rw/relative`` and its missing parents, each 0755 and owned by ``owner``.
+
+    The first part (tmp, home or volumes) exists or is the host-side parent of the
+    volumes and stays root's. A symlink on the way is refused rather than followed:
+    it could only be one a container left behind, pointing anywhere on the host.
+    """
+    path = rw / relative.parts[0]
+    if not path.exists():
+        path.mkdir()
+        path.chmod(0o755)  # whatever the umask: the container uid must walk through it
+    for part in relative.parts[1:]:
+        path = path / part
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o755)
+        if path.is_symlink() or not path.is_dir():
+            raise BackendError(f"volume directory {path} is not a directory")
+        path.chmod(0o755)
+        if owner is not None:
+            os.lchown(path, owner, owner)
+
+
+def _host_top_level(skip: Collection[str]) -> list[str]:
+    """bubblewrap arguments recreating the host's top-level entries but ``skip``, read-only.
+
+    Directories and files are bound (with their submounts); symlinks, such as
+    merged-usr's ``/bin -> usr/bin``, are made anew with the same target. An entry
+    gone by the time bubblewrap runs is passed over (``--ro-bind-try``).
+    """
+    args: list[str] = []
+    with os.scandir("/") as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            path = "/" + entry.name
+            if entry.name in skip:
+                continue
+            if entry.is_symlink():
+                with contextlib.suppress(OSError):
+                    args += ["--symlink", os.readlink(path), path]
+            elif entry.is_dir(follow_symlinks=False) or entry.is_file(follow_symlinks=False):
+                args += ["--ro-bind-try", path, path]
+    return args
 
 
 def _reachable(root: Path) -> Path:
