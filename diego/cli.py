@@ -397,6 +397,150 @@ def domains(ctx: click.Context, as_json: bool) -> None:
     click.echo(json.dumps(found) if as_json else "\n".join(found))
 
 
+# ------------------------------------------------------------------ GA4GH TES
+
+TES_FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
+
+
+@main.group()
+def tes() -> None:
+    """GA4GH TES tasks (/ga4gh/tes/v1)."""
+
+
+def _pairs(values: Sequence[str], option: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        left, sep, right = value.partition("=")
+        if not sep or not left or not right:
+            raise click.BadParameter(f"{value!r}: must be PATH=VALUE", param_hint=option)
+        pairs.append((left, right))
+    return pairs
+
+
+@tes.command("run")
+@click.argument("command")
+@click.option("--image", required=True, help="The executor's image.")
+@click.option("--in", "inputs", multiple=True, help="PATH=URL: an input file (repeatable).")
+@click.option("--out", "outputs", multiple=True, help="PATH=URL: an output file (repeatable).")
+@click.option("--content", multiple=True, help="PATH=TEXT: an input of this text.")
+@click.option("--name", help="The task's name.")
+@click.option("--cpu", type=click.IntRange(min=1), help="CPU cores.")
+@click.option("--ram", type=click.FloatRange(min=0, min_open=True), help="RAM in GB.")
+@click.option("--disk", type=click.FloatRange(min=0, min_open=True), help="Disk in GB.")
+@click.option("--wait", is_flag=True, help="Wait for the end; print state and stdout.")
+@click.pass_context
+def tes_run(
+    ctx: click.Context,
+    command: str,
+    image: str,
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    content: tuple[str, ...],
+    name: str | None,
+    cpu: int | None,
+    ram: float | None,
+    disk: float | None,
+    wait: bool,
+) -> None:
+    """Run COMMAND (a shell command line) as a TES task; print its id.
+
+    With --wait, print its final state and its stdout instead, and exit 0 only
+    if it is COMPLETE (3 otherwise).
+    """
+    task: dict[str, Any] = {
+        "executors": [{"image": image, "command": ["/bin/sh", "-c", command]}],
+        "inputs": [{"path": p, "url": u} for p, u in _pairs(inputs, "--in")]
+        + [{"path": p, "content": t} for p, t in _pairs(content, "--content")],
+        "outputs": [{"path": p, "url": u} for p, u in _pairs(outputs, "--out")],
+    }
+    if name:
+        task["name"] = name
+    resources = {"cpu_cores": cpu, "ram_gb": ram, "disk_gb": disk}
+    if any(v is not None for v in resources.values()):
+        task["resources"] = {k: v for k, v in resources.items() if v is not None}
+
+    async def go(client: Client) -> dict[str, Any] | str:
+        task_id = await client.create_tes_task(task)
+        if not wait:
+            return task_id
+        while True:
+            found = await client.get_tes_task(task_id, "FULL")
+            if found["state"] in TES_FINAL:
+                return found
+            await asyncio.sleep(0.2)
+
+    result = _with_client(ctx, go)
+    if isinstance(result, str):
+        click.echo(result)
+        return
+    click.echo(result["state"])
+    for attempt in result.get("logs", []):
+        for executor in attempt.get("logs", []):
+            click.echo(executor.get("stdout", ""), nl=False)
+    if result["state"] != "COMPLETE":
+        sys.exit(EXIT_TASK_FAILED)
+
+
+@tes.command("get")
+@click.argument("task_id")
+@click.option(
+    "--view", type=click.Choice(["MINIMAL", "BASIC", "FULL"]), default="FULL", show_default=True
+)
+@click.pass_context
+def tes_get(ctx: click.Context, task_id: str, view: str) -> None:
+    """One TES task, as JSON."""
+    found = _with_client(ctx, lambda c: c.get_tes_task(task_id, view))
+    click.echo(json.dumps(found, indent=2))
+
+
+@tes.command("list")
+@click.option("--state", help="Only tasks in this state.")
+@click.option("--name-prefix", help="Only tasks whose name starts so.")
+@click.option("--tag", "tags", multiple=True, help="KEY=VALUE or KEY: only tasks so tagged.")
+@json_option
+@click.pass_context
+def tes_list(
+    ctx: click.Context,
+    state: str | None,
+    name_prefix: str | None,
+    tags: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Every TES task, newest first (all pages)."""
+
+    async def go(client: Client) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            params = {"view": "BASIC", "page_size": "256"}
+            if token:
+                params["page_token"] = token
+            if state:
+                params["state"] = state
+            if name_prefix:
+                params["name_prefix"] = name_prefix
+            page = await client.list_tes_tasks_filtered(params, tags)
+            found += page.get("tasks", [])
+            token = page.get("next_page_token", "")
+            if not token:
+                return found
+
+    found = _with_client(ctx, go)
+    if as_json:
+        click.echo(json.dumps(found))
+        return
+    rows = [(t["id"], t["state"], t.get("name", ""), t.get("creation_time", "")) for t in found]
+    click.echo(_table(("ID", "STATE", "NAME", "CREATED"), rows))
+
+
+@tes.command("cancel")
+@click.argument("task_id")
+@click.pass_context
+def tes_cancel(ctx: click.Context, task_id: str) -> None:
+    """Cancel a TES task."""
+    _with_client(ctx, lambda c: c.cancel_tes_task(task_id))
+
+
 # ------------------------------------------------------------------ logs and cells
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -15,6 +15,9 @@ from diego.models.lrp import ActualLRP, DesiredLRP
 from diego.models.task import Task
 
 DEFAULT_API = "http://127.0.0.1:8889"
+
+
+TES = "/ga4gh/tes/v1"
 
 
 class ApiError(Exception):
@@ -72,6 +75,29 @@ class Client:
             if response.status >= 400:
                 raise _error(response.status, body, text)
             return body
+
+    async def create_tes_task(self, task: dict[str, Any]) -> str:
+        """Create a GA4GH TES task; its id."""
+        return str((await self._call("POST", TES + "/tasks", json=task))["id"])
+
+    async def get_tes_task(self, task_id: str, view: str = "MINIMAL") -> dict[str, Any]:
+        """One TES task in ``view``."""
+        return dict(await self._call("GET", f"{TES}/tasks/{task_id}", params={"view": view}))
+
+    async def list_tes_tasks_filtered(
+        self, params: dict[str, str], tags: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A page of TES tasks (``view``, ``page_size``, ``page_token``, ``state``,
+        ``name_prefix``), of those with every tag ``KEY=VALUE`` (or ``KEY``)."""
+        query: list[tuple[str, str]] = list(params.items())
+        for tag in tags:
+            key, _, value = tag.partition("=")
+            query += [("tag_key", key), ("tag_value", value)]
+        return dict(await self._call("GET", TES + "/tasks", params=query))
+
+    async def cancel_tes_task(self, task_id: str) -> None:
+        """Cancel a TES task."""
+        await self._call("POST", f"{TES}/tasks/{task_id}:cancel")
 
     async def ping(self) -> dict[str, Any]:
         """The node's ping answer."""
@@ -194,4 +220,6 @@ def _json_or_none(text: str) -> Any:
 def _error(status: int, body: Any, text: str) -> ApiError:
     if isinstance(body, dict) and "name" in body:
         return ApiError(status, str(body["name"]), str(body.get("message", "")), body)
+    if isinstance(body, dict) and "error" in body:  # the TES API's shape
+        return ApiError(status, f"HTTP{status}", str(body["error"]), body)
     return ApiError(status, f"HTTP{status}", text.strip()[:200] or "no message", body)

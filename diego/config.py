@@ -124,6 +124,17 @@ class DockerSettings:
 
 
 @attrs.frozen(kw_only=True)
+class TesSettingsSection:
+    """GA4GH TES tasks (/ga4gh/tes/v1)."""
+
+    stack: str = attrs.field(default="linux", metadata=rule_metadata(non_empty()))
+    retention: float = attrs.field(default=7 * 24 * 3600.0, metadata=rule_metadata(_positive()))
+    prune_interval: float = attrs.field(default=3600.0, metadata=rule_metadata(_positive()))
+    local_runs_without_image: bool = True
+    tail_bytes: int = attrs.field(default=10 * 1024, metadata=rule_metadata(at_least(0)))
+
+
+@attrs.frozen(kw_only=True)
 class AuctionSettings:
     """The auctioneer."""
 
@@ -208,6 +219,7 @@ class Settings:
     events: EventsSettings = attrs.Factory(EventsSettings)
     cell: CellSettings = attrs.Factory(CellSettings)
     docker: DockerSettings = attrs.Factory(DockerSettings)
+    tes: TesSettingsSection = attrs.Factory(TesSettingsSection)
     auction: AuctionSettings = attrs.Factory(AuctionSettings)
     converger: ConvergerSettingsSection = attrs.Factory(ConvergerSettingsSection)
     crash: CrashSettings = attrs.Factory(CrashSettings)

@@ -45,6 +45,7 @@ from diego.scheduling.lrp_converger import LRPConvergerSettings
 from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 from diego.state.store import Store, sqlite_url
+from diego.tes import TesService, TesSettings
 
 log = logging.getLogger("diego.node")
 
@@ -210,7 +211,22 @@ async def serve(
             start_lrps=lrps.request_starts,
             stop_lrp=lrps.stop,
         )
-        app = make_app(bbs, settings, cells=reps, logs=logs, lrp_controller=lrps)
+        t = settings.tes
+        tes = TesService(
+            bbs,
+            TesSettings(
+                stack=t.stack,
+                retention=t.retention,
+                prune_interval=t.prune_interval,
+                local_runs_without_image=t.local_runs_without_image,
+            ),
+            docker_cells=lambda: any(
+                "docker" in rep.executor.backend.capabilities().rootfs_providers for rep in reps
+            ),
+        )
+        for rep in reps:
+            rep.executor.tes_tail_bytes = t.tail_bytes
+        app = make_app(bbs, settings, cells=reps, logs=logs, lrp_controller=lrps, tes=tes)
         api = ApiServer(app, settings.server.host, settings.server.port)
         await _run_parts(
             [
@@ -220,6 +236,7 @@ async def serve(
                 converger.run(),
                 resolver.run(),
                 lrps.run(),
+                tes.run(),
                 *(rep.run() for rep in reps),
             ],
             reps,

@@ -11,6 +11,7 @@ from diego import __version__
 from diego.api import cells as cells_api
 from diego.api import events, lrps, openapi, tasks
 from diego.api import logs as logs_api
+from diego.api import tes as tes_api
 from diego.api.errors import json_errors
 from diego.api.json import json_response
 from diego.api.keys import (
@@ -30,6 +31,7 @@ from diego.models.lrp import ActualLRP
 from diego.scheduling.auction import LRPWork
 from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
+from diego.tes import TesService, TesSettings
 
 
 async def ping(request: web.Request) -> web.Response:
@@ -58,6 +60,7 @@ def all_routes() -> list[Route]:
         *events.ROUTES,
         *cells_api.ROUTES,
         *logs_api.ROUTES,
+        *tes_api.ROUTES,
         Route(
             "GET",
             "/v1/openapi.json",
@@ -75,6 +78,7 @@ def make_app(
     cells: Sequence[Rep] = (),
     logs: LogStore | None = None,
     lrp_controller: LRPController | None = None,
+    tes: TesService | None = None,
 ) -> web.Application:
     """The API over ``bbs``, the node's ``cells`` and their ``logs``."""
     app = web.Application(middlewares=[json_errors], client_max_size=settings.server.max_body_bytes)
@@ -84,6 +88,7 @@ def make_app(
     app[CELLS_KEY] = cells
     app[LOGS_KEY] = logs if logs is not None else LogStore(bbs.clock)
     app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, _no_cell)
+    app[tes_api.TES_KEY] = tes or TesService(bbs, TesSettings(), docker_cells=lambda: False)
     evacuations: set[asyncio.Task[None]] = set()
     app[cells_api.EVACUATIONS_KEY] = evacuations
     register(app, all_routes())

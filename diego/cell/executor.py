@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import posixpath
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -22,11 +23,13 @@ from diego.cell.backends.base import Backend, BackendError, ContainerSpec
 from diego.cell.reconcile import ContainerState, ContainerView
 from diego.cell.reconcile_lrp import LRPContainerView
 from diego.cell.steps import StepContext, StepFailed, perform
+from diego.cell.tes_job import DEFAULT_TAIL_BYTES, TesJob
 from diego.cell.transfer import TransferError, Transfers, first_file_of_tar
 from diego.logs import LogStore
 from diego.models.actions import Action
 from diego.models.lrp import DesiredLRP
 from diego.models.task import MAX_RESULT_BYTES, Task
+from diego.models.tes import TesTask
 from diego.scheduling.auction import Resources
 
 log = logging.getLogger("diego.cell.executor")
@@ -79,6 +82,8 @@ class RunRequest:
     setup: Action | None = None
     monitor: Action | None = None
     start_timeout_ms: int = 0
+    tes: TesTask | None = None  # a TES task: run from its document, not from ``action``
+    use_images: bool = True  # for a TES task: whether the container is its image
 
     @classmethod
     def for_task(cls, task: Task) -> RunRequest:
@@ -102,6 +107,24 @@ class RunRequest:
             log_guid=task.log_guid,
             log_source=task.log_source or DEFAULT_LOG_SOURCE,
         )
+
+    @classmethod
+    def for_tes(cls, task: Task, document: TesTask, use_images: bool) -> RunRequest:
+        """The container of a TES task's internal Task, which runs ``document``."""
+        volumes = {
+            posixpath.dirname(p)
+            for p in (
+                *(i.path for i in document.inputs),
+                *(o.path for o in document.outputs),
+            )
+        }
+        volumes |= set(document.volumes)
+        volumes |= {e.workdir for e in document.executors if e.workdir}
+        for e in document.executors:
+            volumes |= {posixpath.dirname(p) for p in (e.stdout, e.stderr) if p}
+        base = cls.for_task(task)
+        spec = attrs.evolve(base.spec, volumes=tuple(sorted(volumes - {"", "/"})))
+        return attrs.evolve(base, spec=spec, tes=document, use_images=use_images)
 
 
 def lrp_request(desired: DesiredLRP, index: int, instance_guid: str) -> RunRequest:
@@ -198,6 +221,7 @@ class Executor:
         monitor: MonitorSettings | None = None,
     ) -> None:
         self.monitor = monitor or MonitorSettings()
+        self.tes_tail_bytes = DEFAULT_TAIL_BYTES
         self.backend = backend
         self.total = total
         self.logs = logs
@@ -297,6 +321,9 @@ class Executor:
         # No monitor for a Task: it is RUNNING as soon as its action starts.
         container.state = ContainerState.RUNNING
         self.on_event(ContainerRunning(container.guid))
+        if request.tes is not None:
+            await self._live_tes(container, request, request.tes, context)
+            return
         try:
             await perform(request.action, context)
             result = await self._result(container.guid, request.result_file, context.scratch)
@@ -306,6 +333,27 @@ class Executor:
             self._complete(container, False, "", result)
         finally:
             await asyncio.to_thread(shutil.rmtree, context.scratch, True)
+
+    async def _live_tes(
+        self, container: _Container, request: RunRequest, task: TesTask, ctx: StepContext
+    ) -> None:
+        job = TesJob(
+            task=task,
+            backend=self.backend,
+            guid=container.guid,
+            transfers=self.transfers,
+            scratch=ctx.scratch,
+            use_images=request.use_images,
+            log=lambda source, stream, line: ctx.log(source, stream, line),
+            tail_bytes=self.tes_tail_bytes,
+        )
+        try:
+            report = await job.run()
+        finally:
+            await asyncio.to_thread(shutil.rmtree, ctx.scratch, True)
+        # The Task did its work, whatever the TES outcome: Diego keeps a result only
+        # for a Task that succeeded, and the outcome is in the report.
+        self._complete(container, False, "", report.to_json())
 
     async def _live_lrp(self, container: _Container, request: RunRequest) -> None:
         context = await self._make(container, request)

@@ -38,6 +38,7 @@ from diego.models.errors import ActualLRPNotFound, DiegoError, TaskNotFound
 from diego.models.events import Event, TaskChanged, TaskRemoved
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskState
+from diego.models.tes import TES_DOMAIN, TesTask
 from diego.scheduling.auction import CellSnapshot, LRPWork, Resources, TaskWork
 
 log = logging.getLogger("diego.cell.rep")
@@ -50,6 +51,8 @@ class BBSClient(Protocol):
     """What the rep needs of the BBS."""
 
     async def get_task(self, guid: str) -> Task: ...
+
+    async def get_tes_task(self, task_id: str) -> TesTask: ...
 
     async def tasks(self, *, cell_id: str | None = None) -> list[Task]: ...
 
@@ -226,7 +229,25 @@ class Rep:
                 log.info("task-not-started guid=%s reason=%s", guid, e)
                 await self._delete(guid)
                 return
-            self.executor.run(guid, RunRequest.for_task(task))
+            try:
+                request = await self._request_for(task)
+            except DiegoError as e:
+                await self._fail_unstartable(guid, f"cannot run the task: {e}")
+                return
+            self.executor.run(guid, request)
+
+    async def _request_for(self, task: Task) -> RunRequest:
+        """What to run for a Task: its action tree, or for a TES task its TES document."""
+        if task.domain != TES_DOMAIN:
+            return RunRequest.for_task(task)
+        document = await self.bbs.get_tes_task(task.task_guid)
+        use_images = "docker" in self.executor.backend.capabilities().rootfs_providers
+        return RunRequest.for_tes(task, document, use_images)
+
+    async def _fail_unstartable(self, guid: str, reason: str) -> None:
+        with contextlib.suppress(DiegoError):
+            await self.bbs.complete_task(guid, self.cell_id, True, reason, "")
+        await self._delete(guid)
 
     # ------------------------------------------------------------ reconciling
 

@@ -39,6 +39,9 @@ from diego.models.rules import (
 )
 
 TES_VERSION = "1.1.0"
+
+TES_DOMAIN = "tes"
+"""The Diego domain of the internal Tasks that run TES tasks."""
 """The version of the TES specification these models follow."""
 
 MAX_CONTENT_BYTES = 128 * 1024

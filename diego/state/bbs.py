@@ -18,6 +18,7 @@ from diego.models.crash_policy import CrashPolicy
 from diego.models.events import Event, actual_lrp_events, desired_lrp_events, task_events
 from diego.models.lrp import ActualLRP, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.models.tes import TesTask
 from diego.state.store import ActualLRPChange, DesiredLRPChange, Page, Store, TaskChange
 
 
@@ -39,6 +40,10 @@ class BBS:
     def _published(self, change: TaskChange) -> TaskChange:
         self._publish(*change)
         return change
+
+    async def get_tes_task(self, task_id: str) -> TesTask:
+        """The TES document of a TES task (its cell runs it from this)."""
+        return await self.store.tes.get_tes_task(task_id)
 
     async def get_task(self, guid: str) -> Task:
         """The Task ``guid``; TaskNotFound when there is none."""

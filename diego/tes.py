@@ -1,0 +1,348 @@
+"""GA4GH TES tasks on diego: each one an internal Task, placed and run like any other.
+
+A TES task is stored as its TES document (``Store.tes``), QUEUED, and an internal
+Task of the same id in the domain ``tes`` is desired for it: the auction places
+it by its resources, and the cell that runs it reads the TES document and runs
+inputs, executors and outputs (:mod:`diego.cell.tes_job`). :class:`TesService`
+follows the internal Task's events and moves the TES task along: PENDING is
+QUEUED, CLAIMED is INITIALIZING, RUNNING is RUNNING, and COMPLETED is the state
+the cell's report says (COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR) or CANCELED. The
+internal Task is then resolved; the TES task stays, listable, until retention
+prunes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from diego.bus import Subscription
+from diego.cell.tes_job import report_of
+from diego.models.codec import decode
+from diego.models.errors import DiegoError, InvalidRequest, TaskNotFound
+from diego.models.events import Event, TaskChanged, TaskCreated
+from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.models.tes import (
+    TES_DOMAIN,
+    TesExecutorLog,
+    TesOutputFileLog,
+    TesState,
+    TesTask,
+    TesTaskLog,
+    rfc3339,
+)
+from diego.state.bbs import BBS
+from diego.state.tes_store import TesStore
+
+log = logging.getLogger("diego.tes")
+
+FINAL = frozenset(
+    {
+        TesState.COMPLETE,
+        TesState.EXECUTOR_ERROR,
+        TesState.SYSTEM_ERROR,
+        TesState.CANCELED,
+        TesState.PREEMPTED,
+    }
+)
+
+SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = ()
+"""The resources.backend_parameters keys diego honours (none yet)."""
+
+
+@attrs.frozen(kw_only=True)
+class TesSettings:
+    """How TES tasks become internal Tasks, and how long they are kept."""
+
+    stack: str = "linux"
+    retention: float = 7 * 24 * 3600.0  # seconds a finished TES task stays listable
+    prune_interval: float = 3600.0
+    local_runs_without_image: bool = True  # no Docker cell: run on a local cell's root
+
+
+class TesService:
+    """Creates TES tasks, cancels them, and keeps their state in step with their Tasks."""
+
+    def __init__(
+        self,
+        bbs: BBS,
+        settings: TesSettings,
+        docker_cells: Callable[[], bool],
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.bbs = bbs
+        self.settings = settings
+        self.docker_cells = docker_cells
+        self.clock = clock
+
+    @property
+    def tes(self) -> TesStore:
+        """The TES tasks in the store."""
+        return self.bbs.store.tes
+
+    # ------------------------------------------------------------ create and cancel
+
+    async def create(self, task: TesTask) -> TesTask:
+        """Store ``task`` QUEUED with a new id, and desire its internal Task."""
+        notes = self._backend_parameter_notes(task)
+        resources = task.resources
+        if resources is not None and resources.backend_parameters:
+            resources = attrs.evolve(resources, backend_parameters={})
+        if resources is not None and resources.preemptible:
+            notes.append("preemptible: accepted; diego never preempts a task")
+        if resources is not None and resources.zones:
+            notes.append(f"zones {list(resources.zones)}: noted; placement ignores them")
+        use_images = self.docker_cells()
+        if not use_images and not self.settings.local_runs_without_image:
+            raise InvalidRequest(
+                "executors[0].image: no Docker cell can run images, and this node "
+                "does not run TES tasks without their images ([tes] local_runs_without_image)"
+            )
+        now = self.clock()
+        stored = attrs.evolve(
+            task,
+            id=_new_id(),
+            state=TesState.QUEUED,
+            resources=resources,
+            creation_time=rfc3339(now),
+            logs=(TesTaskLog(system_logs=tuple(notes)),),
+        )
+        stored = await self.tes.create_tes_task(stored, now)
+        try:
+            await self.bbs.desire_task(self._internal_task(stored, use_images))
+        except DiegoError as e:
+            await self._finish(stored.id or "", TesState.SYSTEM_ERROR, [f"not placed: {e}"])
+            raise
+        return stored
+
+    def _backend_parameter_notes(self, task: TesTask) -> list[str]:
+        resources = task.resources
+        if resources is None:
+            return []
+        unsupported = sorted(
+            k for k in resources.backend_parameters if k not in SUPPORTED_BACKEND_PARAMETERS
+        )
+        if unsupported and resources.backend_parameters_strict:
+            raise InvalidRequest(
+                "resources.backend_parameters: not supported here: " + ", ".join(unsupported)
+            )
+        return [f"backend parameter {k!r} is not supported: ignored" for k in unsupported]
+
+    def _internal_task(self, task: TesTask, use_images: bool) -> TaskCreateRequest:
+        resources = task.resources
+        memory_mb = math.ceil(resources.ram_gb * 1024) if resources and resources.ram_gb else 0
+        disk_mb = math.ceil(resources.disk_gb * 1024) if resources and resources.disk_gb else 0
+        cores = resources.cpu_cores if resources and resources.cpu_cores else 1
+        image = task.executors[0].image
+        steps = [
+            {"run": {"path": e.command[0], "args": list(e.command[1:])}} for e in task.executors
+        ]
+        document = {
+            "task_guid": task.id,
+            "domain": TES_DOMAIN,
+            "stack": self.settings.stack,
+            "root_fs": _docker_url(image) if use_images else "",
+            "memory_mb": memory_mb,
+            "disk_mb": disk_mb,
+            "cpu_weight": min(100, 10 * cores),
+            "annotation": f"GA4GH TES task {task.name or task.id}",
+            # For readers of /v1/tasks: the cell runs the TES document itself.
+            "action": {"serial": {"actions": steps}},
+        }
+        return decode(TaskCreateRequest, document)
+
+    async def cancel(self, task_id: str) -> TesTask:
+        """Cancel a TES task: CANCELING, then CANCELED once its Task is cancelled."""
+        task = await self.tes.get_tes_task(task_id)
+        if task.state in FINAL:
+            return task
+        task = await self._set_state(task_id, TesState.CANCELING)
+        try:
+            await self.bbs.cancel_task(task_id)
+        except TaskNotFound:
+            return await self._finish(task_id, TesState.CANCELED, [])
+        except DiegoError:
+            pass  # already completed: following it finishes the TES task
+        return task
+
+    # ------------------------------------------------------------ following Tasks
+
+    async def run(self) -> None:
+        """Follow TES Tasks' events until cancelled; prune old TES tasks meanwhile."""
+        subscription = self.bbs.bus.subscribe(_concerns_tes, name="tes")
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._follow(subscription))
+                group.create_task(self._prune_forever())
+        finally:
+            subscription.close()
+
+    async def _follow(self, subscription: Subscription[Event]) -> None:
+        await self.catch_up()
+        async for event in subscription:
+            task = None
+            if isinstance(event, TaskChanged):
+                task = event.after
+            elif isinstance(event, TaskCreated):
+                task = event.task
+            if task is not None:
+                try:
+                    await self.follow(task)
+                except Exception:
+                    log.exception("tes-follow-failed id=%s", task.task_guid)
+
+    async def catch_up(self) -> None:
+        """Bring every unfinished TES task up to its Task (after a restart, say)."""
+        tasks = {t.task_guid: t for t in await self.bbs.tasks(domain=TES_DOMAIN)}
+        token = ""
+        while True:
+            page, token = await self.tes.list_tes_tasks(page_size=256, page_token=token)
+            for task in page:
+                if task.state in FINAL:
+                    continue
+                internal = tasks.get(task.id or "")
+                if internal is not None:
+                    await self.follow(internal)
+                elif task.state is TesState.CANCELING:
+                    await self._finish(task.id or "", TesState.CANCELED, [])
+                else:
+                    lost = "its internal Task was lost (the node stopped while creating it)"
+                    await self._finish(task.id or "", TesState.SYSTEM_ERROR, [lost])
+            if not token:
+                return
+
+    async def follow(self, task: Task) -> None:
+        """Move the TES task of ``task`` to the state ``task`` is in."""
+        if task.domain != TES_DOMAIN:
+            return
+        if task.state is TaskState.PENDING:
+            await self._advance(task.task_guid, TesState.QUEUED)
+        elif task.state is TaskState.CLAIMED:
+            await self._advance(task.task_guid, TesState.INITIALIZING)
+        elif task.state is TaskState.RUNNING:
+            await self._advance(task.task_guid, TesState.RUNNING, task.cell_id)
+        elif task.state is TaskState.COMPLETED:
+            await self._complete(task)
+
+    async def _complete(self, task: Task) -> None:
+        report = None if task.failed else report_of(task.result)
+        if task.failure_reason == "cancelled":
+            await self._finish(task.task_guid, TesState.CANCELED, [], task.cell_id)
+        elif report is not None:
+            await self._finish_with_report(task, report)
+        else:
+            reason = task.failure_reason or "the task ended without a report"
+            await self._finish(task.task_guid, TesState.SYSTEM_ERROR, [reason], task.cell_id)
+        with contextlib.suppress(DiegoError):
+            await self.bbs.resolve_task(task.task_guid)
+
+    async def _finish_with_report(self, task: Task, report: dict[str, Any]) -> None:
+        state = TesState(report.get("state", TesState.SYSTEM_ERROR))
+
+        def change(tes: TesTask) -> TesTask:
+            if tes.state in FINAL:
+                return tes
+            attempt = _last_log(tes)
+            attempt = attrs.evolve(
+                attempt,
+                start_time=report.get("start_time") or attempt.start_time,
+                end_time=report.get("end_time"),
+                logs=tuple(decode(TesExecutorLog, x) for x in report.get("logs", ())),
+                outputs=tuple(decode(TesOutputFileLog, x) for x in report.get("outputs", ())),
+                system_logs=(*attempt.system_logs, *report.get("system_logs", ())),
+                metadata={**attempt.metadata, "cell_id": task.cell_id},
+            )
+            return attrs.evolve(tes, state=state, logs=(*tes.logs[:-1], attempt))
+
+        await self._update(task.task_guid, change)
+
+    async def _advance(self, task_id: str, state: TesState, cell_id: str = "") -> None:
+        order = [TesState.QUEUED, TesState.INITIALIZING, TesState.RUNNING]
+
+        def change(tes: TesTask) -> TesTask:
+            if tes.state not in order or order.index(tes.state) >= order.index(state):
+                return tes
+            attempt = _last_log(tes)
+            if state is TesState.RUNNING:
+                attempt = attrs.evolve(
+                    attempt,
+                    start_time=attempt.start_time or rfc3339(self.clock()),
+                    metadata={**attempt.metadata, "cell_id": cell_id},
+                )
+            return attrs.evolve(tes, state=state, logs=(*tes.logs[:-1], attempt))
+
+        await self._update(task_id, change)
+
+    async def _set_state(self, task_id: str, state: TesState) -> TesTask:
+        def change(tes: TesTask) -> TesTask:
+            return tes if tes.state in FINAL else attrs.evolve(tes, state=state)
+
+        return await self.tes.update_tes_task(task_id, change, self.clock())
+
+    async def _finish(
+        self, task_id: str, state: TesState, system_logs: Sequence[str], cell_id: str = ""
+    ) -> TesTask:
+        def change(tes: TesTask) -> TesTask:
+            if tes.state in FINAL:
+                return tes
+            attempt = _last_log(tes)
+            metadata = {**attempt.metadata, **({"cell_id": cell_id} if cell_id else {})}
+            attempt = attrs.evolve(
+                attempt,
+                end_time=rfc3339(self.clock()),
+                system_logs=(*attempt.system_logs, *system_logs),
+                metadata=metadata,
+            )
+            return attrs.evolve(tes, state=state, logs=(*tes.logs[:-1], attempt))
+
+        return await self.tes.update_tes_task(task_id, change, self.clock())
+
+    async def _update(self, task_id: str, change: Callable[[TesTask], TesTask]) -> None:
+        with contextlib.suppress(DiegoError):
+            await self.tes.update_tes_task(task_id, change, self.clock())
+
+    async def _prune_forever(self) -> None:
+        while True:
+            cutoff = self.clock() - int(self.settings.retention * 1e9)
+            try:
+                pruned = await self.tes.prune_tes_tasks(cutoff)
+                if pruned:
+                    log.info("tes-pruned count=%d", pruned)
+            except Exception:
+                log.exception("tes-prune-failed")
+            await asyncio.sleep(self.settings.prune_interval)
+
+
+def _concerns_tes(event: Event) -> bool:
+    if isinstance(event, TaskChanged):
+        return event.after.domain == TES_DOMAIN
+    return isinstance(event, TaskCreated) and event.task.domain == TES_DOMAIN
+
+
+def _last_log(task: TesTask) -> TesTaskLog:
+    return task.logs[-1] if task.logs else TesTaskLog()
+
+
+def _new_id() -> str:
+    """A TES task id: time-ordered, then random (sortable like Funnel's xids)."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
+def _docker_url(image: str) -> str:
+    """``docker:///repo#tag`` for an image reference ``repo[:tag]``."""
+    last = image.rsplit("/", 1)[-1]
+    if "@" in image:
+        repo, _, digest = image.partition("@")
+        return f"docker:///{repo}#{digest}"
+    if ":" in last:
+        repo, _, tag = image.rpartition(":")
+        return f"docker:///{repo}#{tag}"
+    return f"docker:///{image}"
