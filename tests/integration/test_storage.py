@@ -6,11 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,19 +17,10 @@ from aiohttp import web
 from diego.cell.transfer import TransferError, Transfers
 from diego.config import load
 from diego.storage import FileStorage, HttpStorage, S3Storage, StorageError, Storages
+from tests.moto_server import FAKE_KEY, FAKE_SECRET, REGION, free_port, moto_server
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 KiB: more than one chunk
-FAKE_KEY = "diego-test-key"  # moto takes any credentials
-FAKE_SECRET = "diego-test-secret"
-REGION = "us-east-1"
 OUTSIDE_ROOTS = r"file URLs must be under transfer\.file_roots"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_tree(root: Path) -> dict[str, bytes]:
@@ -243,39 +229,11 @@ async def test_http_trees_refused(
 # ---------------------------------------------------------------- s3://
 
 
-def _answers(url: str) -> bool:
-    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with direct.open(url, timeout=1) as response:
-            return int(response.status) < 500
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """moto's S3-compatible server on 127.0.0.1, for the session; its endpoint URL."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(f"{endpoint}/moto-api/"):
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"moto server did not start on {endpoint}")
-            time.sleep(0.1)
+    with moto_server() as endpoint:
         yield endpoint
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 @pytest.fixture(autouse=True)
