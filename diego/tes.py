@@ -27,7 +27,7 @@ import attrs
 from diego.bus import Subscription
 from diego.cell.tes_job import report_of
 from diego.models.codec import decode
-from diego.models.errors import DiegoError, InvalidRequest, TaskNotFound
+from diego.models.errors import DiegoError, InvalidRequest, TaskGuidAlreadyExists, TaskNotFound
 from diego.models.events import Event, TaskChanged, TaskCreated
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.models.tes import (
@@ -117,7 +117,8 @@ class TesService:
         )
         stored = await self.tes.create_tes_task(stored, now)
         try:
-            await self.bbs.desire_task(self._internal_task(stored, use_images))
+            with contextlib.suppress(TaskGuidAlreadyExists):  # catch_up desired it first
+                await self.bbs.desire_task(self._internal_task(stored, use_images))
         except DiegoError as e:
             await self._finish(stored.id or "", TesState.SYSTEM_ERROR, [f"not placed: {e}"])
             raise
@@ -208,16 +209,34 @@ class TesService:
             for task in page:
                 if task.state in FINAL:
                     continue
-                internal = tasks.get(task.id or "")
-                if internal is not None:
-                    await self.follow(internal)
-                elif task.state is TesState.CANCELING:
-                    await self._finish(task.id or "", TesState.CANCELED, [])
-                else:
-                    lost = "its internal Task was lost (the node stopped while creating it)"
-                    await self._finish(task.id or "", TesState.SYSTEM_ERROR, [lost])
+                try:
+                    await self._catch_up_one(task, tasks.get(task.id or ""))
+                except Exception:
+                    log.exception("tes-catch-up-failed id=%s", task.id)
             if not token:
                 return
+
+    async def _catch_up_one(self, task: TesTask, internal: Task | None) -> None:
+        task_id = task.id or ""
+        if internal is None:
+            # Created (or moved on) since the Tasks were read? Look again.
+            with contextlib.suppress(TaskNotFound):
+                internal = await self.bbs.get_task(task_id)
+        if internal is not None:
+            await self.follow(internal)
+        elif task.state is TesState.QUEUED:
+            # Stored, but its Task not desired yet (being created now, or the node
+            # stopped in between): desire it; a second desire changes nothing.
+            await self._desire(task)
+        elif task.state is TesState.CANCELING:
+            await self._finish(task_id, TesState.CANCELED, [])
+        else:
+            lost = "its internal Task was lost"
+            await self._finish(task_id, TesState.SYSTEM_ERROR, [lost])
+
+    async def _desire(self, task: TesTask) -> None:
+        with contextlib.suppress(TaskGuidAlreadyExists):
+            await self.bbs.desire_task(self._internal_task(task, self.docker_cells()))
 
     async def follow(self, task: Task) -> None:
         """Move the TES task of ``task`` to the state ``task`` is in."""
@@ -245,7 +264,12 @@ class TesService:
             await self.bbs.resolve_task(task.task_guid)
 
     async def _finish_with_report(self, task: Task, report: dict[str, Any]) -> None:
-        state = TesState(report.get("state", TesState.SYSTEM_ERROR))
+        try:
+            state = TesState(report.get("state", ""))
+        except ValueError:
+            state = TesState.SYSTEM_ERROR
+        if state not in FINAL:
+            state = TesState.SYSTEM_ERROR
 
         def change(tes: TesTask) -> TesTask:
             if tes.state in FINAL:
