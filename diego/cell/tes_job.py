@@ -222,6 +222,7 @@ class TesJob:
             args=tuple(command[1:]),
             dir=executor.workdir or "",
             env=tuple(executor.env.items()),
+            image=_image_of(executor.image) if self.use_images else "",
         )
 
     async def _tail_of(self, path: str) -> str:
@@ -354,6 +355,12 @@ def _path_of(out: TesOutput, url: str) -> str:
     """The container path of a file of a DIRECTORY output, from the URL it went to."""
     base = out.url.rstrip("/")
     return posixpath.join(out.path, url[len(base) :].lstrip("/")) if url.startswith(base) else url
+
+
+def _image_of(image: str) -> str:
+    """An image reference with its tag, as the Docker backend names its images."""
+    last = image.rsplit("/", 1)[-1]
+    return image if ":" in last or "@" in image else f"{image}:latest"
 
 
 def report_of(result: str) -> dict[str, Any] | None:

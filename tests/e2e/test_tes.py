@@ -598,3 +598,36 @@ def test_stdout_redirect_writes_the_file_and_its_tail_is_logged(
     assert log.exit_code == 0
     assert log.stdout == written[-TAIL_BYTES:]
     assert log.stderr == "oops\n"
+
+
+# ------------------------------------------------------------------ 10. an image per executor
+
+
+@pytest.fixture
+def marked_image(tmp_path: Path) -> Iterator[str]:
+    """An image of the test's own, built offline from diego/busybox: it holds /marker."""
+    name = f"diego/tes-marked:{unique('tag')}"
+    context = tmp_path / "image"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM diego/busybox:latest\nRUN echo marked > /marker\n")
+    subprocess.run([DOCKER, "build", "-q", "-t", name, str(context)], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run([DOCKER, "rmi", "-f", name], capture_output=True)
+
+
+@pytest.mark.parametrize("backend", ["docker"])
+def test_each_executor_runs_in_its_own_image_sharing_the_task_files(
+    client: tes.HTTPClient, marked_image: str
+) -> None:
+    """On Docker an executor of another image runs in that image (it sees its /marker,
+    which the task's first image lacks), on the same files as the executors before it."""
+    first = sh("mkdir -p /data && echo from-first > /data/x; test -e /marker || echo no-marker")
+    second = tes.Executor(image=marked_image, command=["sh", "-c", "cat /data/x /marker"])
+    task = tes.Task(executors=[first, second], volumes=["/data"])
+    done = finish(client, client.create_task(task))
+    assert done.state == "COMPLETE", done.logs
+    logs = executor_logs(done)
+    assert logs[0].stdout == "no-marker\n"
+    assert logs[1].stdout == "from-first\nmarked\n"

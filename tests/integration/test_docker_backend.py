@@ -730,3 +730,53 @@ async def test_destroy_kills_running_processes(cells: Cells, backend: DockerBack
     assert await eventually(lambda: not container_pids_with(arg, cid), within=2)
     # As the local backend: a process ended by destroy was killed by SIGKILL.
     assert await asyncio.wait_for(proc.wait(), 5) == 137
+
+
+# ---------------------------------------------------------------- other images
+
+
+@pytest.fixture
+async def marked_image(tmp_path: Path) -> AsyncIterator[str]:
+    """An image of the test's own, built offline from diego/busybox: it holds /marker."""
+    name = f"diego/test-marked:{token()}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {IMAGE}\nRUN echo marked > /marker\n")
+    await docker("build", "-q", "-t", name, str(tmp_path))
+    try:
+        yield name
+    finally:
+        await command(DOCKER, "rmi", "-f", name)
+
+
+async def test_a_process_in_another_image_shares_the_volumes(
+    cells: Cells, backend: DockerBackend, marked_image: str
+) -> None:
+    """A process given another image runs in it, beside the container: it sees the
+    container's volumes, writes what the container then reads, and is removed after."""
+    guid = await cells.create(backend, volumes=("/data",))
+    assert (await sh(backend, guid, "echo from-main > /data/x"))[0] == 0
+    out: list[str] = []
+    script = "cat /data/x /marker; echo from-sibling > /data/y"
+    process = ProcessSpec("/bin/sh", ("-c", script), image=marked_image)
+    running = await backend.run(guid, process, out.append, out.append)
+    assert await asyncio.wait_for(running.wait(), 30) == 0
+    assert out == ["from-main", "marked"]
+    status, seen, _ = await sh(backend, guid, "cat /data/y; test -e /marker || echo no-marker")
+    assert (status, seen) == (0, ["from-sibling", "no-marker"])
+    siblings = await docker("ps", "-aq", "--filter", f"label=org.diego.sibling-of={guid}")
+    assert siblings.split() == []
+
+
+async def test_a_process_in_another_image_is_killed_and_removed_by_destroy(
+    cells: Cells, backend: DockerBackend, marked_image: str
+) -> None:
+    """Killing a process of another image ends it with 137; destroying the container
+    removes any such process still running."""
+    guid = await cells.create(backend)
+    sleeper = ProcessSpec("/bin/sleep", ("1000",), image=marked_image)
+    running = await backend.run(guid, sleeper, discard, discard)
+    running.kill()
+    assert await asyncio.wait_for(running.wait(), 30) == 137
+    await backend.run(guid, sleeper, discard, discard)
+    await backend.destroy(guid)
+    siblings = await docker("ps", "-aq", "--filter", f"label=org.diego.sibling-of={guid}")
+    assert siblings.split() == []

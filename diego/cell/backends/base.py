@@ -64,6 +64,7 @@ class ProcessSpec:
     env: tuple[tuple[str, str], ...] = ()
     user: str = "root"
     nofile: int | None = None
+    image: str = ""  # another image to run in (Docker); "" or unsupported: the container's
 
 
 @attrs.frozen

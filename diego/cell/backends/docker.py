@@ -132,7 +132,10 @@ class _Container:
     workdir: str
     network: str  # "" when it has none
     memory_events: Path | None  # the cgroup file counting its OOM kills
-    processes: set[DockerProcess] = attrs.Factory(set)
+    image: str = ""
+    host: dict[str, Any] = attrs.Factory(dict)  # its HostConfig, for its siblings' limits
+    env: tuple[str, ...] = ()
+    processes: set[DockerProcess | SiblingProcess] = attrs.Factory(set)
 
 
 class DockerProcess:
@@ -200,6 +203,43 @@ def held_capabilities(status: str | None = None) -> tuple[list[str], list[str]]:
     held = [f"CAP_{name}" for bit, name in enumerate(CAPABILITIES) if bounding >> bit & 1]
     missing = [f"CAP_{name}" for bit, name in enumerate(CAPABILITIES) if not bounding >> bit & 1]
     return held, missing
+
+
+class SiblingProcess:
+    """A process run in another image: a container of its own beside the container,
+    sharing its volumes and network, removed once it has exited."""
+
+    def __init__(
+        self, docker: aiodocker.Docker, container_id: str, pump: asyncio.Task[None], owner: Any
+    ) -> None:
+        self._docker = docker
+        self._id = container_id
+        self._pump = pump
+        self._owner = owner
+        self._killing: asyncio.Task[None] | None = None
+
+    async def wait(self) -> int:
+        """Its exit status (137 if it was killed or removed under us)."""
+        await asyncio.shield(self._pump)
+        handle = self._docker.containers.container(self._id)
+        try:
+            status = int((await handle.wait()).get("StatusCode", KILLED))
+        except DockerError:
+            status = KILLED
+        finally:
+            self._owner.processes.discard(self)
+            with contextlib.suppress(DockerError):
+                await handle.delete(force=True, v=False)
+        return status
+
+    def kill(self) -> None:
+        """Kill the sibling container (and so everything in it)."""
+
+        async def kill() -> None:
+            with contextlib.suppress(DockerError):
+                await self._docker.containers.container(self._id).kill(signal="SIGKILL")
+
+        self._killing = asyncio.ensure_future(kill())
 
 
 def kill_tree(root: int, container_id: str) -> None:
@@ -389,19 +429,19 @@ class DockerBackend:
         elif not self.remapped:
             host["CapDrop"] = ["ALL"]
             host["SecurityOpt"] = ["no-new-privileges"]
-        body = {
+        env = (*(["HOME=" + HOME] if workdir == HOME else []), *(f"{k}={v}" for k, v in spec.env))
+        body: dict[str, Any] = {
             "Image": image,
             "Entrypoint": [],
             "Cmd": list(SLEEP_FOREVER),
             # HOME as on the local backend, when it is the working directory.
-            "Env": [
-                *(["HOME=" + HOME] if workdir == HOME else []),
-                *(f"{k}={v}" for k, v in spec.env),
-            ],
+            "Env": list(env),
             # Docker makes the working directory: HOME exists as on the local backend.
             "WorkingDir": workdir,
             "Labels": labels,
             "HostConfig": host,
+            # Real volumes, so that a process run in another image shares them.
+            "Volumes": {volume: {} for volume in spec.volumes},
         }
         try:
             container = await self.docker.containers.create(body, name=self._name(spec.guid))
@@ -411,7 +451,7 @@ class DockerBackend:
             raise BackendError(f"{image}: {_message(e)}") from None
         pid = int(shown.get("State", {}).get("Pid") or 0)
         made = self._containers[spec.guid] = _Container(
-            spec, container.id, workdir, network, _memory_events(pid)
+            spec, container.id, workdir, network, _memory_events(pid), image, host, env
         )
         # One container's filesystem is shared by all its execs: a volume needs no
         # mount, only to exist.
@@ -481,6 +521,7 @@ class DockerBackend:
 
     async def _destroy(self, guid: str) -> None:
         container = self._containers.pop(guid, None)
+        await self._remove_siblings(guid)
         try:
             await self.docker.containers.container(self._name(guid)).delete(force=True, v=True)
         except DockerError as e:
@@ -544,13 +585,13 @@ class DockerBackend:
 
     async def run(
         self, guid: str, process: ProcessSpec, stdout: OutputSink, stderr: OutputSink
-    ) -> DockerProcess:
-        """Exec ``process`` in the container; its output lines go to the sinks."""
+    ) -> DockerProcess | SiblingProcess:
+        """Exec ``process`` in the container (or, for another image, start it beside the
+        container); its output lines go to the sinks."""
         container = self._get(guid)
-        command = [process.path, *process.args]
-        if process.nofile is not None:
-            limit = 'ulimit -n "$0" && exec "$@"'
-            command = [KEEPALIVE, "sh", "-c", limit, str(process.nofile), *command]
+        if process.image and process.image != container.image:
+            return await self._run_sibling(container, process, stdout, stderr)
+        command = _command(process)
         body = {
             "AttachStdin": False,
             "AttachStdout": True,
@@ -576,6 +617,50 @@ class DockerBackend:
         running = DockerProcess(self.docker, created["Id"], pid, container.id, pump, container)
         container.processes.add(running)
         return running
+
+    async def _run_sibling(
+        self, container: _Container, process: ProcessSpec, stdout: OutputSink, stderr: OutputSink
+    ) -> SiblingProcess:
+        """Run ``process`` in its own image, in a container sharing the container's
+        volumes (and its mounted busybox), network and limits."""
+        await self._image(process.image)
+        host = {
+            key: value
+            for key, value in container.host.items()
+            if key not in ("NetworkMode", "Binds", "StorageOpt")
+        }
+        host |= {"NetworkMode": f"container:{container.id}", "VolumesFrom": [container.id]}
+        body: dict[str, Any] = {
+            "Image": process.image,
+            "Entrypoint": [],
+            "Cmd": _command(process),
+            "Env": [*container.env, f"USER={process.user}"] + [f"{k}={v}" for k, v in process.env],
+            "WorkingDir": in_container(process.dir, container.workdir),
+            "User": "0" if process.user == "root" else process.user,
+            "Labels": {
+                LABEL + "cell": self.cell_id,
+                LABEL + "node": self.options.node,
+                LABEL + "sibling-of": container.spec.guid,
+            },
+            "HostConfig": host,
+        }
+        try:
+            sibling = await self.docker.containers.create(body)
+            stream = sibling.attach(stdout=True, stderr=True, logs=False)
+            await stream._init()  # attached before it starts: no output is missed
+            await sibling.start()
+        except DockerError as e:
+            raise BackendError(f"{process.image}: {_message(e)}") from None
+        pump = asyncio.create_task(_pump(stream, stdout, stderr))
+        running = SiblingProcess(self.docker, sibling.id, pump, container)
+        container.processes.add(running)
+        return running
+
+    async def _remove_siblings(self, guid: str) -> None:
+        mine = {"label": [f"{LABEL}cell={self.cell_id}", f"{LABEL}sibling-of={guid}"]}
+        for sibling in await self.docker.containers.list(all=True, filters=mine):
+            with contextlib.suppress(DockerError):
+                await sibling.delete(force=True, v=False)
 
     async def _exec_pid(self, exec_id: str) -> int:
         """The host pid of a started exec: the engine answers the start a moment before
@@ -630,6 +715,15 @@ class DockerBackend:
             if e.status == 404:
                 raise BackendError(f"{path}: no such file or directory") from None
             raise BackendError(f"{path}: {_message(e)}") from None
+
+
+def _command(process: ProcessSpec) -> list[str]:
+    """The argv of ``process``; under the mounted busybox's ulimit when it has a nofile."""
+    command = [process.path, *process.args]
+    if process.nofile is not None:
+        limit = 'ulimit -n "$0" && exec "$@"'
+        command = [KEEPALIVE, "sh", "-c", limit, str(process.nofile), *command]
+    return command
 
 
 async def remove_strays(options: DockerOptions, cells: Collection[str]) -> list[str]:
