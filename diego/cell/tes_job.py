@@ -156,11 +156,7 @@ class TesJob:
         except (TransferError, BackendError, OSError) as e:
             raise _SystemError(f"{where}: {e}") from None
         finally:
-            tar.unlink(missing_ok=True)
-            if fetched.is_dir():
-                shutil.rmtree(fetched, ignore_errors=True)
-            else:
-                fetched.unlink(missing_ok=True)
+            _remove(tar, fetched)
 
     # ------------------------------------------------------------ executors
 
@@ -263,11 +259,7 @@ class TesJob:
         except (TransferError, BackendError, OSError, tarfile.TarError) as e:
             raise _SystemError(f"{where}: {e}") from None
         finally:
-            tar.unlink(missing_ok=True)
-            if tree.is_dir():
-                shutil.rmtree(tree, ignore_errors=True)
-            else:
-                tree.unlink(missing_ok=True)
+            _remove(tar, tree)
 
     async def _send_matches(self, out: TesOutput, source: str, top: Path) -> list[TesOutputFileLog]:
         """Upload every file below ``top`` whose container path matches ``out.path``: to
@@ -300,6 +292,15 @@ class _Tail:
 
     def text(self) -> str:
         return "".join(f"{line}\n" for line in self.lines)[-self.limit :]
+
+
+def _remove(*paths: Path) -> None:
+    """Remove scratch files and directories, whichever each is, if they exist."""
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _tar_as(source: Path, name: str, into: Path) -> None:
