@@ -24,6 +24,7 @@ from diego import __version__, config, node
 from diego.client import DEFAULT_API, ApiError, Client, StreamEvent
 from diego.models.codec import decode, encode
 from diego.models.task import Task, TaskState
+from diego.models.tes import FINAL_STATES
 
 T = TypeVar("T")
 
@@ -399,8 +400,6 @@ def domains(ctx: click.Context, as_json: bool) -> None:
 
 # ------------------------------------------------------------------ GA4GH TES
 
-TES_FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
-
 
 @main.group()
 def tes() -> None:
@@ -465,7 +464,7 @@ def tes_run(
             return task_id
         while True:
             found = await client.get_tes_task(task_id, "FULL")
-            if found["state"] in TES_FINAL:
+            if found["state"] in FINAL_STATES:
                 return found
             await asyncio.sleep(0.2)
 

@@ -31,6 +31,7 @@ from diego.models.errors import DiegoError, InvalidRequest, TaskGuidAlreadyExist
 from diego.models.events import Event, TaskChanged, TaskCreated
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.models.tes import (
+    FINAL_STATES,
     TES_DOMAIN,
     TesExecutorLog,
     TesOutputFileLog,
@@ -43,16 +44,6 @@ from diego.state.bbs import BBS
 from diego.state.tes_store import TesStore
 
 log = logging.getLogger("diego.tes")
-
-FINAL = frozenset(
-    {
-        TesState.COMPLETE,
-        TesState.EXECUTOR_ERROR,
-        TesState.SYSTEM_ERROR,
-        TesState.CANCELED,
-        TesState.PREEMPTED,
-    }
-)
 
 SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = ()
 """The resources.backend_parameters keys diego honours (none yet)."""
@@ -163,7 +154,7 @@ class TesService:
     async def cancel(self, task_id: str) -> TesTask:
         """Cancel a TES task: CANCELING, then CANCELED once its Task is cancelled."""
         task = await self.tes.get_tes_task(task_id)
-        if task.state in FINAL:
+        if task.state in FINAL_STATES:
             return task
         task = await self._set_state(task_id, TesState.CANCELING)
         try:
@@ -207,7 +198,7 @@ class TesService:
         while True:
             page, token = await self.tes.list_tes_tasks(page_size=256, page_token=token)
             for task in page:
-                if task.state in FINAL:
+                if task.state in FINAL_STATES:
                     continue
                 try:
                     await self._catch_up_one(task, tasks.get(task.id or ""))
@@ -268,23 +259,23 @@ class TesService:
             state = TesState(report.get("state", ""))
         except ValueError:
             state = TesState.SYSTEM_ERROR
-        if state not in FINAL:
+        if state not in FINAL_STATES:
             state = TesState.SYSTEM_ERROR
 
         def change(tes: TesTask) -> TesTask:
-            if tes.state in FINAL:
+            if tes.state in FINAL_STATES:
                 return tes
-            attempt = _last_log(tes)
-            attempt = attrs.evolve(
-                attempt,
-                start_time=report.get("start_time") or attempt.start_time,
+            last = _last_log(tes)
+            return _moved(
+                tes,
+                state,
+                start_time=report.get("start_time") or last.start_time,
                 end_time=report.get("end_time"),
                 logs=tuple(decode(TesExecutorLog, x) for x in report.get("logs", ())),
                 outputs=tuple(decode(TesOutputFileLog, x) for x in report.get("outputs", ())),
-                system_logs=(*attempt.system_logs, *report.get("system_logs", ())),
-                metadata={**attempt.metadata, "cell_id": task.cell_id},
+                system_logs=(*last.system_logs, *report.get("system_logs", ())),
+                metadata=_on_cell(last, task.cell_id),
             )
-            return attrs.evolve(tes, state=state, logs=(*tes.logs[:-1], attempt))
 
         await self._update(task.task_guid, change)
 
@@ -294,20 +285,17 @@ class TesService:
         def change(tes: TesTask) -> TesTask:
             if tes.state not in order or order.index(tes.state) >= order.index(state):
                 return tes
-            attempt = _last_log(tes)
-            if state is TesState.RUNNING:
-                attempt = attrs.evolve(
-                    attempt,
-                    start_time=attempt.start_time or rfc3339(self.clock()),
-                    metadata={**attempt.metadata, "cell_id": cell_id},
-                )
-            return attrs.evolve(tes, state=state, logs=(*tes.logs[:-1], attempt))
+            if state is not TesState.RUNNING:
+                return attrs.evolve(tes, state=state)
+            last = _last_log(tes)
+            start = last.start_time or rfc3339(self.clock())
+            return _moved(tes, state, start_time=start, metadata=_on_cell(last, cell_id))
 
         await self._update(task_id, change)
 
     async def _set_state(self, task_id: str, state: TesState) -> TesTask:
         def change(tes: TesTask) -> TesTask:
-            return tes if tes.state in FINAL else attrs.evolve(tes, state=state)
+            return tes if tes.state in FINAL_STATES else attrs.evolve(tes, state=state)
 
         return await self.tes.update_tes_task(task_id, change, self.clock())
 
@@ -315,17 +303,16 @@ class TesService:
         self, task_id: str, state: TesState, system_logs: Sequence[str], cell_id: str = ""
     ) -> TesTask:
         def change(tes: TesTask) -> TesTask:
-            if tes.state in FINAL:
+            if tes.state in FINAL_STATES:
                 return tes
-            attempt = _last_log(tes)
-            metadata = {**attempt.metadata, **({"cell_id": cell_id} if cell_id else {})}
-            attempt = attrs.evolve(
-                attempt,
+            last = _last_log(tes)
+            return _moved(
+                tes,
+                state,
                 end_time=rfc3339(self.clock()),
-                system_logs=(*attempt.system_logs, *system_logs),
-                metadata=metadata,
+                system_logs=(*last.system_logs, *system_logs),
+                metadata=_on_cell(last, cell_id),
             )
-            return attrs.evolve(tes, state=state, logs=(*tes.logs[:-1], attempt))
 
         return await self.tes.update_tes_task(task_id, change, self.clock())
 
@@ -353,6 +340,17 @@ def _concerns_tes(event: Event) -> bool:
 
 def _last_log(task: TesTask) -> TesTaskLog:
     return task.logs[-1] if task.logs else TesTaskLog()
+
+
+def _moved(task: TesTask, state: TesState, **attempt: Any) -> TesTask:
+    """``task`` in ``state``, with its last attempt's log changed by ``attempt``."""
+    last = attrs.evolve(_last_log(task), **attempt)
+    return attrs.evolve(task, state=state, logs=(*task.logs[:-1], last))
+
+
+def _on_cell(attempt: TesTaskLog, cell_id: str) -> dict[str, str]:
+    """An attempt's metadata, naming the cell it ran on (when known)."""
+    return {**attempt.metadata, **({"cell_id": cell_id} if cell_id else {})}
 
 
 def _new_id() -> str:

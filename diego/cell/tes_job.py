@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from diego.cell.backends.base import Backend, BackendError, ProcessSpec
-from diego.cell.transfer import TransferError, Transfers, extract_first_file
+from diego.cell.transfer import TransferError, Transfers, extract_first_file, tar_as
 from diego.models.codec import encode
 from diego.models.tes import (
     TesExecutor,
@@ -151,7 +151,7 @@ class TesJob:
                 await self.transfers.fetch_tree(str(item.url), fetched)
             else:
                 await self.transfers.fetch(str(item.url), fetched)
-            await asyncio.to_thread(_tar_as, fetched, name, tar)
+            await asyncio.to_thread(tar_as, fetched, name, tar)
             await self.backend.stream_in(self.guid, posixpath.dirname(item.path) or "/", tar)
         except (TransferError, BackendError, OSError) as e:
             raise _SystemError(f"{where}: {e}") from None
@@ -218,7 +218,7 @@ class TesJob:
             args=tuple(command[1:]),
             dir=executor.workdir or "",
             env=tuple(executor.env.items()),
-            image=_image_of(executor.image) if self.use_images else "",
+            image=executor.image if self.use_images else "",
         )
 
     async def _tail_of(self, path: str) -> str:
@@ -303,18 +303,6 @@ def _remove(*paths: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _tar_as(source: Path, name: str, into: Path) -> None:
-    """A tar of ``source`` (a file or a directory) named ``name``, owned by root."""
-
-    def owned_by_root(member: tarfile.TarInfo) -> tarfile.TarInfo:
-        member.uid = member.gid = 0
-        member.uname = member.gname = ""
-        return member
-
-    with tarfile.open(into, "w") as tar:
-        tar.add(source, arcname=name, filter=owned_by_root)
-
-
 def _extract_tree(tar: Path, into: Path) -> None:
     """Unpack the regular files and directories of ``tar`` below ``into``; links and
     names climbing out are skipped (what a container sends is not trusted)."""
@@ -356,12 +344,6 @@ def _path_of(out: TesOutput, url: str) -> str:
     """The container path of a file of a DIRECTORY output, from the URL it went to."""
     base = out.url.rstrip("/")
     return posixpath.join(out.path, url[len(base) :].lstrip("/")) if url.startswith(base) else url
-
-
-def _image_of(image: str) -> str:
-    """An image reference with its tag, as the Docker backend names its images."""
-    last = image.rsplit("/", 1)[-1]
-    return image if ":" in last or "@" in image else f"{image}:latest"
 
 
 def report_of(result: str) -> dict[str, Any] | None:

@@ -123,12 +123,19 @@ def as_tar(download: Path, name: str, into: Path) -> None:
                     with src.open(info) as data:
                         dst.addfile(member, data)
         return
-    with tarfile.open(into, "w") as dst:
-        member = dst.gettarinfo(str(download), arcname=name)
+    tar_as(download, name, into)
+
+
+def tar_as(source: Path, name: str, into: Path) -> None:
+    """A tar of ``source`` (a file or a directory) named ``name``, owned by root."""
+
+    def owned_by_root(member: tarfile.TarInfo) -> tarfile.TarInfo:
         member.uid = member.gid = 0
         member.uname = member.gname = ""
-        with open(download, "rb") as data:
-            dst.addfile(member, data)
+        return member
+
+    with tarfile.open(into, "w") as tar:
+        tar.add(source, arcname=name, filter=owned_by_root)
 
 
 def first_file_of_tar(tar: Path, limit: int | None = None) -> bytes:

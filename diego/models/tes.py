@@ -76,6 +76,18 @@ class TesState(enum.StrEnum):
     CANCELING = "CANCELING"
 
 
+FINAL_STATES = frozenset(
+    {
+        TesState.COMPLETE,
+        TesState.EXECUTOR_ERROR,
+        TesState.SYSTEM_ERROR,
+        TesState.CANCELED,
+        TesState.PREEMPTED,
+    }
+)
+"""The states a TES task never leaves (and that retention may prune)."""
+
+
 class TesFileType(enum.StrEnum):
     """Whether an input or output is one file or a directory tree."""
 

@@ -32,20 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from diego.models.codec import decode, encode
 from diego.models.errors import InvalidRequest, TesTaskAlreadyExists, TesTaskNotFound
-from diego.models.tes import TesState, TesTask, rfc3339
+from diego.models.tes import FINAL_STATES, TesState, TesTask, rfc3339
 from diego.state.schema import TES_TASK_SEQ, counters, tes_task_tags, tes_tasks
 from diego.state.store import MAX_CAS_ATTEMPTS, StoreConflict
-
-FINAL_STATES = frozenset(
-    {
-        TesState.COMPLETE,
-        TesState.EXECUTOR_ERROR,
-        TesState.SYSTEM_ERROR,
-        TesState.CANCELED,
-        TesState.PREEMPTED,
-    }
-)
-"""The states a TES task never leaves: the ones retention may prune."""
 
 PRUNE_BATCH = 500
 """Tasks removed per write transaction, so a big prune never holds the writer long."""

@@ -405,11 +405,9 @@ async def test_kill_ends_the_process_tree(cells: Cells, backend: DockerBackend) 
     assert await eventually(
         lambda: len([p for p in sleeping(arg) if in_cgroup_of(p, cid)]) == 2, within=5
     )
-    started = time.monotonic()
     proc.kill()
     assert await asyncio.wait_for(proc.wait(), 2) == 137
     assert await eventually(lambda: not container_pids_with(arg, cid), within=2)
-    assert time.monotonic() - started < 3
     # The container itself lives on.
     assert (await sh(backend, guid, "echo alive"))[:2] == (0, ["alive"])
 
@@ -593,11 +591,11 @@ async def test_egress_follows_the_rules(cells: Cells, backend: DockerBackend, ta
     status, out, _ = await sh(backend, guid, fetch(target, 8001))
     assert (status, out) == (0, ["ok"])
 
-    started = time.monotonic()
-    status, out, _ = await sh(backend, guid, fetch(target, 8002))
+    # Refused (a reset), not dropped: the client does not sit out its timeout.
+    status, out, err = await sh(backend, guid, fetch(target, 8002))
     assert status != 0
     assert out == []
-    assert time.monotonic() - started < 2, "8002 was not refused at once"
+    assert any("Connection refused" in line for line in err), err
 
     await backend.destroy(guid)
     assert await networks_of(cells.cell) == []
@@ -613,10 +611,9 @@ async def test_network_without_rules_reaches_nothing(
     status, out, _ = await sh(backend, guid, "tail -n +3 /proc/net/dev | cut -d: -f1")
     assert status == 0
     assert sorted(line.strip() for line in out) == ["eth0", "lo"]
-    started = time.monotonic()
-    status, out, _ = await sh(backend, guid, fetch(target, 8001))
+    status, out, err = await sh(backend, guid, fetch(target, 8001))
     assert (status, out) == (1, [])
-    assert time.monotonic() - started < 2
+    assert any("Connection refused" in line for line in err), err
 
 
 # ---------------------------------------------------------------- images

@@ -13,7 +13,6 @@ import os
 import shutil
 import tarfile
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -858,10 +857,8 @@ async def test_destroy_kills_unmounts_removes_and_is_idempotent(backend: LocalBa
     assert str(rw) in mount_points()
     proc = await backend.run(C1, ProcessSpec("/bin/sleep", (arg,)), discard, discard)
     assert await eventually(lambda: bool(sleeping(arg)))
-    started = time.monotonic()
     await backend.destroy(C1)
     assert await eventually(lambda: not host_pids_with(arg), within=1.0)
-    assert time.monotonic() - started < 1.5
     assert await asyncio.wait_for(proc.wait(), 2) == 137
     assert await eventually(
         lambda: not any(m.startswith(str(backend.root / C1)) for m in mount_points())

@@ -347,16 +347,22 @@ async def test_parallel_runs_all_and_aggregates_failures(cell: Cell) -> None:
 
 
 async def test_parallel_runs_at_once(cell: Cell) -> None:
-    """Parallel children run concurrently: three 0.5s sleeps take well under 1.5s."""
-    started = time.monotonic()
-    await cell.perform(ParallelAction(actions=tuple(sh("sleep 0.5") for _ in range(3))))
-    assert time.monotonic() - started < 1.3
+    """Parallel children run concurrently: each, once started, waits until all three
+    have started (which one at a time could never do), then says so."""
+    wait_for_all = (
+        "touch /tmp/started-{i}; "
+        "while [ $(ls /tmp/started-* | wc -l) -lt 3 ]; do sleep 0.05; done; "
+        "touch /home/vcap/together-{i}"
+    )
+    children = tuple(sh(f"timeout 10 sh -c '{wait_for_all.format(i=i)}'") for i in range(3))
+    await cell.perform(ParallelAction(actions=children))
+    for i in range(3):
+        assert await cell.exists(f"/home/vcap/together-{i}")
 
 
 async def test_codependent_first_failure_cancels_the_rest(cell: Cell) -> None:
     """In a codependent action the first failure kills the siblings and is the reason."""
     arg = sleep_arg()
-    started = time.monotonic()
     reason = await cell.fails(
         CodependentAction(
             actions=(
@@ -367,7 +373,6 @@ async def test_codependent_first_failure_cancels_the_rest(cell: Cell) -> None:
         )
     )
     assert reason == "Exited with status 7"
-    assert time.monotonic() - started < 1.4
     assert await eventually(lambda: not host_pids_with(arg), within=1.0)
     assert "Exited with status 9" not in cell.messages()
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from diego.models.codec import decode
 from diego.models.errors import InvalidRequest, TesTaskAlreadyExists, TesTaskNotFound
 from diego.models.task import TaskState
-from diego.models.tes import TesState, TesTask, TesTaskLog, rfc3339
+from diego.models.tes import FINAL_STATES, TesState, TesTask, TesTaskLog, rfc3339
 from diego.state import tes_store
 from diego.state.store import MIGRATIONS, Store
 from diego.state.tes_store import TesStore, decode_page_token, encode_page_token
@@ -28,8 +28,8 @@ RACERS = 12
 
 URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
-FINAL = sorted(tes_store.FINAL_STATES)
-NOT_FINAL = sorted(set(TesState) - tes_store.FINAL_STATES)
+FINAL = sorted(FINAL_STATES)
+NOT_FINAL = sorted(set(TesState) - FINAL_STATES)
 
 
 @pytest.fixture

@@ -26,9 +26,9 @@ from diego.cell.tes_job import (
     _path_of,
     _Tail,
     _tail_of_tar,
-    _tar_as,
     report_of,
 )
+from diego.cell.transfer import tar_as
 from diego.models.codec import decode
 from diego.models.task import GUID_PATTERN, TaskCreateRequest
 from diego.models.tes import (
@@ -133,7 +133,7 @@ def test_tar_as_names_a_file_and_owns_it_by_root(tmp_path: Path) -> None:
     source = tmp_path / "fetched-123"
     source.write_bytes(b"hello\n")
     tar = tmp_path / "in.tar"
-    _tar_as(source, "input.txt", tar)
+    tar_as(source, "input.txt", tar)
     members = _members(tar)
     assert [m.name for m in members] == ["input.txt"]
     assert (members[0].uid, members[0].gid, members[0].uname, members[0].gname) == (0, 0, "", "")
@@ -151,7 +151,7 @@ def test_tar_as_names_a_nested_directory_under_the_name(tmp_path: Path) -> None:
     (source / "sub" / "b.txt").write_text("bb")
     (source / "sub" / "deeper" / "c.txt").write_text("ccc")
     tar = tmp_path / "in.tar"
-    _tar_as(source, "data", tar)
+    tar_as(source, "data", tar)
     members = _members(tar)
     assert sorted(m.name for m in members) == [
         "data",
@@ -209,12 +209,12 @@ def test_extract_tree_takes_files_and_directories_and_skips_the_rest(tmp_path: P
 
 
 def test_extract_tree_round_trips_what_tar_as_made(tmp_path: Path) -> None:
-    """A tree tarred by ``_tar_as`` comes back whole under its name."""
+    """A tree tarred by ``tar_as`` comes back whole under its name."""
     source = tmp_path / "src"
     (source / "x").mkdir(parents=True)
     (source / "x" / "y.txt").write_text("why")
     tar = tmp_path / "t.tar"
-    _tar_as(source, "out", tar)
+    tar_as(source, "out", tar)
     into = tmp_path / "into"
     into.mkdir()
     _extract_tree(tar, into)

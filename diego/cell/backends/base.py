@@ -10,7 +10,7 @@ cannot reach the host.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -99,8 +99,21 @@ class GuidLocks:
             lock = self._locks[guid] = asyncio.Lock()
         return lock
 
-    def forget(self, guid: str) -> None:
-        """Drop the lock of a destroyed container, unless it is held."""
+    async def make(self, guid: str, making: Callable[[], Awaitable[None]]) -> None:
+        """Run ``making`` under the guid's lock, to its end even if the caller is
+        cancelled: a container half made cannot be taken back, so a destroy waits
+        for it and then removes all of it."""
+
+        async def locked() -> None:
+            async with self(guid):
+                await making()
+
+        await asyncio.shield(asyncio.ensure_future(locked()))
+
+    async def remove(self, guid: str, removing: Callable[[], Awaitable[None]]) -> None:
+        """Run ``removing`` under the guid's lock, then drop the lock if nobody holds it."""
+        async with self(guid):
+            await removing()
         lock = self._locks.get(guid)
         if lock is not None and not lock.locked():
             del self._locks[guid]

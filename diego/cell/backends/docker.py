@@ -115,6 +115,12 @@ def split_image(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
+def tagged(image: str) -> str:
+    """``image`` as the engine names it: with its tag (``latest`` if none) or digest."""
+    repo, tag = split_image(image)
+    return f"{repo}@{tag}" if "@" in image else f"{repo}:{tag}"
+
+
 def cpu_shares(weight: int) -> int:
     """Docker's cpu shares (1024 is a full share) for a cpu_weight of 1-100."""
     return max(2, round(1024 * weight / 100))
@@ -305,7 +311,7 @@ class DockerBackend:
         self.cell_id = cell_id
         self.options = options
         self._containers: dict[str, _Container] = {}
-        self._lock = GuidLocks()
+        self._locks = GuidLocks()
         security = " ".join(info.get("SecurityOptions") or ())
         self.remapped = "name=userns" in security
         driver_status = dict(info.get("DriverStatus") or ())
@@ -386,16 +392,14 @@ class DockerBackend:
 
     async def create(self, spec: ContainerSpec) -> None:
         """Make and start the container; a cancelled caller does not stop it half made."""
-        making = asyncio.ensure_future(self._create_locked(spec))
-        await asyncio.shield(making)
+        await self._locks.make(spec.guid, lambda: self._create_or_undo(spec))
 
-    async def _create_locked(self, spec: ContainerSpec) -> None:
-        async with self._lock(spec.guid):
-            try:
-                await self._create(spec)
-            except BaseException:
-                await self._destroy(spec.guid)
-                raise
+    async def _create_or_undo(self, spec: ContainerSpec) -> None:
+        try:
+            await self._create(spec)
+        except BaseException:
+            await self._destroy(spec.guid)
+            raise
 
     async def _create(self, spec: ContainerSpec) -> None:
         image = image_of(spec.root_fs, spec.stack, self.options.preloaded)
@@ -515,9 +519,7 @@ class DockerBackend:
 
     async def destroy(self, guid: str) -> None:
         """Kill everything in the container and remove it, with its network."""
-        async with self._lock(guid):
-            await self._destroy(guid)
-        self._lock.forget(guid)
+        await self._locks.remove(guid, lambda: self._destroy(guid))
 
     async def _destroy(self, guid: str) -> None:
         container = self._containers.pop(guid, None)
@@ -589,7 +591,7 @@ class DockerBackend:
         """Exec ``process`` in the container (or, for another image, start it beside the
         container); its output lines go to the sinks."""
         container = self._get(guid)
-        if process.image and process.image != container.image:
+        if process.image and tagged(process.image) != container.image:
             return await self._run_sibling(container, process, stdout, stderr)
         command = _command(process)
         body = {
@@ -623,7 +625,8 @@ class DockerBackend:
     ) -> SiblingProcess:
         """Run ``process`` in its own image, in a container sharing the container's
         volumes (and its mounted busybox), network and limits."""
-        await self._image(process.image)
+        image = tagged(process.image)
+        await self._image(image)
         host = {
             key: value
             for key, value in container.host.items()
@@ -631,7 +634,7 @@ class DockerBackend:
         }
         host |= {"NetworkMode": f"container:{container.id}", "VolumesFrom": [container.id]}
         body: dict[str, Any] = {
-            "Image": process.image,
+            "Image": image,
             "Entrypoint": [],
             "Cmd": _command(process),
             "Env": [*container.env, f"USER={process.user}"] + [f"{k}={v}" for k, v in process.env],
@@ -650,7 +653,7 @@ class DockerBackend:
             await stream._init()  # attached before it starts: no output is missed
             await sibling.start()
         except DockerError as e:
-            raise BackendError(f"{process.image}: {_message(e)}") from None
+            raise BackendError(f"{image}: {_message(e)}") from None
         pump = asyncio.create_task(_pump(stream, stdout, stderr))
         running = SiblingProcess(self.docker, sibling.id, pump, container)
         container.processes.add(running)

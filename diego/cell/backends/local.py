@@ -173,7 +173,7 @@ class LocalBackend:
         # The cell's own cgroup scope: another cell may hold a container of the same guid.
         scope = name or hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         self._cgroups, notes = Cgroups.detect(scope) if self._is_root else (None, ["not root"])
-        self._lock = GuidLocks()
+        self._locks = GuidLocks()
         self._processes_started = 0
         self._loop = self._is_root and Path("/dev/loop-control").exists()
         if not self._loop:
@@ -214,12 +214,7 @@ class LocalBackend:
         cancelled (a mount half made cannot be taken back): a destroy waits for it
         under the guid's lock, and then removes all of it.
         """
-        making = asyncio.ensure_future(self._create_locked(spec))
-        await asyncio.shield(making)
-
-    async def _create_locked(self, spec: ContainerSpec) -> None:
-        async with self._lock(spec.guid):
-            await self._create(spec)
+        await self._locks.make(spec.guid, lambda: self._create(spec))
 
     async def _create(self, spec: ContainerSpec) -> None:
         volumes = plan_volumes(spec.volumes)  # refused before anything is made
@@ -255,9 +250,7 @@ class LocalBackend:
 
     async def destroy(self, guid: str) -> None:
         """Kill every process, unmount the disk, remove the groups and files."""
-        async with self._lock(guid):
-            await self._destroy(guid)
-        self._lock.forget(guid)
+        await self._locks.remove(guid, lambda: self._destroy(guid))
 
     async def _destroy(self, guid: str) -> None:
         container = self._containers.pop(guid, None)
