@@ -42,6 +42,17 @@ def non_empty_items() -> Rule:
     return Rule(lambda v: None if len(v) else "must not be empty", {"minItems": 1})
 
 
+def distinct_names() -> Rule:
+    """A list of non-empty strings, none twice."""
+
+    def check(value: tuple[str, ...]) -> str | None:
+        if any(not item for item in value):
+            return "must hold no empty names"
+        return None if len(set(value)) == len(value) else "must not name anything twice"
+
+    return Rule(check, {"uniqueItems": True, "items": {"minLength": 1}})
+
+
 def pattern(regex: str, words: str) -> Rule:
     """A string matching ``regex`` in full; ``words`` says what is allowed."""
     compiled = re.compile(regex)

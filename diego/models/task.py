@@ -20,6 +20,7 @@ from diego.models.rules import (
     at_least,
     between,
     destination,
+    distinct_names,
     http_url,
     max_bytes,
     non_empty,
@@ -121,6 +122,9 @@ class TaskCreateRequest:
         default="", metadata=rule_metadata(max_bytes(MAX_ANNOTATION_BYTES))
     )
     security_group_rules: tuple[SecurityGroupRule, ...] = ()
+    zones: tuple[str, ...] = attrs.field(default=(), metadata=rule_metadata(distinct_names()))
+    """Run only on a cell of one of these zones; empty: any zone. A diego extension
+    (TES ``resources.zones``): Diego's own Tasks have no such field."""
 
 
 class TaskState(enum.StrEnum):

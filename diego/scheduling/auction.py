@@ -13,10 +13,12 @@ instances of index 1 and up; instances lowest index first, then biggest memory.
 
 Each Task ends in exactly one of three places:
 
-- **placed** on the compatible cell with the lowest score that has room for it now;
+- **placed** on the compatible cell with the lowest score that has room for it now
+  (compatible: it serves the Task's stack and root_fs scheme and, if the Task names
+  zones, is in one of them);
 - **rejected** (failed at once) when no cell serves its stack or root_fs scheme, or
-  when no compatible cell could ever hold it, because even its *total* resources are
-  too small;
+  none that does is in its zones, or when no compatible cell could ever hold it,
+  because even its *total* resources are too small;
 - **carried over** when some compatible cell could hold it but none has the room
   free now: the cluster is busy, and the next batch tries again.
 
@@ -26,35 +28,39 @@ which orders cells the same way). Ties go to the smallest ``cell_id``, so a batc
 always gives the same result. The batch is taken biggest first (memory, then disk,
 then guid), as Diego orders it, so that small work cannot starve big work.
 
-How it stays fast. Cells are grouped by what they serve (stacks, root_fs providers)
-and by their totals. Within a group a cell's score after taking a Task is its
-current use plus a term that depends only on the group and the Task, so ordering a
-group's cells by current use orders them by score. Scores are kept as exact integers
-(each fraction scaled by the product of the group's totals), so no floating-point
-rounding can make ties or orders differ between runs; groups are compared by exact
-cross-multiplication.
+How it stays fast. Cells are grouped by zone, by what they serve (stacks, root_fs
+providers) and by their totals; one set of groups (``_Cells``) serves the three
+phases of a batch. Within a group a cell's score after taking some work is its
+current use plus a term that depends only on the group and the work's size, so
+ordering a group's cells by current use orders them by score. Scores are kept as
+exact integers (each fraction scaled by the product of the group's totals), so no
+floating-point rounding can make ties or orders differ between runs; groups are
+compared by exact cross-multiplication.
 
-Each group starts with a heap keyed by (use, cell_id). For a Task, the scheduler
-pops each compatible group's heap until it meets a cell with room, puts back the
-cells it passed, compares the groups' best cells, reserves on the winner and pushes
-it back with its new use. In a balanced cluster the least-used cell is also the
-one with the most room, so nothing is passed. When the cluster fills up that stops
-being true, and once a Task has passed over ``_PATIENCE`` cells of a group the
-group moves to a ``_FitTree``: a segment tree holding, per subtree, the most free
-memory, the most free disk and the least (use, cell_id), searched branch and bound
-for the least-used cell with room. Free resources only shrink within a batch, so
-the tree's answers stay exact with one O(log n) update per placement.
+Each group starts with a heap keyed by (use, cell_id), kept lazily: a placement
+does no heap work, and an entry whose use is out of date is refreshed when it
+surfaces (uses only grow within a batch, so a stale entry sorts no later than its
+cell should). For a Task, each compatible group (of the Task's zones, if it names
+any) pops its heap until it meets a cell with room and puts back the cells it
+passed; the groups' best cells are compared and the winner reserved on. In a
+balanced cluster the least-used cell is also the one with the most room, so nothing
+is passed. When the cluster fills up that stops being true, and once a search has
+passed over ``_PATIENCE`` cells without room the group moves to a ``_FitTree``: a
+segment tree holding, per subtree, the most free memory, the most free disk and the
+least (use, cell_id), searched branch and bound for the least-used cell with room.
+Free resources only shrink within a batch, so the tree's answers stay exact with
+one O(log n) update per placement. Memory and disk free on different cells can make
+tree searches long, so the nodes they visit are charged to the size asked for, and
+a size that has cost more than the group has cells gets a lazily kept heap of the
+cells with room for it, built in O(n_g) (ski rental: about twice the work of the
+better of the two, at worst). Sizes a group has no room for are remembered, so work
+that cannot be placed costs O(1) a group after the first.
 
-Complexity, for ``n`` cells in ``G`` groups and a batch of ``w`` Tasks: building is
-O(n) (the tree, when a group needs one, O(n_g log n_g) once), sorting the batch
-O(w log w). A placement or carry-over costs O(G log n) on the heap (plus O(log n)
-per cell passed over, fewer than ``_PATIENCE``), and on the tree O(G log n) plus
-the subtrees it must look into: those that have the room in memory and in disk
-(perhaps in different cells) and could beat the best cell found. For a full cluster
-fed Tasks of widely mixed sizes that is sublinear but more than log n (measured:
-about 100 nodes a search at 1,000 cells, 750 at 10,000); its worst case, for
-adversarial mixes, is O(n_g). A rejection costs O(G). Clusters have few cell shapes,
-so ``G`` is small, and the cost per placement grows with ``log n``, not with ``n``.
+Complexity, for ``n`` cells in ``G`` groups and a batch of ``w`` pieces of work:
+building is O(n) (a tree, when a group needs one, O(n_g log n_g) once), sorting the
+batch O(w log w). A Task's placement or carry-over costs O(G log n), plus O(log n)
+per cell passed over; a rejection costs O(G), and O(1) once its kind was seen.
+Clusters have few cell shapes and zones, so ``G`` is small.
 
 LRP instances. An instance is placed or left **unplaced** with a reason; it is never
 failed (the auctioneer records the reason and tries again later). The reasons are
@@ -72,29 +78,20 @@ zone, or nowhere. Within the zone the instance goes to the cell with room that r
 the fewest instances of its process (those in ``CellSnapshot.lrp_counts`` and those
 placed earlier in the batch), then has the lowest score, then the smallest cell_id.
 
-How the LRP side stays fast. Each phase of LRPs groups the cells by zone, then as for
-Tasks. A process runs on few cells, so each zone group answers "the least-used cell
-with room that does not run it" from a heap of its cells, passing over the few that
-do; the heap is kept lazily (an entry with an out-of-date use is refreshed when it
-surfaces; uses only grow), so a placement costs no heap work. A busy group moves to a
-``_FitTree`` as for Tasks, searched the same way with those cells passed over; since
-memory and disk free on different cells can make its searches long, the nodes they
-visit are charged to the size asked for, and a size that has cost more than the
-group has cells gets a lazily kept heap of the cells with room for it (ski rental:
-about twice the work of the better of the two, at worst). A process that makes a search
-pass over more than ``_CROWDING`` of its own cells (many instances in a zone) gets,
-for that zone group and size, its own heap keyed by (instances, use, cell_id). Sizes
-a zone group has no room for are remembered, so instances that cannot be placed cost
-O(1) a group after the first. Cells without room for a size are dropped from that
-size's heaps for good: free room only shrinks within a batch.
+How the LRP side stays fast. An instance searches the groups of one zone at a time.
+A process runs on few cells, so each zone group answers "the least-used cell with
+room that does not run it" from the same heap or tree as for Tasks, passing over the
+few cells that do. A process that makes a search pass over more than ``_CROWDING``
+of its own cells (many instances in a zone) gets, for that zone group and size, its
+own heap keyed by (instances, use, cell_id). Cells without room for a size are
+dropped from that size's heaps for good: free room only shrinks within a batch.
 
 Complexity per instance: O(Z G log n) for Z zones tried (Z = 1 above index 1) in
 the common case, plus O(log n) per cell of its own process passed over (at most
 ``_CROWDING``); heaps of sizes and processes cost O(n_g) once each, charged as said.
-Building a phase is O(n), plus one pass over the cells' ``lrp_counts`` a batch.
-Measured (``python -m tests.unit.test_auction_lrp``): 100,000 instances and 50,000
-Tasks place at about 150,000 a second on 1,000 or 10,000 empty cells; on a busy
-cluster the instances' cost per placement doubles from 1,000 to 10,000 cells.
+Building is O(n), plus one pass over the cells' ``lrp_counts`` a batch. ``python -m
+bench auction`` measures it (cold starts of 100,000 instances and 50,000 Tasks onto
+100, 1,000 and 10,000 cells, and busy clusters); the project README has the figures.
 """
 
 from __future__ import annotations
@@ -130,6 +127,11 @@ NO_CELL_FOR_ROOT_FS = (
     NO_COMPATIBLE_CELL + ": no cell serving stack '{stack}' has root_fs provider '{provider}'"
 )
 """Format of the reason when cells serve the stack but none has the root_fs provider."""
+NO_CELL_IN_ZONES = (
+    NO_COMPATIBLE_CELL
+    + ": no cell serving stack '{stack}' is in zone {zones} (cells are in {have})"
+)
+"""Format of the reason when compatible cells exist, but none in the Task's zones."""
 INSUFFICIENT_RESOURCES = "insufficient resources"
 """The prefix of the reason given when no compatible cell is big enough, ever."""
 INSUFFICIENT_RESOURCES_FOR = INSUFFICIENT_RESOURCES + ": {shortages}"
@@ -147,6 +149,16 @@ def no_cell_for_stack(stack: str) -> str:
 def no_cell_for_root_fs(stack: str, provider: str) -> str:
     """The rejection reason for a Task whose root_fs provider no cell of its stack has."""
     return NO_CELL_FOR_ROOT_FS.format(stack=stack, provider=provider)
+
+
+def no_cell_in_zones(stack: str, zones: Iterable[str], have: Iterable[str]) -> str:
+    """The rejection reason for a Task whose zones hold no cell serving it; ``have``:
+    the zones that do."""
+    return NO_CELL_IN_ZONES.format(
+        stack=stack,
+        zones=" or ".join(repr(zone) for zone in sorted(zones)),
+        have=", ".join(repr(zone) for zone in sorted(have)),
+    )
 
 
 def insufficient_resources(shortages: Iterable[str]) -> str:
@@ -255,6 +267,10 @@ class CellSnapshot:
         return stack in self.stacks and root_fs_provider(root_fs) in self.rootfs_providers
 
 
+def _names(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(names)
+
+
 @attrs.frozen
 class TaskWork:
     """The part of a Task the auction needs; it uses its memory, disk and one container."""
@@ -265,12 +281,20 @@ class TaskWork:
     root_fs: str
     memory_mb: int = attrs.field(validator=_non_negative)
     disk_mb: int = attrs.field(validator=_non_negative)
+    zones: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    """Only cells of these zones may run it; empty: any zone."""
 
     @classmethod
     def from_task(cls, task: Task) -> TaskWork:
         """The work of ``task``."""
         return cls(
-            task.task_guid, task.domain, task.stack, task.root_fs, task.memory_mb, task.disk_mb
+            task.task_guid,
+            task.domain,
+            task.stack,
+            task.root_fs,
+            task.memory_mb,
+            task.disk_mb,
+            frozenset(task.zones),
         )
 
     @property
@@ -429,33 +453,18 @@ def schedule(
     rejections: list[Rejection] = []
     carried_over: list[TaskWork] = []
     unplaced_lrps: list[tuple[LRPWork, str]] = []
-    free: _Free | None = None
-    levels: dict[str, dict[int, int]] = {}
-    later: list[LRPWork] = []
-    if instances:
-        free = _Free(
-            [cell.available.memory_mb for cell in cells],
-            [cell.available.disk_mb for cell in cells],
-            [cell.available.containers for cell in cells],
-        )
-        levels = _existing_instances(cells, instances)
-        first = [item for item in instances if item.index == 0]
-        later = instances[len(first) :]
-        if first:
-            _LRPCluster(cells, free, levels).place_all(first, placements, unplaced_lrps)
-    if ordered:
-        cluster = _Cluster(cells, free)
-        for item in ordered:
-            outcome = cluster.place(item)
-            if isinstance(outcome, Placement):
-                placements.append(outcome)
-            elif isinstance(outcome, Rejection):
-                rejections.append(outcome)
-            else:
-                carried_over.append(item)
-    if later:
-        assert free is not None
-        _LRPCluster(cells, free, levels).place_all(later, placements, unplaced_lrps)
+    cluster = _Cells(cells, _existing_instances(cells, instances))
+    first = [item for item in instances if item.index == 0]
+    cluster.place_all(first, placements, unplaced_lrps)
+    for item in ordered:
+        outcome = cluster.place_task(item)
+        if isinstance(outcome, Placement):
+            placements.append(outcome)
+        elif isinstance(outcome, Rejection):
+            rejections.append(outcome)
+        else:
+            carried_over.append(item)
+    cluster.place_all(instances[len(first) :], placements, unplaced_lrps)
     return AuctionResult(
         tuple(placements), tuple(rejections), tuple(carried_over), tuple(unplaced_lrps)
     )
@@ -494,33 +503,31 @@ _Entry = tuple[int, str, int]
 """A heap entry: (the cell's use, scaled to an integer; its cell_id; its index)."""
 
 _PATIENCE = 8
-"""Cells a group's heap may pass over for one Task before the group moves its cells
-into a ``_FitTree``: the cluster is busy, and the least-used cells lack room."""
+"""Cells a zone group's heap may pass over, lacking room, for one piece of work before
+the group moves its cells into a ``_FitTree``: the cluster is busy, and the least-used
+cells lack room."""
+
+_NOWHERE: Mapping[int, int] = {}
+"""The cells a Task's search passes over: none (only LRP instances avoid their own)."""
 
 
-@attrs.define(eq=False)
+@attrs.frozen(eq=False)
 class _Group:
-    """Cells alike in stacks, root_fs providers and totals, least used first.
+    """The score arithmetic of cells with these totals.
 
     A cell's score is ``use / denominator`` with
     ``use = used_memory * weights[0] + used_disk * weights[1] + used_containers *
     weights[2]``: the three fractions of the totals, scaled by their product so that
     the sum is an exact integer. A zero total counts as 1 (nothing of it is ever used).
-
-    The cells live in a heap while its top cells have room for the Tasks that come;
-    once a Task has to pass over ``_PATIENCE`` of them, they move to a ``_FitTree``,
-    which finds the least-used cell with room without walking past the others.
     """
 
     total: Resources
     weights: tuple[int, int, int]
     denominator: int
-    heap: list[_Entry] = attrs.Factory(list)
-    tree: _FitTree | None = None
 
     @classmethod
     def of(cls, total: Resources) -> _Group:
-        """An empty group of cells with these totals."""
+        """The arithmetic of cells with these totals."""
         memory, disk, containers = (
             max(total.memory_mb, 1),
             max(total.disk_mb, 1),
@@ -540,56 +547,14 @@ class _Group:
         )
 
     def cost(self, memory_mb: int, disk_mb: int) -> int:
-        """How much a Task of this size adds to the scaled use of a cell of this group."""
+        """How much work of this size adds to the scaled use of a cell of this group."""
         wm, wd, wc = self.weights
         return memory_mb * wm + disk_mb * wd + wc
 
     def holds(self, memory_mb: int, disk_mb: int) -> bool:
-        """Whether a cell of this group, empty, could hold a Task of this size."""
+        """Whether a cell of this group, empty, could hold work of this size."""
         total = self.total
         return memory_mb <= total.memory_mb and disk_mb <= total.disk_mb and total.containers >= 1
-
-    def take_best(self, memory_mb: int, disk_mb: int, free: _Free) -> _Entry | None:
-        """The least-used cell with room for the Task (smallest cell_id among equals).
-
-        None if no cell has room. The caller must then ``commit`` or ``release`` the
-        cell before asking this group again.
-        """
-        if self.tree is not None:
-            return self.tree.best(memory_mb, disk_mb)
-        heap = self.heap
-        passed: list[_Entry] = []
-        free_memory, free_disk = free.memory, free.disk
-        while heap:
-            entry = heapq.heappop(heap)
-            cell = entry[2]
-            if memory_mb <= free_memory[cell] and disk_mb <= free_disk[cell]:
-                for other in passed:
-                    heapq.heappush(heap, other)
-                return entry
-            passed.append(entry)
-            if len(passed) == _PATIENCE:
-                self.tree = _FitTree(passed + heap, free_memory, free_disk, 4 * self.denominator)
-                self.heap = []
-                return self.tree.best(memory_mb, disk_mb)
-        self.heap = passed  # popped in order, so sorted: already a valid heap
-        return None
-
-    def release(self, entry: _Entry) -> None:
-        """Give back, unchanged, a cell ``take_best`` returned."""
-        if self.tree is None:
-            heapq.heappush(self.heap, entry)
-
-    def commit(self, entry: _Entry, memory_mb: int, disk_mb: int, free: _Free) -> None:
-        """Give back a cell ``take_best`` returned, after the Task was reserved on it."""
-        use, cell_id, cell = entry
-        placed = (use + self.cost(memory_mb, disk_mb), cell_id, cell)
-        if self.tree is not None:
-            self.tree.update(
-                cell, free.memory[cell], free.disk[cell], free.containers[cell], placed
-            )
-        elif free.containers[cell] > 0:
-            heapq.heappush(self.heap, placed)
 
 
 class _FitTree:
@@ -646,32 +611,12 @@ class _FitTree:
             low[node] = min(low[left], low[right])
             node //= 2
 
-    def best(self, memory_mb: int, disk_mb: int) -> _Entry | None:
-        """The smallest entry of a cell with ``memory_mb`` and ``disk_mb`` free, if any."""
-        memory, disk, low, size = self.memory, self.disk, self.low, self.size
-        best: _Entry | None = None
-        stack = [1]
-        while stack:
-            node = stack.pop()
-            if memory[node] < memory_mb or disk[node] < disk_mb:
-                continue
-            if best is not None and low[node] >= best:
-                continue
-            if node >= size:
-                best = low[node]
-                continue
-            left, right = 2 * node, 2 * node + 1
-            if low[left] <= low[right]:
-                stack += (right, left)
-            else:
-                stack += (left, right)
-        return best
-
     def best_excluding(
         self, memory_mb: int, disk_mb: int, excluded: Mapping[int, int], limit: int
     ) -> tuple[_Entry | None, list[_Entry], bool, int]:
-        """``best``, but passing over the cells in ``excluded``; see ``_ZoneGroup.search``.
-        Also returns the number of nodes the search looked at."""
+        """The smallest entry of a cell with ``memory_mb`` and ``disk_mb`` free, passing
+        over the cells in ``excluded`` (see ``_ZoneGroup.search``). Also returns the
+        number of nodes the search looked at."""
         memory, disk, low, size = self.memory, self.disk, self.low, self.size
         best: _Entry | None = None
         skipped: list[_Entry] = []
@@ -710,89 +655,6 @@ class _Free:
     containers: list[int]
 
 
-class _Cluster:
-    """The cells of one batch, grouped and heaped, with reservations made so far."""
-
-    def __init__(self, cells: Sequence[CellSnapshot], free: _Free | None = None) -> None:
-        if free is None:
-            free = _Free(
-                [cell.available.memory_mb for cell in cells],
-                [cell.available.disk_mb for cell in cells],
-                [cell.available.containers for cell in cells],
-            )
-        self.free = free
-        self.stacks: set[str] = set()
-        classes: dict[tuple[frozenset[str], frozenset[str]], dict[Resources, _Group]] = {}
-        for index, cell in enumerate(cells):
-            self.stacks |= cell.stacks
-            shapes = classes.setdefault((cell.stacks, cell.rootfs_providers), {})
-            group = shapes.get(cell.total)
-            if group is None:
-                group = shapes[cell.total] = _Group.of(cell.total)
-            containers = free.containers[index]
-            if containers > 0:
-                use = group.use(free.memory[index], free.disk[index], containers)
-                group.heap.append((use, cell.cell_id, index))
-        for shapes in classes.values():
-            for group in shapes.values():
-                heapq.heapify(group.heap)
-        self.classes = {key: list(shapes.values()) for key, shapes in classes.items()}
-        self._compatible: dict[tuple[str, str], list[_Group]] = {}
-
-    def compatible(self, stack: str, provider: str) -> list[_Group]:
-        """The groups whose cells serve ``stack`` and have ``provider``."""
-        key = (stack, provider)
-        groups = self._compatible.get(key)
-        if groups is None:
-            groups = self._compatible[key] = [
-                group
-                for (stacks, providers), shapes in self.classes.items()
-                if stack in stacks and provider in providers
-                for group in shapes
-            ]
-        return groups
-
-    def place(self, work: TaskWork) -> Placement[TaskWork] | Rejection | None:
-        """Place ``work`` and reserve its resources, reject it, or (None) carry it over."""
-        provider = root_fs_provider(work.root_fs)
-        groups = self.compatible(work.stack, provider)
-        if not groups:
-            if work.stack not in self.stacks:
-                return Rejection(work, no_cell_for_stack(work.stack))
-            return Rejection(work, no_cell_for_root_fs(work.stack, provider))
-        memory_mb, disk_mb = work.memory_mb, work.disk_mb
-        feasible = [group for group in groups if group.holds(memory_mb, disk_mb)]
-        if not feasible:
-            need = work.resources
-            return Rejection(
-                work,
-                insufficient_resources(
-                    name for group in groups for name in need.shortages(group.total)
-                ),
-            )
-        best: tuple[_Group, _Entry] | None = None
-        for group in feasible:
-            entry = group.take_best(memory_mb, disk_mb, self.free)
-            if entry is None:
-                continue
-            if best is None:
-                best = (group, entry)
-            elif _beats(group, entry, *best, memory_mb, disk_mb):
-                best[0].release(best[1])
-                best = (group, entry)
-            else:
-                group.release(entry)
-        if best is None:
-            return None
-        group, entry = best
-        index, free = entry[2], self.free
-        free.memory[index] -= memory_mb
-        free.disk[index] -= disk_mb
-        free.containers[index] -= 1
-        group.commit(entry, memory_mb, disk_mb, free)
-        return Placement(work, entry[1])
-
-
 def _beats(
     group: _Group, entry: _Entry, rival: _Group, rival_entry: _Entry, memory_mb: int, disk_mb: int
 ) -> bool:
@@ -807,7 +669,7 @@ def _beats(
 
 _CROWDING = 8
 """Cells that already run a process which one search of a zone group may pass over
-before that process gets a heap of its own there (``_LRPCluster.crowded``)."""
+before that process gets a heap of its own there (``_Cells.crowded``)."""
 
 _TREE_BUDGET = 1
 """Tree nodes a size may cost a zone group, per cell of the group, before it gets a
@@ -921,7 +783,7 @@ class _ZoneGroup:
             self.no_room.append((memory_mb, disk_mb))
 
     def search(
-        self, memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _LRPCluster
+        self, memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _Cells
     ) -> tuple[_Entry | None, list[_Entry], bool]:
         """The least-used cell with room that does not run the process (``on``: the
         cells that do, with their counts), if any; the cells with room passed over
@@ -974,7 +836,7 @@ class _ZoneGroup:
         return found, crowded, aborted
 
     def _search_tree(
-        self, memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _LRPCluster
+        self, memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _Cells
     ) -> tuple[_Entry | None, list[_Entry], bool]:
         """``search`` on the tree, or on the size's own heap once it has one.
 
@@ -1006,7 +868,7 @@ class _ZoneGroup:
             heapq.heapify(heap)
         return found, crowded, aborted
 
-    def placed(self, cell: int, owner: _LRPCluster) -> None:
+    def placed(self, cell: int, owner: _Cells) -> None:
         """Record a placement on ``cell`` (its free room and use already updated)."""
         free = owner.free
         if self.tree is not None:
@@ -1022,7 +884,7 @@ class _ZoneGroup:
 
 
 def _search_sized(
-    heap: list[_Entry], memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _LRPCluster
+    heap: list[_Entry], memory_mb: int, disk_mb: int, on: Mapping[int, int], owner: _Cells
 ) -> tuple[_Entry | None, list[_Entry], bool]:
     """``_ZoneGroup.search`` on a size's own heap: cells that lack room for the size are
     dropped for good (free room only shrinks), stale uses refreshed on the way."""
@@ -1054,11 +916,15 @@ def _search_sized(
     return found, crowded, aborted
 
 
-class _LRPCluster:
-    """The cells as the LRP instances of one phase of a batch see them: grouped by
-    zone, then by what they serve and their totals.
+class _Cells:
+    """The cells of one batch, grouped by zone, then by what they serve and their
+    totals, with the reservations made so far.
 
-    An instance goes, within a zone, to the cell with room that runs the fewest
+    A Task goes to the least-used cell with room of the compatible groups (of its
+    zones, if it names any), then the smallest cell_id: each group answers from its
+    heap or tree, and the best answers are compared exactly.
+
+    An LRP instance goes, within a zone, to the cell with room that runs the fewest
     instances of its process, then has the lowest score, then the smallest cell_id.
     Most cells run no instance of a given process, so each zone group answers "the
     least-used cell with room not running it" from its shared heap or tree, passing
@@ -1070,10 +936,12 @@ class _LRPCluster:
     shrinks within a batch).
     """
 
-    def __init__(
-        self, cells: Sequence[CellSnapshot], free: _Free, levels: dict[str, dict[int, int]]
-    ) -> None:
-        self.free = free
+    def __init__(self, cells: Sequence[CellSnapshot], levels: dict[str, dict[int, int]]) -> None:
+        free = self.free = _Free(
+            [cell.available.memory_mb for cell in cells],
+            [cell.available.disk_mb for cell in cells],
+            [cell.available.containers for cell in cells],
+        )
         self.levels = levels
         self.ids = [cell.cell_id for cell in cells]
         self.zones = sorted({cell.zone for cell in cells})
@@ -1107,6 +975,7 @@ class _LRPCluster:
                 heapq.heapify(group.heap)
         self.classes = {key: list(groups.values()) for key, groups in classes.items()}
         self._compatible: dict[tuple[str, str], dict[str, list[_ZoneGroup]]] = {}
+        self._for_tasks: dict[tuple[str, str, frozenset[str]], list[_ZoneGroup] | str] = {}
         self.crowded: dict[tuple[str, int, int, int], list[_CrowdedEntry]] = {}
         self.hashes: dict[str, int] = {}
 
@@ -1121,6 +990,65 @@ class _LRPCluster:
                     for group in groups:
                         by_zone.setdefault(group.zone, []).append(group)
         return by_zone
+
+    def task_groups(self, work: TaskWork) -> list[_ZoneGroup] | str:
+        """The zone groups that may run ``work``, or why none may (a rejection reason)."""
+        provider = root_fs_provider(work.root_fs)
+        key = (work.stack, provider, work.zones)
+        groups = self._for_tasks.get(key)
+        if groups is None:
+            by_zone = self.compatible(work.stack, provider)
+            if not by_zone:
+                if work.stack not in self.stacks:
+                    groups = no_cell_for_stack(work.stack)
+                else:
+                    groups = no_cell_for_root_fs(work.stack, provider)
+            else:
+                groups = [
+                    group
+                    for zone, in_zone in by_zone.items()
+                    if not work.zones or zone in work.zones
+                    for group in in_zone
+                ]
+                if not groups:
+                    groups = no_cell_in_zones(work.stack, work.zones, by_zone)
+            self._for_tasks[key] = groups
+        return groups
+
+    def place_task(self, work: TaskWork) -> Placement[TaskWork] | Rejection | None:
+        """Place ``work`` and reserve its resources, reject it, or (None) carry it over."""
+        groups = self.task_groups(work)
+        if isinstance(groups, str):
+            return Rejection(work, groups)
+        memory_mb, disk_mb = work.memory_mb, work.disk_mb
+        best: tuple[_ZoneGroup, _Entry] | None = None
+        roomy = False
+        for group in groups:
+            if not group.shape.holds(memory_mb, disk_mb):
+                continue
+            roomy = True
+            if group.lacks_room(memory_mb, disk_mb):
+                continue
+            found, _, _ = group.search(memory_mb, disk_mb, _NOWHERE, self)
+            if found is None:
+                group.found_no_room(memory_mb, disk_mb)
+            elif best is None or _beats(
+                group.shape, found, best[0].shape, best[1], memory_mb, disk_mb
+            ):
+                best = (group, found)
+        if best is not None:
+            group, entry = best
+            self._reserve(group, entry[2], memory_mb, disk_mb, None)
+            return Placement(work, entry[1])
+        if roomy:
+            return None
+        need = work.resources
+        return Rejection(
+            work,
+            insufficient_resources(
+                name for group in groups for name in need.shortages(group.shape.total)
+            ),
+        )
 
     def place_all(
         self,
@@ -1238,14 +1166,22 @@ class _LRPCluster:
         return None
 
     def _reserve(
-        self, group: _ZoneGroup, cell: int, memory_mb: int, disk_mb: int, on: dict[int, int]
+        self,
+        group: _ZoneGroup,
+        cell: int,
+        memory_mb: int,
+        disk_mb: int,
+        on: dict[int, int] | None,
     ) -> None:
+        """Take work of this size on ``cell``; ``on``: the cells running the instance's
+        process (None for a Task)."""
         free = self.free
         free.memory[cell] -= memory_mb
         free.disk[cell] -= disk_mb
         free.containers[cell] -= 1
         self.use[cell] += group.shape.cost(memory_mb, disk_mb)
-        on[cell] = on.get(cell, 0) + 1
+        if on is not None:
+            on[cell] = on.get(cell, 0) + 1
         group.placed(cell, self)
 
     def _shortages(self, by_zone: dict[str, list[_ZoneGroup]], work: LRPWork) -> str:

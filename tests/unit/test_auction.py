@@ -36,6 +36,7 @@ from diego.scheduling.auction import (
     insufficient_resources,
     no_cell_for_root_fs,
     no_cell_for_stack,
+    no_cell_in_zones,
     root_fs_provider,
     schedule,
     score,
@@ -67,10 +68,15 @@ def cell(
 
 
 def task(
-    guid: str, memory_mb: int = 64, disk_mb: int = 128, stack: str = STACK, root_fs: str = ""
+    guid: str,
+    memory_mb: int = 64,
+    disk_mb: int = 128,
+    stack: str = STACK,
+    root_fs: str = "",
+    zones: Sequence[str] = (),
 ) -> TaskWork:
     """A piece of Task work in the ``tests`` domain."""
-    return TaskWork(guid, "tests", stack, root_fs, memory_mb, disk_mb)
+    return TaskWork(guid, "tests", stack, root_fs, memory_mb, disk_mb, frozenset(zones))
 
 
 def where(result: AuctionResult) -> dict[str, str]:
@@ -266,6 +272,45 @@ def test_all_three_outcomes_in_one_batch() -> None:
 
 
 # -- feasibility ---------------------------------------------------------------
+
+
+def test_a_task_naming_zones_goes_only_to_their_cells() -> None:
+    """A Task with zones is placed only in them, even when another zone has more room;
+    waits (is carried over) when they are full; and is rejected, naming the zones
+    that do have cells, when none of its zones has a compatible cell."""
+    cells = [
+        cell("a", zone="z1", available=(128, 4096, 8)),
+        cell("b", zone="z2"),
+        cell("c", zone="z3", stacks=("other",)),
+    ]
+    work = [
+        task("in-z1", 100, zones=["z1"]),
+        task("in-z1-full", 64, zones=["z1"]),
+        task("in-z1-or-z2", 64, zones=["z1", "z2"]),
+        task("anywhere", 64),
+        task("in-z3", 64, zones=["z3"]),
+        task("in-z9", 64, zones=["z9", "z8"]),
+    ]
+    result = schedule(cells, work)
+    assert where(result) == {"in-z1": "a", "in-z1-or-z2": "b", "anywhere": "b"}
+    assert carried(result) == ["in-z1-full"]
+    assert reasons(result) == {
+        "in-z3": no_cell_in_zones(STACK, ["z3"], ["z1", "z2"]),
+        "in-z9": "found no compatible cell: no cell serving stack 'cflinuxfs4' is in "
+        "zone 'z8' or 'z9' (cells are in 'z1', 'z2')",
+    }
+
+
+def test_work_from_a_task_carries_its_zones() -> None:
+    """``TaskWork.from_task`` keeps the Task's zones, as a set."""
+    full = Task(
+        task_guid="g",
+        domain="d",
+        stack="s",
+        action=RunAction(path="/bin/true"),
+        zones=("z2", "z1"),
+    )
+    assert TaskWork.from_task(full).zones == {"z1", "z2"}
 
 
 def test_only_cells_serving_the_stack_and_root_fs_are_used() -> None:
@@ -512,9 +557,13 @@ def reference(cells: Sequence[CellSnapshot], work: Sequence[TaskWork]) -> Auctio
     carried_over: list[TaskWork] = []
     for item in ordered:
         need = item.resources
-        compatible = [c for c in cells if c.serves(item.stack, item.root_fs)]
+        serving = [c for c in cells if c.serves(item.stack, item.root_fs)]
+        compatible = [c for c in serving if not item.zones or c.zone in item.zones]
         if not compatible:
-            if any(item.stack in c.stacks for c in cells):
+            if serving:
+                have = {c.zone for c in serving}
+                reason = no_cell_in_zones(item.stack, item.zones, have)
+            elif any(item.stack in c.stacks for c in cells):
                 reason = no_cell_for_root_fs(item.stack, root_fs_provider(item.root_fs))
             else:
                 reason = no_cell_for_stack(item.stack)
@@ -574,9 +623,16 @@ def batches(draw: st.DrawFn) -> list[TaskWork]:
             draw(st.sampled_from(["", "preloaded:s1", "docker:///org/img", "oci:///x"])),
             draw(sizes),
             draw(sizes),
+            draw(st.sampled_from([(), (), ("z1",), ("z2",), ("z1", "z2"), ("z3",)])),
         )
         for i in range(count)
     ]
+
+
+def eligible(snapshot: CellSnapshot, item: TaskWork) -> bool:
+    """Whether ``snapshot`` serves ``item`` and is in one of its zones (if it names any)."""
+    in_zone = not item.zones or snapshot.zone in item.zones
+    return in_zone and snapshot.serves(item.stack, item.root_fs)
 
 
 def check_invariants(
@@ -593,17 +649,18 @@ def check_invariants(
     for placement in result.placements:
         snapshot = by_id[placement.cell_id]
         assert snapshot.serves(placement.work.stack, placement.work.root_fs)
+        assert not placement.work.zones or snapshot.zone in placement.work.zones
         left[snapshot.cell_id] = left[snapshot.cell_id].subtract(placement.work.resources)
 
     for rejection in result.rejections:
         item = rejection.work
-        compatible = [c for c in cells if c.serves(item.stack, item.root_fs)]
+        compatible = [c for c in cells if eligible(c, item)]
         assert not any(item.resources.fits(c.total) for c in compatible)
         prefix = INSUFFICIENT_RESOURCES if compatible else NO_COMPATIBLE_CELL
         assert rejection.reason.startswith(prefix)
 
     for item in result.carried_over:
-        compatible = [c for c in cells if c.serves(item.stack, item.root_fs)]
+        compatible = [c for c in cells if eligible(c, item)]
         assert not cells or any(item.resources.fits(c.total) for c in compatible)
         # Free room only shrinks in a batch: what did not fit then does not fit now.
         assert not any(item.resources.fits(left[c.cell_id]) for c in compatible)

@@ -40,6 +40,7 @@ from diego.scheduling.auction import (
     lrp_order,
     no_cell_for_root_fs,
     no_cell_for_stack,
+    no_cell_in_zones,
     schedule,
     zone_ranking,
 )
@@ -490,6 +491,11 @@ def reference(
     def never(item: TaskWork | LRPWork) -> str | None:
         need = item.resources
         compatible = [c for c in cells if c.serves(item.stack, item.root_fs)]
+        if compatible and isinstance(item, TaskWork) and item.zones:
+            have = {c.zone for c in compatible}
+            compatible = [c for c in compatible if c.zone in item.zones]
+            if not compatible:
+                return no_cell_in_zones(item.stack, item.zones, have)
         if not compatible:
             if any(item.stack in c.stacks for c in cells):
                 return no_cell_for_root_fs(item.stack, auction.root_fs_provider(item.root_fs))
@@ -505,7 +511,11 @@ def reference(
             return
         need = item.resources
         roomy = [
-            c for c in cells if c.serves(item.stack, item.root_fs) and need.fits(free[c.cell_id])
+            c
+            for c in cells
+            if c.serves(item.stack, item.root_fs)
+            and (not item.zones or c.zone in item.zones)
+            and need.fits(free[c.cell_id])
         ]
         if not roomy:
             carried_over.append(item)
@@ -631,6 +641,8 @@ def check_invariants(
         snapshot, item = by_id[placement.cell_id], placement.work
         assert snapshot.serves(item.stack, item.root_fs)
         left[snapshot.cell_id] = left[snapshot.cell_id].subtract(item.resources)
+        if isinstance(item, TaskWork) and item.zones:
+            assert snapshot.zone in item.zones
         if isinstance(item, LRPWork) and item.index > 1:
             assert snapshot.zone == zone_ranking(item.process_guid, item.index, zones)[0]
 
@@ -768,10 +780,10 @@ def test_a_process_crowding_a_zone_gets_its_own_heap_and_stays_exact() -> None:
     work += [task(f"t{i:03d}", rng.randint(1, 512), rng.randint(1, 1024)) for i in range(150)]
     work += [task(f"huge-{i}", 3500, 1024) for i in range(8)]
     crowded = mock.patch.object(
-        auction._LRPCluster,
+        auction._Cells,
         "_crowded_best",
         autospec=True,
-        side_effect=auction._LRPCluster._crowded_best,
+        side_effect=auction._Cells._crowded_best,
     )
     tree = mock.patch.object(
         auction._FitTree,

@@ -129,6 +129,13 @@ REFUSED = [
         {"root_fs": "preloaded://host/fs"}, "root_fs", ROOT_FS_WORDS, id="root_fs-preloaded-host"
     ),
     pytest.param({"root_fs": "cflinuxfs4"}, "root_fs", ROOT_FS_WORDS, id="root_fs-bare-name"),
+    # zones (a diego extension)
+    pytest.param({"zones": "z1"}, "zones", "must be an array", id="zones-string"),
+    pytest.param({"zones": [""]}, "zones", "must hold no empty names", id="zones-empty-name"),
+    pytest.param(
+        {"zones": ["z1", "z1"]}, "zones", "must not name anything twice", id="zones-twice"
+    ),
+    pytest.param({"zones": [1]}, "zones[0]", "must be a string", id="zones-number"),
     # cpu_weight
     pytest.param({"cpu_weight": 0}, "cpu_weight", "must be between 1 and 100", id="cpu_weight-0"),
     pytest.param(
@@ -657,6 +664,8 @@ ACCEPTED = [
     pytest.param({"root_fs": "docker://registry.example/org/img#t"}, id="root_fs-docker-registry"),
     pytest.param({"root_fs": "preloaded:cflinuxfs4"}, id="root_fs-preloaded"),
     pytest.param({"root_fs": ""}, id="root_fs-empty"),
+    pytest.param({"zones": []}, id="zones-none"),
+    pytest.param({"zones": ["z1", "z2"]}, id="zones-two"),
     pytest.param({"cpu_weight": 1}, id="cpu_weight-1"),
     pytest.param({"cpu_weight": 100}, id="cpu_weight-100"),
     pytest.param({"disk_mb": 0, "memory_mb": 0}, id="limits-0"),
