@@ -6,7 +6,9 @@ it by its resources, and the cell that runs it reads the TES document and runs
 inputs, executors and outputs (:mod:`diego.cell.tes_job`). :class:`TesService`
 follows the internal Task's events and moves the TES task along: PENDING is
 QUEUED, CLAIMED is INITIALIZING, RUNNING is RUNNING, and COMPLETED is the state
-the cell's report says (COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR) or CANCELED. The
+the cell's report says (COMPLETE, EXECUTOR_ERROR, SYSTEM_ERROR), CANCELED, or
+PREEMPTED when the cell was evacuated under it. ``resources.zones`` becomes the
+internal Task's zones, which the auction places by. The
 internal Task is then resolved; the TES task stays, listable, until retention
 prunes it.
 """
@@ -25,6 +27,7 @@ from typing import Any
 import attrs
 
 from diego.bus import Subscription
+from diego.cell.rep import EVACUATION_FAILURE
 from diego.cell.tes_job import report_of
 from diego.models.codec import decode
 from diego.models.errors import DiegoError, InvalidRequest, TaskGuidAlreadyExists, TaskNotFound
@@ -88,9 +91,10 @@ class TesService:
         if resources is not None and resources.backend_parameters:
             resources = attrs.evolve(resources, backend_parameters={})
         if resources is not None and resources.preemptible:
-            notes.append("preemptible: accepted; diego never preempts a task")
-        if resources is not None and resources.zones:
-            notes.append(f"zones {list(resources.zones)}: noted; placement ignores them")
+            notes.append(
+                "preemptible: accepted; diego preempts no task for another, but any task "
+                "whose cell is evacuated under it ends PREEMPTED"
+            )
         use_images = self.docker_cells()
         if not use_images and not self.settings.local_runs_without_image:
             raise InvalidRequest(
@@ -145,6 +149,7 @@ class TesService:
             "memory_mb": memory_mb,
             "disk_mb": disk_mb,
             "cpu_weight": min(100, 10 * cores),
+            "zones": list(resources.zones) if resources else [],
             "annotation": f"GA4GH TES task {task.name or task.id}",
             # For readers of /v1/tasks: the cell runs the TES document itself.
             "action": {"serial": {"actions": steps}},
@@ -246,6 +251,9 @@ class TesService:
         report = None if task.failed else report_of(task.result)
         if task.failure_reason == "cancelled":
             await self._finish(task.task_guid, TesState.CANCELED, [], task.cell_id)
+        elif task.failed and task.failure_reason == EVACUATION_FAILURE:
+            preempted = f"preempted: cell {task.cell_id} was evacuated ({EVACUATION_FAILURE})"
+            await self._finish(task.task_guid, TesState.PREEMPTED, [preempted], task.cell_id)
         elif report is not None:
             await self._finish_with_report(task, report)
         else:

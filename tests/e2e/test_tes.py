@@ -407,6 +407,67 @@ def test_cancel_of_a_sleeping_task_ends_canceled_and_its_process_gone(
     assert client.get_task(task_id, view="MINIMAL").state == "CANCELED"
 
 
+def test_a_task_whose_cell_is_evacuated_under_it_is_preempted(
+    node: Node, client: tes.HTTPClient
+) -> None:
+    """A sleeping task whose cell is evacuated ends PREEMPTED once the evacuation
+    timeout passes (the node's is 1 s), saying why, and its process is gone."""
+    marker = unique("tes-mark")
+    executor = tes.Executor(image=IMAGE, command=["sleep", "1000"], env={MARK_ENV: marker})
+    resources = tes.Resources(preemptible=True)
+    task_id = client.create_task(
+        tes.Task(name="preempted", executors=[executor], resources=resources)
+    )
+    poll(
+        lambda: running_command(marker, ["sleep", "1000"]) or None,
+        DEADLINE,
+        "the sleep on the host",
+    )
+    (cell,) = node.request("GET", "/v1/cells").body
+    assert node.request("POST", f"/v1/cells/{cell['cell_id']}/evacuate").status == 202
+
+    preempted = finish(client, task_id)
+    assert preempted.state == "PREEMPTED"
+    assert preempted.logs is not None
+    assert preempted.logs[-1].system_logs[-1] == (
+        f"preempted: cell {cell['cell_id']} was evacuated (timed out during cell evacuation)"
+    )
+    poll(lambda: not marked_processes(marker), 15.0, "the task's processes to end")
+
+
+def test_zones_choose_the_cell_and_a_zone_without_cells_is_refused(
+    cell_server: CellServer, roots: tuple[Path, Path]
+) -> None:
+    """On a node of two cells in zones z0 and z1, a task naming a zone runs on that
+    zone's cell every time; one naming only zones without cells ends SYSTEM_ERROR,
+    its system_logs naming the zones that have cells."""
+    node = start_node(cell_server, "--cells", "2", "--zones", "2", file_roots=list(roots))
+    try:
+        zone_of = {c["cell_id"]: c["zone"] for c in node.request("GET", "/v1/cells").body}
+        assert sorted(zone_of.values()) == ["z0", "z1"]
+        client = tes.HTTPClient(node.url, timeout=10)
+        placed = {}
+        for zone in ("z1", "z0", "z1", "z0"):
+            task = tes.Task(executors=[sh("true")], resources=tes.Resources(zones=[zone]))
+            placed[client.create_task(task)] = zone
+        for task_id, zone in placed.items():
+            done = finish(client, task_id)
+            assert done.state == "COMPLETE"
+            assert done.logs is not None
+            assert zone_of[done.logs[-1].metadata["cell_id"]] == zone
+
+        nowhere = tes.Task(executors=[sh("true")], resources=tes.Resources(zones=["mars"]))
+        refused = finish(client, client.create_task(nowhere))
+        assert refused.state == "SYSTEM_ERROR"
+        assert refused.logs is not None
+        assert refused.logs[-1].system_logs[-1] == (
+            "found no compatible cell: no cell serving stack 'linux' is in zone 'mars' "
+            "(cells are in 'z0', 'z1')"
+        )
+    finally:
+        clean_up(node, cell_server.backend)
+
+
 # ------------------------------------------------------------------ 5. executor errors
 
 

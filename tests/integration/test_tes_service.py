@@ -19,6 +19,7 @@ import attrs
 import pytest
 
 from diego.bus import Bus
+from diego.cell.rep import EVACUATION_FAILURE
 from diego.cell.tes_job import TesReport
 from diego.clock import FakeClock
 from diego.models.errors import InvalidRequest, TaskNotFound, TesTaskNotFound
@@ -159,6 +160,18 @@ async def test_create_stores_queued_and_desires_an_internal_task(world: World) -
     assert (internal.memory_mb, internal.disk_mb, internal.cpu_weight) == (1536, 256, 20)
     assert internal.root_fs == "docker:///python#3.11-slim"
     assert internal.stack == "linux"
+
+
+async def test_create_places_by_the_tasks_zones(world: World) -> None:
+    """``resources.zones`` becomes the internal Task's zones, which the auction places
+    by; none named, any zone."""
+    stored = await world.service.create(tes_task(resources={"zones": ["z2", "z1"]}))
+    assert stored.id
+    assert (await world.bbs.get_task(stored.id)).zones == ("z2", "z1")
+    assert not any("zones" in line for line in stored.logs[0].system_logs)
+    anywhere = await world.service.create(tes_task(resources={"ram_gb": 1}))
+    assert anywhere.id
+    assert (await world.bbs.get_task(anywhere.id)).zones == ()
 
 
 async def test_create_gives_each_task_its_own_id(world: World) -> None:
@@ -306,6 +319,23 @@ async def test_follow_of_a_failed_task_is_a_system_error(world: World) -> None:
     assert finished.logs[-1].metadata == {"cell_id": CELL}
     with pytest.raises(TaskNotFound):
         await world.bbs.get_task(stored.id)
+
+
+async def test_follow_of_a_task_evacuated_from_its_cell_is_preempted(world: World) -> None:
+    """A Task failed because its cell was evacuated under it makes the TES task
+    PREEMPTED, saying so in its system_logs."""
+    stored = await world.service.create(tes_task(resources={"preemptible": True}))
+    assert stored.id
+    assert any("PREEMPTED" in line for line in stored.logs[0].system_logs)
+    await run_on_cell(world.bbs, stored.id)
+    await world.bbs.complete_task(stored.id, CELL, True, EVACUATION_FAILURE, "")
+    await world.follow(stored.id)
+    finished = await world.tes(stored.id)
+    assert finished.state is TesState.PREEMPTED
+    assert finished.logs[-1].system_logs[-1] == (
+        f"preempted: cell {CELL} was evacuated (timed out during cell evacuation)"
+    )
+    assert finished.logs[-1].end_time
 
 
 async def test_follow_of_a_task_that_never_ran_is_a_system_error(world: World) -> None:
