@@ -1,40 +1,63 @@
-"""``python -m bench NAME [options]``, or ``python -m bench all [--quick]``."""
+"""``python -m bench NAME [options]``, or ``python -m bench all [--quick]``.
+
+Each benchmark is a module of this package with ``add_arguments(parser)`` and
+``run(args) -> dict``; ``run`` prints a summary and, as its last line, the dict as
+one JSON object. ``all`` runs every one in the order below and prints, last, one
+JSON object of all their figures.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from collections.abc import Callable
-from typing import Any
+from types import ModuleType
 
-from bench import docker_task
-
-Benchmark = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], Any]]
-
-BENCHMARKS: dict[str, Benchmark] = {
-    "docker": (docker_task.add_arguments, docker_task.run),
+BENCHMARKS: dict[str, str] = {
+    "auction": "bench.auction",
+    "tasks": "bench.tasks",
+    "api": "bench.api",
+    "converge": "bench.converge",
+    "memory": "bench.memory",
+    "docker": "bench.docker_task",
 }
+"""Benchmark name → its module, imported only when it runs."""
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(BENCHMARKS[name])
+
+
+def _parser(name: str) -> tuple[ModuleType, argparse.ArgumentParser]:
+    module = _module(name)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m bench {name}",
+        description=module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return module, parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark named on the command line; its exit status."""
+    """Run the benchmark named on the command line (only its module is imported)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    names = parser.add_subparsers(dest="name", required=True)
-    for name, (add_arguments, _) in BENCHMARKS.items():
-        add_arguments(names.add_parser(name, help=(BENCHMARKS[name][1].__doc__ or "").strip()))
-    every = names.add_parser("all", help="every benchmark, one after another")
-    every.add_argument("--quick", action="store_true", help="small sizes: minutes, not more")
-    args = parser.parse_args(argv)
-    if args.name == "all":
-        results = {}
-        for name, (add_arguments, run) in BENCHMARKS.items():
-            sub = argparse.ArgumentParser()
-            add_arguments(sub)
-            results[name] = run(sub.parse_args(["--quick"] if args.quick else []))
-        print(json.dumps(results))
+    parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="the benchmark to run")
+    known, rest = parser.parse_known_args(argv)
+    if known.name != "all":
+        module, sub = _parser(known.name)
+        module.run(sub.parse_args(rest))
         return 0
-    BENCHMARKS[args.name][1](args)
+    every = argparse.ArgumentParser(prog="python -m bench all")
+    every.add_argument("--quick", action="store_true", help="small sizes: minutes, not more")
+    args = every.parse_args(rest)
+    results = {}
+    for name in BENCHMARKS:
+        module, sub = _parser(name)
+        print(f"== {name}", flush=True)
+        results[name] = module.run(sub.parse_args(["--quick"] if args.quick else []))
+    print(json.dumps(results))
     return 0
 
 

@@ -3,16 +3,13 @@
 The property tests hold ``schedule`` to a naive reference written out here (every
 compatible cell of a zone ranked for every instance, exactly, with fractions) and to
 the invariants: never over capacity, every piece of work accounted for once, the zone
-rule for index > 1, and no colocation while the cells allow it.
-
-Run as a script (``python -m tests.unit.test_auction_lrp``) it times the auction at
-scale instead; that is not a test.
+rule for index > 1, and no colocation while the cells allow it. Diego's cold-start
+scenarios come from ``bench.auction``, which also times the auction at scale.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 from collections.abc import Sequence
 from unittest import mock
@@ -21,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bench.auction import cold_start
 from diego.models.actions import RunAction
 from diego.models.lrp import DesiredLRP
 from diego.scheduling import auction
@@ -411,32 +409,6 @@ def test_duplicate_instances_are_refused() -> None:
 # -- Diego's simulation: cold starts ------------------------------------------------------
 
 
-def cold_start(
-    count: int, cells: int, zones: int, seed: int = 1
-) -> tuple[list[CellSnapshot], list[LRPWork]]:
-    """``count`` instances of equal size for ``cells`` empty cells in ``zones`` zones.
-
-    One zone gets Diego's mixture: half single-instance apps, half apps of 2 to 5
-    instances. Several zones get apps of ``zones`` or ``2 * zones`` instances, so that
-    the zone rule owes each zone the same number and the test measures the balancing
-    within zones (single-instance apps go where their hash sends them, which no
-    balancing can even out).
-    """
-    rng = random.Random(seed)
-    snapshots = [
-        cell(f"cell-{i:02d}", f"z{i % zones}", total=(32768, 131072, 256)) for i in range(cells)
-    ]
-    work: list[LRPWork] = []
-    if zones == 1:
-        work += [lrp(f"solo-{k:04d}", 0) for k in range(count // 2)]
-    k = 0
-    while len(work) < count:
-        size = rng.randint(2, 5) if zones == 1 else zones * rng.randint(1, 2)
-        work += instances(f"app-{k:04d}", min(size, count - len(work)))
-        k += 1
-    return snapshots, work
-
-
 @pytest.mark.parametrize(
     ("count", "cells", "zones"),
     [
@@ -809,75 +781,3 @@ def test_a_process_crowding_a_zone_gets_its_own_heap_and_stays_exact() -> None:
 
 
 # -- timing: a script, not a test ---------------------------------------------------------------
-
-
-def _timing_cluster(count: int, busy: bool, seed: int) -> list[CellSnapshot]:
-    """``count`` cells in 3 zones. Empty: big enough for all the work. Busy: together
-    as big as 1,000 cells of (64 GiB, 256 GiB, 256 containers), each part used and
-    running a few instances, so that the work fills the cluster at any ``count``."""
-    rng = random.Random(seed)
-    scale = 1_000 / count if busy else 1
-    total = (int(65536 * scale), int(262144 * scale), int(256 * scale))
-    cells = []
-    for i in range(count):
-        available = total
-        counts: dict[str, int] = {}
-        if busy:
-            memory, disk, containers = total
-            available = (
-                rng.randint(memory // 8, memory),
-                rng.randint(disk // 4, disk),
-                rng.randint(containers // 4, containers),
-            )
-            counts = {f"p{rng.randrange(10_000):05d}": 1 for _ in range(4)}
-        cells.append(cell(f"cell-{i:05d}", f"z{i % 3}", total, available, counts))
-    return cells
-
-
-def _timing_work(seed: int) -> list[TaskWork | LRPWork]:
-    rng = random.Random(seed)
-    work: list[TaskWork | LRPWork] = []
-    for p in range(10_000):
-        memory_mb = rng.choice([64, 128, 256, 512, 1024])
-        work += [lrp(f"p{p:05d}", index, memory_mb, 2 * memory_mb) for index in range(10)]
-    work += [
-        task(f"t{i:05d}", rng.choice([64, 128, 256, 512, 1024]), rng.choice([128, 512, 2048]))
-        for i in range(50_000)
-    ]
-    return work
-
-
-def timing() -> None:
-    """Print placements per second for 100,000 LRP instances (10,000 processes x 10)
-    and 50,000 Tasks onto 1,000 and 10,000 cells in 3 zones, empty or busy; then the
-    same for the LRP instances alone and the Tasks alone."""
-    everything = _timing_work(1)
-    kinds: list[tuple[str, list[TaskWork | LRPWork]]] = [
-        ("mixed", everything),
-        ("LRPs ", [w for w in everything if isinstance(w, LRPWork)]),
-        ("Tasks", [w for w in everything if isinstance(w, TaskWork)]),
-    ]
-    for busy in (False, True):
-        for kind, work in kinds:
-            per_outcome = {}
-            for count in (1_000, 10_000):
-                cells = _timing_cluster(count, busy, 2)
-                best = float("inf")
-                for _ in range(2):
-                    started = time.perf_counter()
-                    result = schedule(cells, work)
-                    best = min(best, time.perf_counter() - started)
-                placed = len(result.placements)
-                per_outcome[count] = best / len(work)
-                print(
-                    f"{'busy ' if busy else 'empty'} {kind} {count:>6} cells: {best:6.2f} s, "
-                    f"{placed:>6} placed, {len(result.unplaced):>5} unplaced, "
-                    f"{len(result.carried_over):>5} carried over: "
-                    f"{placed / best:>9,.0f} placements/s, {1e6 * best / len(work):6.1f} us a piece"
-                )
-            ratio = per_outcome[10_000] / per_outcome[1_000]
-            print(f"      cost a piece of work, 10,000 cells / 1,000 cells: {ratio:.2f}")
-
-
-if __name__ == "__main__":
-    timing()
