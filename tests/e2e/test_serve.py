@@ -6,7 +6,6 @@ import http.client
 import json
 import socket
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,7 +23,14 @@ from .conftest import (
 )
 
 PROMPT_STOP = 10.0
-"""How long a stop may take to count as prompt (aiohttp's own limit is 60 s)."""
+"""How long to wait for a stop (aiohttp's own graceful limit is 60 s, so a stop that
+waits for open connections does not end within it)."""
+
+
+def stopped_cleanly(log: str) -> bool:
+    """Whether the node's log shows a stop that evacuated its (no) cells, then ended."""
+    stopping = log.find("node-stopping: evacuating 0 cells")
+    return 0 <= stopping < log.find("node-stopped") and no_traceback(log)
 
 
 def test_ping_answers(server: Server) -> None:
@@ -55,11 +61,10 @@ def test_task_survives_kill_9_and_restart(server: Server) -> None:
 
 
 def test_sigterm_stops_with_exit_code_zero(server: Server) -> None:
-    """SIGTERM makes the server exit 0 promptly."""
-    started = time.monotonic()
+    """SIGTERM makes the server exit 0 (within the wait's deadline; terminate() raises
+    past it), after a stop that evacuated its cells and closed the node."""
     assert server.terminate(PROMPT_STOP) == 0
-    assert time.monotonic() - started < PROMPT_STOP
-    assert no_traceback(server.stderr)
+    assert stopped_cleanly(server.stderr), server.stderr
 
 
 def test_open_event_stream_does_not_block_sigterm(server: Server) -> None:
@@ -75,9 +80,10 @@ def test_open_event_stream_does_not_block_sigterm(server: Server) -> None:
         first = response.readline()
         assert first.startswith(b": subscribed")
 
-        started = time.monotonic()
+        # Exits 0 within PROMPT_STOP (terminate() raises past it): well before aiohttp's
+        # 60 s graceful limit, so the open stream did not hold the stop up.
         assert server.terminate(PROMPT_STOP) == 0
-        assert time.monotonic() - started < PROMPT_STOP
+        assert stopped_cleanly(server.stderr), server.stderr
 
         # The stream ends (EOF) rather than hanging until the socket timeout.
         rest = response.read()

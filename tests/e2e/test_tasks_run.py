@@ -125,14 +125,14 @@ def test_nonzero_exit_fails_with_its_status(node: Node) -> None:
 
 
 def test_timeout_action_fails_when_exceeded(node: Node) -> None:
-    """A timeout action of 500 ms around a long sleep fails with "exceeded 500ms timeout"."""
-    guid = unique("timeout")
+    """A timeout action of 500 ms around a long sleep fails with "exceeded 500ms timeout",
+    and the sleep is killed rather than left to run."""
+    guid, marker = unique("timeout"), unique("mark")
     action = {"timeout": {"action": run("/bin/sleep", "30"), "timeout_ms": 500}}
-    started = time.monotonic()
-    done = node.run(task(guid, action))
+    done = node.run(task(guid, action, marker=marker), deadline=10.0)
     assert done["failed"] is True
     assert done["failure_reason"] == "exceeded 500ms timeout"
-    assert time.monotonic() - started < 10
+    poll(lambda: not running_command(marker, ["/bin/sleep", "30"]), 5.0, "the sleep to be killed")
 
 
 def test_parallel_runs_every_child_and_fails_with_a_failing_one(node: Node) -> None:
@@ -155,13 +155,11 @@ def test_parallel_runs_every_child_and_fails_with_a_failing_one(node: Node) -> N
 
 
 def test_codependent_fails_as_soon_as_one_child_fails(node: Node) -> None:
-    """A codependent action whose child exits 1 while its sibling sleeps 100 s fails within
-    seconds, with the failing child's reason."""
+    """A codependent action whose child exits 1 while its sibling sleeps 100 s fails with
+    the failing child's reason, without waiting for the sibling: the sibling is killed."""
     guid, marker = unique("codependent"), unique("mark")
     action = {"codependent": {"actions": [sh("sleep 0.3; exit 1"), run("sleep", "100")]}}
-    started = time.monotonic()
     done = node.run(task(guid, action, marker=marker), deadline=10.0)
-    assert time.monotonic() - started < 10
     assert done["failed"] is True
     assert done["failure_reason"] == "Exited with status 1"
     poll(lambda: not running_command(marker, ["sleep", "100"]), 5.0, "the sibling to be killed")
@@ -177,23 +175,21 @@ def test_memory_hog_fails_out_of_memory(node: Node) -> None:
 
 
 def test_cancel_kills_the_running_task(node: Node) -> None:
-    """Cancelling a sleeping Task completes it failed "cancelled" and, within 2 s, leaves no
-    process of it (``sleep 1000`` nor its bubblewrap) on the host."""
+    """Cancelling a sleeping Task completes it failed "cancelled" and kills it: no process
+    of it (``sleep 1000`` nor its bubblewrap) is left on the host."""
     guid, marker = unique("cancel"), unique("mark")
     node.create(task(guid, run("sleep", "1000"), marker=marker))
     wait_running(node, guid, marker, ["sleep", "1000"])
 
-    started = time.monotonic()
     reply = node.request("POST", f"/v1/tasks/{guid}/cancel")
     assert reply.status == 200, reply.text
-    done = node.wait_state(guid, deadline=2.0)
+    done = node.wait_state(guid, deadline=10.0)
     assert done["failed"] is True
     assert done["failure_reason"] == "cancelled"
-    remaining = 2.0 - (time.monotonic() - started)
     # bubblewrap outlives its sandbox's last process by a moment: wait for all of them.
     poll(
         lambda: not marked_processes(marker),
-        max(remaining, 0.0),
+        10.0,
         "the cancelled Task's sleep 1000 and its bubblewrap to end",
     )
 
@@ -388,17 +384,19 @@ def test_twenty_tasks_complete_spread_over_two_cells(cell_server: CellServer) ->
 
 def test_evacuated_cell_fails_its_task_and_takes_no_new_work(node: Node) -> None:
     """POST /v1/cells/{cell}/evacuate fails the cell's running Task after the evacuation
-    timeout, and a Task submitted afterwards never runs on that cell."""
+    timeout (not at once: it still runs once the cell is evacuating), and a Task submitted
+    afterwards never runs on that cell."""
     (cell,) = node.cells()
     guid, marker = unique("evacuee"), unique("mark")
     node.create(task(guid, run("sleep", "1000"), marker=marker))
     wait_running(node, guid, marker, ["sleep", "1000"])
 
-    started = time.monotonic()
     reply = node.request("POST", f"/v1/cells/{cell['cell_id']}/evacuate")
     assert reply.status == 202, reply.text
+    poll(lambda: node.cells()[0]["evacuating"], 5.0, "the cell to be evacuating")
+    # The evacuation timeout is 1 s: the Task is not failed at once.
+    assert node.get(guid)["state"] == "RUNNING"
     done = node.wait_state(guid, deadline=10.0)
-    assert time.monotonic() - started >= 0.9  # the evacuation timeout is 1 s
     assert done["failed"] is True
     assert done["failure_reason"] == EVACUATION_FAILURE
     poll(lambda: not marked_processes(marker), 5.0, "the evacuated Task's processes to end")
@@ -418,16 +416,18 @@ def test_evacuated_cell_fails_its_task_and_takes_no_new_work(node: Node) -> None
 
 
 def test_sigterm_evacuates_and_fails_the_running_task(cell_server: CellServer) -> None:
-    """SIGTERM with a sleeping Task exits 0 within seconds, and after a restart the Task is
-    COMPLETED, failed "timed out during cell evacuation"."""
+    """SIGTERM with a sleeping Task evacuates the cell and exits 0 (within the wait's
+    deadline: the evacuation timeout, 1 s, ends it, not the sleep), and after a restart the
+    Task is COMPLETED, failed "timed out during cell evacuation"."""
     node = start_node(cell_server)
     guid, marker = unique("sigterm"), unique("mark")
     node.create(task(guid, run("sleep", "1000"), marker=marker))
     wait_running(node, guid, marker, ["sleep", "1000"])
 
-    started = time.monotonic()
     assert cell_server.terminate(8.0) == 0
-    assert time.monotonic() - started < 8.0
+    log = cell_server.stderr
+    stopping, stopped = log.find("node-stopping: evacuating 1 cells"), log.find("node-stopped")
+    assert 0 <= stopping < log.find("evacuation-finished") < stopped, log
     poll(lambda: not marked_processes(marker), 5.0, "the Task's processes to end")
 
     node.restart()

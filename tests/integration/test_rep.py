@@ -300,7 +300,8 @@ async def test_perform_refuses_what_does_not_fit(world: World) -> None:
 
 
 async def test_cancel_deletes_the_container_at_once(world: World) -> None:
-    """A Task cancelled while running loses its container by the bus event, not a poll."""
+    """A Task cancelled while running loses its container by the bus event, not a poll:
+    the rep polls once, at start (EVENTS_ONLY), so only the event can remove it."""
     rep = world.rep("cell-1", settings=EVENTS_ONLY)
     world.start(rep)
     arg = sleep_arg()
@@ -308,10 +309,8 @@ async def test_cancel_deletes_the_container_at_once(world: World) -> None:
     await rep.perform([TaskWork.from_task(task)])
     await world.task_until(task.task_guid, lambda t: t.state is TaskState.RUNNING)
     assert await eventually(lambda: bool(sleeping(arg)))
-    cancelled_at = time.monotonic()
     await world.bbs.cancel_task(task.task_guid)
-    assert await eventually(lambda: rep.executor.get(task.task_guid) is None, within=2.0)
-    assert time.monotonic() - cancelled_at < 2.0
+    assert await eventually(lambda: rep.executor.get(task.task_guid) is None, within=5.0)
     assert await eventually(lambda: not host_pids_with(arg), within=1.0)
     assert await world.backends[0].existing() == []
     after = await world.bbs.get_task(task.task_guid)
@@ -430,7 +429,8 @@ async def test_restarted_cell_adopts_leftovers_then_fails_the_task(world: World)
 
 
 async def test_evacuation_refuses_work_and_fails_what_outlives_it(world: World) -> None:
-    """While evacuating perform() refuses work; a Task still running at the timeout is failed."""
+    """While evacuating perform() refuses work; a Task still running at the timeout is
+    failed then (not at once, nor left to finish its 1000 s), and its process killed."""
     rep = world.rep(
         "cell-1", settings=RepSettings(poll_interval=3600, presence_ttl=30, evacuation_timeout=0.5)
     )
@@ -446,9 +446,10 @@ async def test_evacuation_refuses_work_and_fails_what_outlives_it(world: World) 
     late_work = TaskWork.from_task(late)
     assert await rep.perform([late_work]) == [late_work]
     assert rep.executor.get(late.task_guid) is None
-    started = time.monotonic()
-    await asyncio.wait_for(evacuation, 4)
-    assert time.monotonic() - started < 2
+    # Evacuating, yet the Task runs on until the timeout.
+    assert sleeping(arg)
+    assert (await world.bbs.get_task(task.task_guid)).state is TaskState.RUNNING
+    await asyncio.wait_for(evacuation, 10)
     after = await world.bbs.get_task(task.task_guid)
     assert (after.state, after.failed, after.failure_reason) == (
         TaskState.COMPLETED,
@@ -505,10 +506,11 @@ async def test_presence_is_renewed_and_removed_on_stop(world: World) -> None:
 
 
 async def test_auctioneer_places_work_on_cells_and_retries_when_full(world: World) -> None:
-    """Three Tasks on two one-container cells: two run at once, the third once room frees."""
+    """Three Tasks on two one-container cells: two run at once, the third once room frees
+    (the retry interval is an hour: only the freed capacity's kick can start it)."""
     one = Resources(memory_mb=1024, disk_mb=1024, containers=1)
     cells = [world.rep("cell-1", total=one), world.rep("cell-2", total=one)]
-    auctioneer = Auctioneer(world.bbs, lambda: cells, retry_interval=5)
+    auctioneer = Auctioneer(world.bbs, lambda: cells, retry_interval=3600)
     for cell in cells:
         cell.on_capacity_freed = auctioneer.kick
         world.start(cell)
@@ -516,13 +518,10 @@ async def test_auctioneer_places_work_on_cells_and_retries_when_full(world: Worl
     try:
         tasks = [await world.desire(sh("sleep 0.3")) for _ in range(3)]
         auctioneer.submit(tasks)
-        started = time.monotonic()
         done = [
             await world.task_until(t.task_guid, lambda t: t.state is TaskState.COMPLETED)
             for t in tasks
         ]
-        # The retry interval is 5s: the third ran because capacity was freed.
-        assert time.monotonic() - started < 3
         assert all(not t.failed for t in done), [t.failure_reason for t in done]
         assert {t.cell_id for t in done} == {"cell-1", "cell-2"}
         assert sorted(len(b.created) for b in world.backends) == [1, 2]
