@@ -431,9 +431,9 @@ async def test_restarted_cell_adopts_leftovers_then_fails_the_task(world: World)
 async def test_evacuation_refuses_work_and_fails_what_outlives_it(world: World) -> None:
     """While evacuating perform() refuses work; a Task still running at the timeout is
     failed then (not at once, nor left to finish its 1000 s), and its process killed."""
-    rep = world.rep(
-        "cell-1", settings=RepSettings(poll_interval=3600, presence_ttl=30, evacuation_timeout=0.5)
-    )
+    # Long enough that a loaded machine still sees the Task running once evacuating.
+    settings = RepSettings(poll_interval=3600, presence_ttl=30, evacuation_timeout=3.0)
+    rep = world.rep("cell-1", settings=settings)
     world.start(rep)
     arg = sleep_arg()
     task = await world.desire(RunAction(path="/bin/sleep", args=(arg,)))
