@@ -123,9 +123,14 @@ class BBS:
         await self.store.remove_cell_presence(cell_id)
 
     async def resolve_task(self, guid: str) -> Task:
-        """What a consumer's DELETE does: COMPLETED → RESOLVING, then remove it."""
-        await self.resolving_task(guid)
-        return await self.delete_task(guid)
+        """What a consumer's DELETE does: COMPLETED → RESOLVING, then remove it.
+
+        One compare-and-delete in the store; both changes are published, in order.
+        """
+        before, resolving = await self.store.resolve_task(guid, self.clock.now())
+        self._publish(before, resolving)
+        self._publish(resolving, None)
+        return resolving
 
     # ------------------------------------------------------------ desired LRPs
 

@@ -14,7 +14,6 @@ GA4GH TES tasks live beside them, in their own tables and verbs: ``Store.tes``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -46,6 +45,7 @@ from diego.models.errors import (
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.state.schema import actual_lrps, cells, desired_lrps, domains, tasks
+from diego.state.sqlite_threads import SQLiteThreads
 
 if TYPE_CHECKING:
     from diego.state.tes_store import TesStore
@@ -115,22 +115,46 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        # SQLite takes one writer at a time. Writers queued here, in order, beat
-        # writers colliding on the file lock, where SQLite's busy handler backs off
-        # in growing sleeps while each holds a pooled connection (a presence
-        # renewal stuck behind them could miss its TTL). PostgreSQL needs no queue.
-        self._one_writer = engine.dialect.name == "sqlite"
-        self._writers = asyncio.Lock()
+        # SQLite takes one writer at a time. Writers queued on one thread, in order,
+        # beat writers colliding on the file lock, where SQLite's busy handler backs
+        # off in growing sleeps while each holds a connection (a presence renewal
+        # stuck behind them could miss its TTL). Statements run whole on threads of
+        # their own (see sqlite_threads). PostgreSQL needs neither.
+        self._threads: SQLiteThreads | None = None
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            self._threads = SQLiteThreads(engine.url, _sqlite_pragmas)
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction (queued behind other writers on SQLite)."""
-        if self._one_writer:
-            async with self._writers, self.engine.begin() as conn:
+        """A write transaction of several statements (the only writer meanwhile, on SQLite)."""
+        if self._threads is not None:
+            async with self._threads.hold(), self.engine.begin() as conn:
                 yield conn
         else:
             async with self.engine.begin() as conn:
                 yield conn
+
+    async def _execute(self, statement: sa.Executable) -> int:
+        """One write statement in a transaction of its own; the number of rows it matched."""
+        if self._threads is not None:
+            return await self._threads.write(lambda conn: conn.execute(statement).rowcount)
+        async with self.engine.begin() as conn:
+            return (await conn.execute(statement)).rowcount
+
+    async def _fetch(self, query: sa.Executable) -> Sequence[Row[Any]]:
+        """The rows of ``query``."""
+        if self._threads is not None:
+            return await self._threads.read(lambda conn: conn.execute(query).all())
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).all()
+
+    async def _fetch_one(self, query: sa.Executable) -> Row[Any] | None:
+        """The first row of ``query``, or None."""
+        if self._threads is not None:
+            return await self._threads.read(lambda conn: conn.execute(query).first())
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).first()
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -145,6 +169,8 @@ class Store:
 
     async def close(self) -> None:
         """Close every connection."""
+        if self._threads is not None:
+            self._threads.close()
         await self.engine.dispose()
 
     @functools.cached_property
@@ -169,9 +195,7 @@ class Store:
         states: Sequence[TaskState] | None = None,
     ) -> list[Task]:
         """Every Task, oldest first, optionally of one domain, cell or set of states."""
-        query = self._select(domain, cell_id, states)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._fetch(self._select(domain, cell_id, states))
         return [_task(row) for row in rows]
 
     async def page_of_tasks(
@@ -188,8 +212,7 @@ class Store:
             query = query.where(
                 sa.tuple_(tasks.c.created_at, tasks.c.guid) > sa.tuple_(created_at, guid)
             )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._fetch(query)
         items = tuple(_task(row) for row in rows[:limit])
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1]) if more and items else None)
@@ -208,8 +231,7 @@ class Store:
         return query
 
     async def _read(self, guid: str) -> tuple[Task, int]:
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(tasks).where(tasks.c.guid == guid))).first()
+        row = await self._fetch_one(sa.select(tasks).where(tasks.c.guid == guid))
         if row is None:
             raise TaskNotFound(guid)
         return _task(row), row.version
@@ -220,8 +242,7 @@ class Store:
         """Store a new PENDING Task; TaskGuidAlreadyExists if the guid is taken."""
         task = Task.new(request, now)
         try:
-            async with self._write() as conn:
-                await conn.execute(tasks.insert().values(**_columns(task), version=1))
+            await self._execute(tasks.insert().values(**_columns(task), version=1))
         except IntegrityError:
             raise TaskGuidAlreadyExists(request.task_guid) from None
         return task
@@ -265,12 +286,23 @@ class Store:
         for _ in range(MAX_CAS_ATTEMPTS):
             task, version = await self._read(guid)
             lifecycle.check_deletable(task, allowed)
-            async with self._write() as conn:
-                result = await conn.execute(
-                    tasks.delete().where(tasks.c.guid == guid, tasks.c.version == version)
-                )
-            if result.rowcount == 1:
+            delete = tasks.delete().where(tasks.c.guid == guid, tasks.c.version == version)
+            if await self._execute(delete) == 1:
                 return task
+        raise StoreConflict(guid)
+
+    async def resolve_task(self, guid: str, now: int) -> TaskChange:
+        """COMPLETED → RESOLVING, and removed: one compare-and-delete; (before, resolving).
+
+        What a consumer's DELETE does, without storing the RESOLVING Task nobody
+        would see before it is removed.
+        """
+        for _ in range(MAX_CAS_ATTEMPTS):
+            before, version = await self._read(guid)
+            after = lifecycle.resolving(before, now)  # raises unless COMPLETED
+            delete = tasks.delete().where(tasks.c.guid == guid, tasks.c.version == version)
+            if await self._execute(delete) == 1:
+                return before, after
         raise StoreConflict(guid)
 
     # ------------------------------------------------------------ cells
@@ -299,27 +331,23 @@ class Store:
     async def cell_presences(self, now: int) -> list[CellPresence]:
         """The cells whose presence has not expired at ``now``."""
         query = sa.select(cells.c.presence).where(cells.c.expires_at > now)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query.order_by(cells.c.cell_id))).all()
+        rows = await self._fetch(query.order_by(cells.c.cell_id))
         return [decode(CellPresence, json.loads(row.presence)) for row in rows]
 
     async def remove_cell_presence(self, cell_id: str) -> None:
         """Forget a cell (it stopped)."""
-        async with self._write() as conn:
-            await conn.execute(cells.delete().where(cells.c.cell_id == cell_id))
+        await self._execute(cells.delete().where(cells.c.cell_id == cell_id))
 
     async def _swap(self, guid: str, rule: Callable[[Task], Task]) -> TaskChange:
         for _ in range(MAX_CAS_ATTEMPTS):
             before, version = await self._read(guid)
             after = rule(before)  # raises when the verb does not apply
-            changes = {k: v for k, v in _columns(after).items() if k != "definition"}
-            async with self._write() as conn:
-                result = await conn.execute(
-                    tasks.update()
-                    .where(tasks.c.guid == guid, tasks.c.version == version)
-                    .values(**changes, version=version + 1)
-                )
-            if result.rowcount == 1:
+            update = (
+                tasks.update()
+                .where(tasks.c.guid == guid, tasks.c.version == version)
+                .values(**_lifecycle_columns(after), version=version + 1)
+            )
+            if await self._execute(update) == 1:
                 return before, after
             log.debug("task-cas-lost guid=%s version=%d", guid, version)
         raise StoreConflict(guid)
@@ -331,10 +359,9 @@ class Store:
         if its process guid is taken."""
         desired = attrs.evolve(desired, created_at=now, updated_at=now)
         try:
-            async with self._write() as conn:
-                await conn.execute(
-                    desired_lrps.insert().values(**_desired_columns(desired), version=1)
-                )
+            await self._execute(
+                desired_lrps.insert().values(**_desired_columns(desired), version=1)
+            )
         except IntegrityError:
             raise DesiredLRPAlreadyExists(desired.process_guid) from None
         return desired
@@ -349,9 +376,7 @@ class Store:
         query = sa.select(desired_lrps).order_by(desired_lrps.c.process_guid)
         if domain is not None:
             query = query.where(desired_lrps.c.domain == domain)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_desired(row) for row in rows]
+        return [_desired(row) for row in await self._fetch(query)]
 
     async def update_desired_lrp(
         self, process_guid: str, update: DesiredLRPUpdate, now: int
@@ -361,13 +386,12 @@ class Store:
         for _ in range(MAX_CAS_ATTEMPTS):
             before, version = await self._read_desired(process_guid)
             after = lrp_lifecycle.update_desired(before, update, now)
-            async with self._write() as conn:
-                result = await conn.execute(
-                    desired_lrps.update()
-                    .where(where, desired_lrps.c.version == version)
-                    .values(**_desired_columns(after), version=version + 1)
-                )
-            if result.rowcount == 1:
+            swap = (
+                desired_lrps.update()
+                .where(where, desired_lrps.c.version == version)
+                .values(**_desired_columns(after), version=version + 1)
+            )
+            if await self._execute(swap) == 1:
                 return before, after
             log.debug("desired-lrp-cas-lost process_guid=%s version=%d", process_guid, version)
         raise StoreConflict(process_guid)
@@ -377,18 +401,14 @@ class Store:
         where = desired_lrps.c.process_guid == process_guid
         for _ in range(MAX_CAS_ATTEMPTS):
             desired, version = await self._read_desired(process_guid)
-            async with self._write() as conn:
-                result = await conn.execute(
-                    desired_lrps.delete().where(where, desired_lrps.c.version == version)
-                )
-            if result.rowcount == 1:
+            delete = desired_lrps.delete().where(where, desired_lrps.c.version == version)
+            if await self._execute(delete) == 1:
                 return desired
         raise StoreConflict(process_guid)
 
     async def _read_desired(self, process_guid: str) -> tuple[DesiredLRP, int]:
         query = sa.select(desired_lrps).where(desired_lrps.c.process_guid == process_guid)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._fetch_one(query)
         if row is None:
             raise DesiredLRPNotFound(process_guid)
         return _desired(row), row.version
@@ -411,9 +431,7 @@ class Store:
             query = query.where(c.domain == domain)
         if cell_id is not None:
             query = query.where(c.cell_id == cell_id)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_actual(row) for row in rows]
+        return [_actual(row) for row in await self._fetch(query)]
 
     async def get_actual_lrp(
         self, process_guid: str, index: int, evacuating: bool = False
@@ -429,8 +447,7 @@ class Store:
         """Store a new UNCLAIMED ActualLRP; ActualLRPAlreadyExists if the index has one."""
         actual = lrp_lifecycle.new_unclaimed(process_guid, index, domain, now)
         try:
-            async with self._write() as conn:
-                await conn.execute(actual_lrps.insert().values(**_actual_columns(actual)))
+            await self._execute(actual_lrps.insert().values(**_actual_columns(actual)))
         except IntegrityError:
             raise ActualLRPAlreadyExists(process_guid, index) from None
         return actual
@@ -462,8 +479,7 @@ class Store:
                     process_guid, index, domain, instance_guid, cell_id, now
                 )
                 try:
-                    async with self._write() as conn:
-                        await conn.execute(actual_lrps.insert().values(**_actual_columns(after)))
+                    await self._execute(actual_lrps.insert().values(**_actual_columns(after)))
                 except IntegrityError:
                     continue  # created meanwhile: start that one
                 return None, after
@@ -526,14 +542,10 @@ class Store:
         for _ in range(MAX_CAS_ATTEMPTS):
             actual, version = await self._read_actual(process_guid, index, evacuating)
             lrp_lifecycle.check_removable(actual, instance_guid)
-            async with self._write() as conn:
-                result = await conn.execute(
-                    actual_lrps.delete().where(
-                        *_actual_key(process_guid, index, evacuating),
-                        actual_lrps.c.version == version,
-                    )
-                )
-            if result.rowcount == 1:
+            delete = actual_lrps.delete().where(
+                *_actual_key(process_guid, index, evacuating), actual_lrps.c.version == version
+            )
+            if await self._execute(delete) == 1:
                 return actual
         raise StoreConflict(f"{process_guid}/{index}")
 
@@ -580,8 +592,7 @@ class Store:
         self, process_guid: str, index: int, evacuating: bool
     ) -> tuple[ActualLRP, int]:
         query = sa.select(actual_lrps).where(*_actual_key(process_guid, index, evacuating))
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+        row = await self._fetch_one(query)
         if row is None:
             raise ActualLRPNotFound(process_guid, index, evacuating)
         return _actual(row), row.version
@@ -601,16 +612,15 @@ class Store:
         it was (a no-op, ``after == before``, writes nothing and wins)."""
         if after == before:
             return True
-        async with self._write() as conn:
-            result = await conn.execute(
-                actual_lrps.update()
-                .where(
-                    *_actual_key(before.process_guid, before.index, before.evacuating),
-                    actual_lrps.c.version == version,
-                )
-                .values(**_actual_columns(after), version=version + 1)
+        swap = (
+            actual_lrps.update()
+            .where(
+                *_actual_key(before.process_guid, before.index, before.evacuating),
+                actual_lrps.c.version == version,
             )
-        if result.rowcount == 1:
+            .values(**_actual_columns(after), version=version + 1)
+        )
+        if await self._execute(swap) == 1:
             return True
         log.debug(
             "actual-lrp-cas-lost process_guid=%s index=%d version=%d",
@@ -645,12 +655,19 @@ class Store:
         """The domains fresh at ``now``, by name."""
         fresh = sa.or_(domains.c.expires_at == 0, domains.c.expires_at > now)
         query = sa.select(domains).where(fresh).order_by(domains.c.name)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._fetch(query)
         return [Domain(name=row.name, expires_at=row.expires_at) for row in rows]
 
 
 def _columns(task: Task) -> dict[str, Any]:
+    return {
+        **_lifecycle_columns(task),
+        "definition": json.dumps(encode(task.request()), separators=(",", ":")),
+    }
+
+
+def _lifecycle_columns(task: Task) -> dict[str, Any]:
+    """The columns a lifecycle verb changes: all but the definition, which never does."""
     return {
         "guid": task.task_guid,
         "domain": task.domain,
@@ -662,7 +679,6 @@ def _columns(task: Task) -> dict[str, Any]:
         "failed": task.failed,
         "failure_reason": task.failure_reason,
         "result": task.result,
-        "definition": json.dumps(encode(task.request()), separators=(",", ":")),
     }
 
 

@@ -17,9 +17,9 @@ from diego.models.errors import (
     TaskGuidAlreadyExists,
     TaskNotFound,
 )
-from diego.models.task import TaskCreateRequest, TaskState
-from diego.state.schema import metadata
-from diego.state.store import Store, decode_cursor, encode_cursor, sqlite_url
+from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.state.schema import metadata, tasks
+from diego.state.store import Store, _columns, decode_cursor, encode_cursor, sqlite_url
 
 RACERS = 12
 
@@ -134,6 +134,49 @@ async def test_racing_deletes_remove_once(store: Store) -> None:
     )
     assert sum(1 for r in results if not isinstance(r, Exception)) == 1
     assert sum(1 for r in results if isinstance(r, TaskNotFound)) == 1
+
+
+async def test_resolve_removes_a_completed_task_in_one_step(store: Store) -> None:
+    """resolve_task: COMPLETED → RESOLVING and removed at once; anything else is refused."""
+    await store.desire_task(request(), now=1)
+    _, running = await store.start_task("t1", "cell-a", now=2)
+    with pytest.raises(InvalidStateTransition):
+        await store.resolve_task("t1", now=3)
+    assert await store.get_task("t1") == running
+    _, done = await store.complete_task("t1", "cell-a", False, "", "42", now=4)
+    before, after = await store.resolve_task("t1", now=5)
+    assert before == done
+    assert (after.state, after.updated_at, after.result) == (TaskState.RESOLVING, 5, "42")
+    with pytest.raises(TaskNotFound):
+        await store.get_task("t1")
+
+
+async def test_racing_resolves_have_one_winner(store: Store) -> None:
+    """Consumers resolving one Task at once: one resolves it, the others find it gone."""
+    await store.desire_task(request(), now=1)
+    await store.cancel_task("t1", now=2)
+    results = await asyncio.gather(
+        *(store.resolve_task("t1", now=3) for _ in range(RACERS)), return_exceptions=True
+    )
+    assert sum(1 for r in results if isinstance(r, tuple)) == 1
+    assert all(isinstance(r, (TaskNotFound, tuple)) for r in results)
+
+
+async def test_sqlite_writes_wait_for_an_open_write_transaction(tmp_path: Path) -> None:
+    """On SQLite a write queued while a transaction of several statements is open (the
+    only writer meanwhile) lands after it, without a busy wait on the file lock."""
+    store = await Store.open(sqlite_url(tmp_path))
+    try:
+        async with store._write() as conn:
+            row = _columns(Task.new(request("a"), 1))
+            await conn.execute(tasks.insert().values(**row, version=1))
+            queued = asyncio.ensure_future(store.desire_task(request("b"), now=2))
+            await asyncio.sleep(0.2)
+            assert not queued.done()
+        await queued
+        assert [t.task_guid for t in await store.tasks()] == ["a", "b"]
+    finally:
+        await store.close()
 
 
 async def test_two_stores_on_one_database_race_safely(store_url: str) -> None:
