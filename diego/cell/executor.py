@@ -305,7 +305,7 @@ class Executor:
             return None
         container.state = ContainerState.CREATED
         scratch = self.scratch / container.guid
-        scratch.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
 
         def emit(source: str, stream: str, message: str) -> None:
             self.logs.emit(request.log_guid, source, message, stream)

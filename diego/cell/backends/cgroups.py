@@ -73,13 +73,23 @@ class ContainerGroups:
         memory = self.memory / name if self.memory is not None else None
         return ContainerGroups(dirs, memory, self.version)
 
+    def groups(self) -> list[Path]:
+        """The groups and every group below them, children before their parents.
+
+        Only directories are walked (a group's files, dozens each, are not looked at).
+        """
+        found: list[Path] = []
+        for d in self.dirs:
+            found += _below(d)
+            found.append(d)
+        return found
+
     def pids(self) -> set[int]:
         """Every process in the groups and their children (v1 lists only direct members)."""
         found: set[int] = set()
-        for d in self.dirs:
-            for procs in d.rglob("cgroup.procs"):
-                with contextlib.suppress(OSError):
-                    found.update(int(p) for p in procs.read_text().split())
+        for group in self.groups():
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in (group / "cgroup.procs").read_text().split())
         return found
 
     def kill_all(self) -> None:
@@ -88,35 +98,38 @@ class ContainerGroups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
 
+    def sweep(self) -> bool:
+        """Kill every process, then remove the groups, children first; whether all went.
+
+        Blocking (a few system calls per group): run it on a thread.
+        """
+        self.kill_all()
+        for group in self.groups():
+            with contextlib.suppress(FileNotFoundError):
+                try:
+                    group.rmdir()
+                except OSError as e:
+                    if e.errno != errno.EBUSY:
+                        raise
+        return not any(d.exists() for d in self.dirs)
+
     async def kill_and_remove(self, patience: float = 2.0) -> bool:
         """Kill every process, then remove the groups, children first; False if some stayed.
 
         A group whose last process has just died can still be busy for a moment:
-        removal is retried until ``patience`` runs out.
+        removal is retried, soon at first, until ``patience`` runs out. The work is
+        done on a thread: the loop never waits on cgroupfs.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
-        while True:
-            self.kill_all()
-            leftovers = [
-                child
-                for d in self.dirs
-                for child in sorted(d.rglob("*"), key=lambda p: -len(p.parts))
-                if child.is_dir()
-            ] + self.dirs
-            for group in leftovers:
-                with contextlib.suppress(FileNotFoundError):
-                    try:
-                        group.rmdir()
-                    except OSError as e:
-                        if e.errno != errno.EBUSY:
-                            raise
-            if not any(d.exists() for d in self.dirs):
-                return True
+        pause = 0.001
+        while not await asyncio.to_thread(self.sweep):
             if loop.time() > deadline:
                 log.warning("cgroup-not-removed dirs=%s", self.dirs)
                 return False
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return True
 
 
 class Cgroups:
@@ -196,6 +209,20 @@ class Cgroups:
         dirs = [b / guid for b in bases if (b / guid).exists()]
         memory = self.memory_base / guid if self.memory_base else None
         return ContainerGroups(dirs, memory, self.version)
+
+
+def _below(group: Path) -> list[Path]:
+    """The groups below ``group``, deepest first (empty if it is gone)."""
+    found: list[Path] = []
+    try:
+        with os.scandir(group) as entries:
+            children = [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return found
+    for child in children:
+        found += _below(child)
+        found.append(child)
+    return found
 
 
 def _own_groups() -> dict[str, str]:

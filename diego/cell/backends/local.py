@@ -39,6 +39,7 @@ import os
 import pwd
 import shutil
 import signal
+import threading
 from collections.abc import Collection, Iterable
 from pathlib import Path, PurePosixPath
 
@@ -123,11 +124,15 @@ class LocalProcess:
     async def wait(self) -> int:
         """The exit status; 128 + N when killed by signal N."""
         code = await self._proc.wait()
-        if self._leaf is not None:
-            if self._leaf.out_of_memory():
+        leaf = self._leaf
+        if leaf is not None:
+            # Whatever is left in the process's own group goes with it (read the OOM
+            # count first: it goes with the group), on a thread, in one go if it can.
+            oom, gone = await asyncio.to_thread(lambda: (leaf.out_of_memory(), leaf.sweep()))
+            if oom:
                 self._owner.oom_killed = True
-            # Whatever is left in the process's own group goes with it.
-            await self._leaf.kill_and_remove()
+            if not gone:
+                await leaf.kill_and_remove()
         # The output ends when the last holder of the pipes exits; one that
         # outlives bubblewrap must not hold this wait forever.
         _, late = await asyncio.wait(self._pumps, timeout=PUMP_GRACE)
@@ -175,6 +180,7 @@ class LocalBackend:
         self._cgroups, notes = Cgroups.detect(scope) if self._is_root else (None, ["not root"])
         self._locks = GuidLocks()
         self._processes_started = 0
+        self._counter = threading.Lock()  # processes are prepared on threads
         self._loop = self._is_root and Path("/dev/loop-control").exists()
         if not self._loop:
             notes.append("no loop devices: disk_mb is not enforced")
@@ -219,14 +225,21 @@ class LocalBackend:
     async def _create(self, spec: ContainerSpec) -> None:
         volumes = plan_volumes(spec.volumes)  # refused before anything is made
         d = self.root / spec.guid
-        d.mkdir(mode=0o711, exist_ok=True)
-        (d / "spec.json").write_text(json.dumps(attrs.asdict(spec)))
+        # The files and groups are made on threads: cgroupfs and the disk can be slow,
+        # and the loop serves every other container meanwhile.
+        mounted = bool(spec.disk_mb and self._loop)
+        if mounted:
+            await asyncio.to_thread(_make_dir, spec, d)
+            await self._make_disk(d / "disk.img", d / "rw", spec.disk_mb)
+        container = await asyncio.to_thread(self._lay_out, spec, d, mounted, volumes)
+        self._containers[spec.guid] = container
+
+    def _lay_out(
+        self, spec: ContainerSpec, d: Path, mounted: bool, volumes: tuple[Volume, ...]
+    ) -> _Container:
+        """The directories, volumes and groups of a container (blocking)."""
+        _make_dir(spec, d)
         rw = d / "rw"
-        rw.mkdir(mode=0o755, exist_ok=True)
-        mounted = False
-        if spec.disk_mb and self._loop:
-            await self._make_disk(d / "disk.img", rw, spec.disk_mb)
-            mounted = True
         for sub, mode in (("tmp", 0o1777), ("home", 0o755)):
             (rw / sub).mkdir(exist_ok=True)
             (rw / sub).chmod(mode)
@@ -238,7 +251,7 @@ class LocalBackend:
         groups = None
         if self._cgroups is not None:
             groups = self._cgroups.create(spec.guid, spec.memory_mb, spec.cpu_weight)
-        self._containers[spec.guid] = _Container(spec, d, groups, mounted, volumes)
+        return _Container(spec, d, groups, mounted, volumes)
 
     async def _make_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
         with open(image, "wb") as f:
@@ -263,7 +276,7 @@ class LocalBackend:
                 process.kill()
         if groups is not None:
             await groups.kill_and_remove()
-        if (d / "rw").is_mount():
+        if await asyncio.to_thread((d / "rw").is_mount):
             await _run(_system_tool("umount"), "-l", str(d / "rw"))
         await asyncio.to_thread(shutil.rmtree, d, True)
 
@@ -309,9 +322,9 @@ class LocalBackend:
     ) -> LocalProcess:
         """Start ``process`` in the container; its output lines go to the sinks."""
         container = self._get(guid)
-        leaf = self._leaf(container)
+        leaf, argv = await asyncio.to_thread(self._prepare, container, process)
         proc = await asyncio.create_subprocess_exec(
-            *self._argv(container, process, leaf),
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -345,9 +358,9 @@ class LocalBackend:
     ) -> None:
         container = self._get(guid)
         process = ProcessSpec(path=command[0], args=command[1:])
-        leaf = self._leaf(container)
+        leaf, argv = await asyncio.to_thread(self._prepare, container, process)
         proc = await asyncio.create_subprocess_exec(
-            *self._argv(container, process, leaf),
+            *argv,
             stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,  # type: ignore[arg-type]
             stdout=stdout if stdout is not None else asyncio.subprocess.DEVNULL,  # type: ignore[arg-type]
             stderr=asyncio.subprocess.PIPE,
@@ -372,11 +385,20 @@ class LocalBackend:
     def _unprivileged(self, spec: ContainerSpec) -> bool:
         return self._is_root and not spec.privileged
 
+    def _prepare(
+        self, container: _Container, process: ProcessSpec
+    ) -> tuple[ContainerGroups | None, list[str]]:
+        """A new process's own group and command line (blocking: cgroupfs, stat)."""
+        leaf = self._leaf(container)
+        return leaf, self._argv(container, process, leaf)
+
     def _leaf(self, container: _Container) -> ContainerGroups | None:
         if container.groups is None:
             return None
-        self._processes_started += 1
-        return container.groups.leaf(f"p{self._processes_started}")
+        with self._counter:
+            self._processes_started += 1
+            name = f"p{self._processes_started}"
+        return container.groups.leaf(name)
 
     def _argv(
         self, container: _Container, process: ProcessSpec, leaf: ContainerGroups | None
@@ -509,6 +531,13 @@ def _check_top_level(path: PurePosixPath) -> None:
             f"volume {path}: {top} exists on the host, read-only in the container,"
             f" so no mount point can be made in it; {VOLUME_RULE}"
         )
+
+
+def _make_dir(spec: ContainerSpec, d: Path) -> None:
+    """The container's directory, its spec (for a restarted cell) and its rw directory."""
+    d.mkdir(mode=0o711, exist_ok=True)
+    (d / "spec.json").write_text(json.dumps(attrs.asdict(spec)))
+    (d / "rw").mkdir(mode=0o755, exist_ok=True)
 
 
 def _make_dirs(rw: Path, relative: PurePosixPath, owner: int | None) -> None:
