@@ -20,7 +20,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from diego.models import lifecycle, lrp_lifecycle
 from diego.models.cells import CellPresence
-from diego.models.codec import decode, encode
+from diego.models.codec import decode_trusted, encode
 from diego.models.crash_policy import CrashPolicy
 from diego.models.errors import (
     ActualLRPAlreadyExists,
@@ -44,6 +44,7 @@ from diego.models.errors import (
 )
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.state.queries import Prepared, driver
 from diego.state.schema import actual_lrps, cells, desired_lrps, domains, tasks
 from diego.state.sqlite_threads import SQLiteThreads
 
@@ -67,6 +68,8 @@ NANOS_PER_SECOND = 1_000_000_000
 
 MAX_CAS_ATTEMPTS = 16
 """Rounds of read-decide-swap before a verb gives up on a row others keep changing."""
+
+NO_PARAMS: Mapping[str, Any] = {}
 
 
 class StoreConflict(Exception):
@@ -156,6 +159,15 @@ class Store:
         async with self.engine.connect() as conn:
             return (await conn.execute(query)).first()
 
+    async def _rows(self, query: Prepared, params: Mapping[str, Any] = NO_PARAMS) -> Sequence[Any]:
+        """The rows of a prepared ``query`` run with ``params`` (on SQLite's driver itself)."""
+        if self._threads is not None:
+            compiled = query.sqlite(self._threads.engine.dialect)
+            values = compiled.parameters(params)
+            return await self._threads.read(lambda conn: compiled.fetch(driver(conn), values))
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query.statement, dict(params))).all()
+
     @classmethod
     async def open(cls, url: str) -> Store:
         """Connect to the store at ``url`` and bring its schema up to date."""
@@ -195,7 +207,9 @@ class Store:
         states: Sequence[TaskState] | None = None,
     ) -> list[Task]:
         """Every Task, oldest first, optionally of one domain, cell or set of states."""
-        rows = await self._fetch(self._select(domain, cell_id, states))
+        names = None if states is None else tuple(sorted({s.value for s in states}))
+        query = _task_listing(domain is not None, cell_id is not None, names)
+        rows = await self._rows(query, {"domain": domain, "cell_id": cell_id})
         return [_task(row) for row in rows]
 
     async def page_of_tasks(
@@ -206,35 +220,19 @@ class Store:
         A cursor names the last Task seen, so pages do not shift when Tasks are
         created or removed meanwhile.
         """
-        query = self._select(domain, None, None).limit(limit + 1)
+        params: dict[str, Any] = {"domain": domain, "limit": limit + 1}
         if cursor is not None:
-            created_at, guid = decode_cursor(cursor)
-            query = query.where(
-                sa.tuple_(tasks.c.created_at, tasks.c.guid) > sa.tuple_(created_at, guid)
-            )
-        rows = await self._fetch(query)
+            params["after_created_at"], params["after_guid"] = decode_cursor(cursor)
+        rows = await self._rows(_task_page(cursor is not None, domain is not None), params)
         items = tuple(_task(row) for row in rows[:limit])
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1]) if more and items else None)
 
-    @staticmethod
-    def _select(
-        domain: str | None, cell_id: str | None, states: Sequence[TaskState] | None
-    ) -> sa.Select[Any]:
-        query = sa.select(tasks).order_by(tasks.c.created_at, tasks.c.guid)
-        if domain is not None:
-            query = query.where(tasks.c.domain == domain)
-        if cell_id is not None:
-            query = query.where(tasks.c.cell_id == cell_id)
-        if states is not None:
-            query = query.where(tasks.c.state.in_([s.value for s in states]))
-        return query
-
     async def _read(self, guid: str) -> tuple[Task, int]:
-        row = await self._fetch_one(sa.select(tasks).where(tasks.c.guid == guid))
-        if row is None:
+        rows = await self._rows(_TASK, {"guid": guid})
+        if not rows:
             raise TaskNotFound(guid)
-        return _task(row), row.version
+        return _task(rows[0]), rows[0].version
 
     # ------------------------------------------------------------ verbs
 
@@ -330,9 +328,8 @@ class Store:
 
     async def cell_presences(self, now: int) -> list[CellPresence]:
         """The cells whose presence has not expired at ``now``."""
-        query = sa.select(cells.c.presence).where(cells.c.expires_at > now)
-        rows = await self._fetch(query.order_by(cells.c.cell_id))
-        return [decode(CellPresence, json.loads(row.presence)) for row in rows]
+        rows = await self._rows(_PRESENCES, {"now": now})
+        return [decode_trusted(CellPresence, json.loads(row.presence)) for row in rows]
 
     async def remove_cell_presence(self, cell_id: str) -> None:
         """Forget a cell (it stopped)."""
@@ -373,10 +370,8 @@ class Store:
 
     async def desired_lrps(self, domain: str | None = None) -> list[DesiredLRP]:
         """Every DesiredLRP (of ``domain``), by process guid."""
-        query = sa.select(desired_lrps).order_by(desired_lrps.c.process_guid)
-        if domain is not None:
-            query = query.where(desired_lrps.c.domain == domain)
-        return [_desired(row) for row in await self._fetch(query)]
+        rows = await self._rows(_desired_listing(domain is not None), {"domain": domain})
+        return [_desired(row) for row in rows]
 
     async def update_desired_lrp(
         self, process_guid: str, update: DesiredLRPUpdate, now: int
@@ -407,11 +402,10 @@ class Store:
         raise StoreConflict(process_guid)
 
     async def _read_desired(self, process_guid: str) -> tuple[DesiredLRP, int]:
-        query = sa.select(desired_lrps).where(desired_lrps.c.process_guid == process_guid)
-        row = await self._fetch_one(query)
-        if row is None:
+        rows = await self._rows(_DESIRED, {"process_guid": process_guid})
+        if not rows:
             raise DesiredLRPNotFound(process_guid)
-        return _desired(row), row.version
+        return _desired(rows[0]), rows[0].version
 
     # ------------------------------------------------------------ actual LRPs
 
@@ -423,15 +417,9 @@ class Store:
     ) -> list[ActualLRP]:
         """Every ActualLRP, evacuating copies included, by (process_guid, index,
         evacuating), optionally of one process, domain or cell."""
-        c = actual_lrps.c
-        query = sa.select(actual_lrps).order_by(c.process_guid, c.instance_index, c.evacuating)
-        if process_guid is not None:
-            query = query.where(c.process_guid == process_guid)
-        if domain is not None:
-            query = query.where(c.domain == domain)
-        if cell_id is not None:
-            query = query.where(c.cell_id == cell_id)
-        return [_actual(row) for row in await self._fetch(query)]
+        query = _actual_listing(process_guid is not None, domain is not None, cell_id is not None)
+        params = {"process_guid": process_guid, "domain": domain, "cell_id": cell_id}
+        return [_actual(row) for row in await self._rows(query, params)]
 
     async def get_actual_lrp(
         self, process_guid: str, index: int, evacuating: bool = False
@@ -591,11 +579,11 @@ class Store:
     async def _read_actual(
         self, process_guid: str, index: int, evacuating: bool
     ) -> tuple[ActualLRP, int]:
-        query = sa.select(actual_lrps).where(*_actual_key(process_guid, index, evacuating))
-        row = await self._fetch_one(query)
-        if row is None:
+        params = {"process_guid": process_guid, "index": index, "evacuating": evacuating}
+        rows = await self._rows(_ACTUAL, params)
+        if not rows:
             raise ActualLRPNotFound(process_guid, index, evacuating)
-        return _actual(row), row.version
+        return _actual(rows[0]), rows[0].version
 
     async def _swap_actual(
         self, process_guid: str, index: int, rule: Callable[[ActualLRP], ActualLRP]
@@ -653,9 +641,7 @@ class Store:
 
     async def domains(self, now: int) -> list[Domain]:
         """The domains fresh at ``now``, by name."""
-        fresh = sa.or_(domains.c.expires_at == 0, domains.c.expires_at > now)
-        query = sa.select(domains).where(fresh).order_by(domains.c.name)
-        rows = await self._fetch(query)
+        rows = await self._rows(_DOMAINS, {"now": now})
         return [Domain(name=row.name, expires_at=row.expires_at) for row in rows]
 
 
@@ -683,17 +669,17 @@ def _lifecycle_columns(task: Task) -> dict[str, Any]:
 
 
 def _task(row: Any) -> Task:
-    return Task.from_request(
-        decode(TaskCreateRequest, json.loads(row.definition)),
-        state=TaskState(row.state),
-        cell_id=row.cell_id,
-        failed=bool(row.failed),
-        failure_reason=row.failure_reason,
-        result=row.result,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        first_completed_at=row.first_completed_at,
-    )
+    # The definition was encoded by this store (_columns): trusted, not validated again.
+    fields = json.loads(row.definition)
+    fields["state"] = row.state
+    fields["cell_id"] = row.cell_id
+    fields["failed"] = bool(row.failed)
+    fields["failure_reason"] = row.failure_reason
+    fields["result"] = row.result
+    fields["created_at"] = row.created_at
+    fields["updated_at"] = row.updated_at
+    fields["first_completed_at"] = row.first_completed_at
+    return decode_trusted(Task, fields)
 
 
 _DESIRED_COLUMNS = ("instances", "created_at", "updated_at")
@@ -715,7 +701,7 @@ def _desired_columns(desired: DesiredLRP) -> dict[str, Any]:
 def _desired(row: Any) -> DesiredLRP:
     definition = json.loads(row.definition)
     columns = {"instances": row.instances, "created_at": row.created_at}
-    return decode(DesiredLRP, {**definition, **columns, "updated_at": row.updated_at})
+    return decode_trusted(DesiredLRP, {**definition, **columns, "updated_at": row.updated_at})
 
 
 def _actual_key(process_guid: str, index: int, evacuating: bool) -> tuple[Any, ...]:
@@ -755,6 +741,84 @@ def _actual(row: Any) -> ActualLRP:
         since=row.since,
         placement_error=row.placement_error,
     )
+
+
+# ------------------------------------------------------------ prepared reads
+# Each is built once (per shape of its filters) and run with bindparam values.
+
+
+def _param(name: str) -> Any:
+    return sa.bindparam(name)
+
+
+_TASK = Prepared(sa.select(tasks).where(tasks.c.guid == _param("guid")))
+_TASK_ORDER = (tasks.c.created_at, tasks.c.guid)
+
+
+@functools.cache
+def _task_listing(domain: bool, cell_id: bool, states: tuple[str, ...] | None) -> Prepared:
+    query = sa.select(tasks).order_by(*_TASK_ORDER)
+    if domain:
+        query = query.where(tasks.c.domain == _param("domain"))
+    if cell_id:
+        query = query.where(tasks.c.cell_id == _param("cell_id"))
+    if states is not None:
+        query = query.where(tasks.c.state.in_(states))
+    return Prepared(query)
+
+
+@functools.cache
+def _task_page(after: bool, domain: bool) -> Prepared:
+    query = sa.select(tasks).order_by(*_TASK_ORDER).limit(_param("limit"))
+    if domain:
+        query = query.where(tasks.c.domain == _param("domain"))
+    if after:
+        cursor = sa.tuple_(_param("after_created_at"), _param("after_guid"))
+        query = query.where(sa.tuple_(*_TASK_ORDER) > cursor)
+    return Prepared(query)
+
+
+_PRESENCES = Prepared(
+    sa.select(cells.c.presence).where(cells.c.expires_at > _param("now")).order_by(cells.c.cell_id)
+)
+_DOMAINS = Prepared(
+    sa.select(domains)
+    .where(sa.or_(domains.c.expires_at == 0, domains.c.expires_at > _param("now")))
+    .order_by(domains.c.name)
+)
+_DESIRED = Prepared(
+    sa.select(desired_lrps).where(desired_lrps.c.process_guid == _param("process_guid"))
+)
+
+
+@functools.cache
+def _desired_listing(domain: bool) -> Prepared:
+    query = sa.select(desired_lrps).order_by(desired_lrps.c.process_guid)
+    if domain:
+        query = query.where(desired_lrps.c.domain == _param("domain"))
+    return Prepared(query)
+
+
+_ACTUAL = Prepared(
+    sa.select(actual_lrps).where(
+        actual_lrps.c.process_guid == _param("process_guid"),
+        actual_lrps.c.instance_index == _param("index"),
+        actual_lrps.c.evacuating == _param("evacuating"),
+    )
+)
+
+
+@functools.cache
+def _actual_listing(process_guid: bool, domain: bool, cell_id: bool) -> Prepared:
+    c = actual_lrps.c
+    query = sa.select(actual_lrps).order_by(c.process_guid, c.instance_index, c.evacuating)
+    if process_guid:
+        query = query.where(c.process_guid == _param("process_guid"))
+    if domain:
+        query = query.where(c.domain == _param("domain"))
+    if cell_id:
+        query = query.where(c.cell_id == _param("cell_id"))
+    return Prepared(query)
 
 
 def encode_cursor(task: Task) -> str:

@@ -14,6 +14,7 @@ from diego.models.codec import (
     InvalidDocument,
     Problem,
     decode,
+    decode_trusted,
     encode,
     json_schema,
     map_field,
@@ -52,6 +53,19 @@ def problems_of(cls: type, data: object) -> list[Problem]:
 
 
 # ---------------------------------------------------------------- decode
+
+
+def test_trusted_decode_of_maps_is_decode() -> None:
+    """decode_trusted makes the same FrozenMaps (and plain dicts) of the same models."""
+    wire = {"tags": {"a": "1"}, "counts": {"n": 2}, "points": {"p": {"x": 1}}}
+    got = decode_trusted(Labelled, wire)
+    assert got == decode(Labelled, wire)
+    assert isinstance(got.tags, FrozenMap)
+    assert isinstance(got.points, FrozenMap)
+    assert got.points["p"] == Point(x=1)
+    plain = decode_trusted(Plain, {"env": {"A": "b"}})
+    assert type(plain.env) is dict
+    assert plain.env == {"A": "b"}
 
 
 def test_a_mapping_field_decodes_to_a_frozen_map() -> None:
