@@ -41,13 +41,16 @@ class Converger:
 
     async def run(self) -> None:
         """Converge until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.interval)
+            started = loop.time()
             try:
                 await self.converge()
                 await self.converge_lrps()
             except Exception:
                 log.exception("convergence-failed")
+            log.info("convergence-pass-done seconds=%.3f", loop.time() - started)
 
     async def converge(self) -> Plan:
         """One pass; the plan it applied."""
