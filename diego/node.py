@@ -109,6 +109,7 @@ async def make_backend(settings: Settings, cell_id: str, home: Path) -> Backend:
         home / "containers",
         hide=(settings.data_dir.resolve(),),
         container_uid=settings.cell.container_uid,
+        spares=settings.cell.spare_containers,
         name=cell_id,
     )
 

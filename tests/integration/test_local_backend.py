@@ -494,6 +494,76 @@ async def test_cpu_weight_sets_cpu_shares(backend: LocalBackend) -> None:
     assert any("cpu" in line.split(":")[1].split(",") and f"/{HALF}/" in line for line in out)
 
 
+# ---------------------------------------------------------------- spare containers
+
+
+@pytest.fixture
+async def spared(tmp_path: Path) -> AsyncIterator[LocalBackend]:
+    """A backend keeping one spare container, made once it has started."""
+    made = LocalBackend(tmp_path / "containers", container_uid=CONTAINER_UID, spares=1)
+    try:
+        await made.existing()  # what a starting cell calls: spares are made from then
+        assert await eventually(lambda: made.ready_spares() == 1)
+        yield made
+    finally:
+        await clean(made)
+
+
+def spare_groups(backend: LocalBackend, guid: str) -> list[Path]:
+    """The spare groups in the scope of ``backend`` (the parents of ``guid``'s groups)."""
+    return [
+        child
+        for base in {d.parent for d in backend.cgroup_dirs(guid)}
+        if base.is_dir()
+        for child in base.iterdir()
+        if child.name.startswith(".spare-")
+    ]
+
+
+async def test_first_process_runs_in_the_spare_made_ahead(spared: LocalBackend) -> None:
+    """A container takes the spare: its groups (limits set), with the first process
+    already in their leaf p0, which runs the process as a fresh start would."""
+    await spared.create(ContainerSpec(guid=C1, memory_mb=48))
+    (group,) = [d for d in spared.cgroup_dirs(C1) if own_cgroup("memory") in d.parents]
+    assert int((group / "memory.limit_in_bytes").read_text()) == 48 * 1024 * 1024
+    script = 'cat /proc/self/cgroup; readlink /proc/self/fd/0; id -u; echo "$A"; exit 3'
+    status, out, _ = await sh(spared, C1, script, env=(("A", "x 'y'\nz"),))
+    assert status == 3
+    memory = [line for line in out if line.split(":")[1:2] == ["memory"]]
+    assert memory
+    assert all(line.endswith(f"/{C1}/p0") for line in memory)
+    assert out[-4:] == ["/dev/null", "0", "x 'y'", "z"]
+    # The next process starts as any other, in a leaf of its own.
+    status, out, _ = await sh(spared, C1, "cat /proc/self/cgroup")
+    assert status == 0
+    assert any(f"/{C1}/p" in line and not line.endswith("/p0") for line in out)
+    assert await eventually(lambda: spared.ready_spares() == 1)  # made again
+
+
+def parked_in(groups: list[Path]) -> set[int]:
+    """The pids in the leaves p0 of ``groups``."""
+    pids: set[int] = set()
+    for group in groups:
+        with contextlib.suppress(OSError):
+            pids |= {int(p) for p in (group / "p0" / "cgroup.procs").read_text().split()}
+    return pids
+
+
+async def test_a_spare_never_run_goes_with_its_container(spared: LocalBackend) -> None:
+    """Destroying a container whose spare never ran kills the parked shell and removes
+    every group; closing the backend removes the spares it still keeps."""
+    await spared.create(ContainerSpec(guid=C1))
+    (shell,) = parked_in(spared.cgroup_dirs(C1))
+    assert await eventually(lambda: spared.ready_spares() == 1)
+    (kept,) = parked_in(spare_groups(spared, C1))
+    await spared.destroy(C1)
+    assert not any(d.exists() for d in spared.cgroup_dirs(C1))
+    assert not Path(f"/proc/{shell}").exists()
+    await spared.close()
+    assert spare_groups(spared, C1) == []
+    assert not Path(f"/proc/{kept}").exists()
+
+
 # ---------------------------------------------------------------- isolation
 
 

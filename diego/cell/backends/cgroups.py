@@ -24,6 +24,10 @@ log = logging.getLogger("diego.cell.cgroups")
 
 ROOT = Path("/sys/fs/cgroup")
 V1_SHARES_PER_WEIGHT = 1024 / 100  # cpu_weight 100 = the default 1024 shares
+SPARE_PREFIX = ".spare-"
+"""Spare groups' names: no container guid has a dot (guids are [A-Za-z0-9_-])."""
+SPARE_LEAF = "p0"
+"""The leaf of a spare's parked process; other processes' leaves are p1, p2, ..."""
 
 
 @attrs.define
@@ -58,6 +62,11 @@ class ContainerGroups:
             if key == "oom_kill" and value.strip().isdigit():
                 return int(value) > 0
         return False
+
+    def join(self, pid: int) -> None:
+        """Move the process ``pid`` into the groups (slow on cgroup v1: see ``make_spare``)."""
+        for procs in self.procs_files:
+            procs.write_text(str(pid))
 
     def leaf(self, name: str) -> ContainerGroups:
         """A child group for one process, under the container's limits (hierarchical).
@@ -168,34 +177,79 @@ class Cgroups:
 
     def create(self, guid: str, memory_mb: int, cpu_weight: int) -> ContainerGroups:
         """Groups for container ``guid`` with its limits (0 memory: no limit)."""
+        groups = self.named(guid)
+        for d in groups.dirs:
+            d.mkdir(exist_ok=True)
+        self._limit(groups, memory_mb, cpu_weight)
+        return groups
+
+    def named(self, name: str) -> ContainerGroups:
+        """The groups called ``name`` in this scope, one per hierarchy (made or not)."""
         if self.version == 2:
             assert self.memory_base is not None
-            d = self.memory_base / guid
-            d.mkdir(exist_ok=True)
+            d = self.memory_base / name
+            return ContainerGroups([d], d, 2)
+        memory = self.memory_base / name if self.memory_base is not None else None
+        cpu = self.cpu_base / name if self.cpu_base is not None else None
+        return ContainerGroups([d for d in (memory, cpu) if d is not None], memory, 1)
+
+    def _limit(self, groups: ContainerGroups, memory_mb: int, cpu_weight: int) -> None:
+        if self.version == 2:
+            (d,) = groups.dirs
             if memory_mb:
                 (d / "memory.max").write_text(str(memory_mb * 1024 * 1024))
                 with contextlib.suppress(OSError):
                     (d / "memory.swap.max").write_text("0")
             (d / "cpu.weight").write_text(str(max(1, min(10000, cpu_weight))))
-            return ContainerGroups([d], d, 2)
-        dirs: list[Path] = []
-        memory_dir = None
-        if self.memory_base is not None:
-            memory_dir = self.memory_base / guid
-            memory_dir.mkdir(exist_ok=True)
-            if memory_mb:
-                limit = str(memory_mb * 1024 * 1024)
-                (memory_dir / "memory.limit_in_bytes").write_text(limit)
-                with contextlib.suppress(OSError):  # absent without swap accounting
-                    (memory_dir / "memory.memsw.limit_in_bytes").write_text(limit)
-            dirs.append(memory_dir)
+            return
+        if groups.memory is not None and memory_mb:
+            limit = str(memory_mb * 1024 * 1024)
+            (groups.memory / "memory.limit_in_bytes").write_text(limit)
+            with contextlib.suppress(OSError):  # absent without swap accounting
+                (groups.memory / "memory.memsw.limit_in_bytes").write_text(limit)
         if self.cpu_base is not None:
-            cpu_dir = self.cpu_base / guid
-            cpu_dir.mkdir(exist_ok=True)
             shares = max(2, int(cpu_weight * V1_SHARES_PER_WEIGHT))
-            (cpu_dir / "cpu.shares").write_text(str(shares))
-            dirs.append(cpu_dir)
-        return ContainerGroups(dirs, memory_dir, 1)
+            (groups.dirs[-1] / "cpu.shares").write_text(str(shares))
+
+    # Spare groups: made ahead of a container, with its first process parked inside.
+    # Joining a group (writing a pid to cgroup.procs) waits for an RCU grace period
+    # on cgroup v1, 10-20 ms on an idle machine; a process forked or parked in a group
+    # beforehand starts there at no cost. A spare is renamed to its container's guid.
+
+    def make_spare(self, name: str) -> ContainerGroups:
+        """New groups ``name`` and their leaf ``p0``, for a parked process; the leaf."""
+        groups = self.named(name)
+        for d in groups.dirs:
+            d.mkdir()
+        return groups.leaf(SPARE_LEAF)
+
+    def claim(self, name: str, guid: str, memory_mb: int, cpu_weight: int) -> ContainerGroups:
+        """The spare groups ``name``, renamed to container ``guid`` and limited (as
+        ``create``); OSError if they cannot be (then they keep their name)."""
+        spare, groups = self.named(name), self.named(guid)
+        renamed: list[tuple[Path, Path]] = []
+        try:
+            for old, new in zip(spare.dirs, groups.dirs, strict=True):
+                old.rename(new)
+                renamed.append((old, new))
+        except OSError:
+            for old, new in renamed:
+                with contextlib.suppress(OSError):
+                    new.rename(old)
+            raise
+        self._limit(groups, memory_mb, cpu_weight)
+        return groups
+
+    def spares(self) -> list[ContainerGroups]:
+        """Every spare's groups in this scope (those a previous run left, at start)."""
+        names = {
+            child.name
+            for base in (self.memory_base, self.cpu_base)
+            if base is not None and base.is_dir()
+            for child in base.iterdir()
+            if child.name.startswith(SPARE_PREFIX)
+        }
+        return [self.named(name) for name in sorted(names)]
 
     def close(self) -> None:
         """Remove this scope's (empty) groups."""

@@ -37,9 +37,11 @@ import json
 import logging
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import threading
+import uuid
 from collections.abc import Collection, Iterable
 from pathlib import Path, PurePosixPath
 
@@ -54,7 +56,7 @@ from diego.cell.backends.base import (
     OutputSink,
     ProcessSpec,
 )
-from diego.cell.backends.cgroups import Cgroups, ContainerGroups
+from diego.cell.backends.cgroups import SPARE_LEAF, SPARE_PREFIX, Cgroups, ContainerGroups
 
 log = logging.getLogger("diego.cell.local")
 
@@ -66,6 +68,9 @@ MAX_LINE = 64 * 1024
 """Longer output lines are split; a process cannot make the cell buffer without end."""
 MADE_BY_SANDBOX = frozenset({"proc", "dev", "tmp", "home"})
 """Top-level directories the sandbox makes itself rather than taking the host's."""
+PARKED = ". /dev/stdin"
+"""A spare container's parked first process: a shell that runs the command line
+written to its stdin, an ``exec`` of the container's process in its place."""
 VOLUME_RULE = (
     "a volume must be an absolute path under a top-level directory the host does not have"
     f" (such as /data or /outputs), or under /tmp or {HOME}"
@@ -88,6 +93,22 @@ class Volume:
 
 
 @attrs.define(eq=False)
+class _Spare:
+    """Groups made ahead of a container, with its first process parked inside them."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    command: int  # the write end of the parked shell's stdin
+
+    def discard(self) -> None:
+        """Let the parked shell go (it runs nothing) and kill it."""
+        with contextlib.suppress(OSError):
+            os.close(self.command)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+
+
+@attrs.define(eq=False)
 class _Container:
     spec: ContainerSpec
     dir: Path
@@ -96,6 +117,7 @@ class _Container:
     volumes: tuple[Volume, ...] = ()
     processes: set[LocalProcess] = attrs.Factory(set)
     oom_killed: bool = False
+    spare: _Spare | None = None  # until its first process runs
 
     @property
     def rw(self) -> Path:
@@ -166,6 +188,7 @@ class LocalBackend:
         container_uid: int = 100_000,
         bwrap: str = "bwrap",
         name: str = "",
+        spares: int = 0,
     ) -> None:
         self.root = _reachable(root.resolve())
         # Every unprivileged container is the same host uid: each must not see
@@ -181,6 +204,15 @@ class LocalBackend:
         self._locks = GuidLocks()
         self._processes_started = 0
         self._counter = threading.Lock()  # processes are prepared on threads
+        # Containers made ahead (see Cgroups.make_spare): only worth it with cgroups.
+        self.spares = spares if self._cgroups is not None else 0
+        self._spares: list[_Spare] = []
+        self._making_spares: asyncio.Task[None] | None = None
+        self._discarding: set[asyncio.Task[None]] = set()
+        self._closing = False
+        if self._cgroups is not None:
+            for leftover in self._cgroups.spares():  # a previous run's
+                leftover.sweep()
         self._loop = self._is_root and Path("/dev/loop-control").exists()
         if not self._loop:
             notes.append("no loop devices: disk_mb is not enforced")
@@ -231,13 +263,25 @@ class LocalBackend:
         if mounted:
             await asyncio.to_thread(_make_dir, spec, d)
             await self._make_disk(d / "disk.img", d / "rw", spec.disk_mb)
-        container = await asyncio.to_thread(self._lay_out, spec, d, mounted, volumes)
+        spare = self._take_spare()
+        try:
+            container = await asyncio.to_thread(self._lay_out, spec, d, mounted, volumes, spare)
+        except BaseException:
+            if spare is not None:
+                await self._discard(spare)
+            raise
         self._containers[spec.guid] = container
 
     def _lay_out(
-        self, spec: ContainerSpec, d: Path, mounted: bool, volumes: tuple[Volume, ...]
+        self,
+        spec: ContainerSpec,
+        d: Path,
+        mounted: bool,
+        volumes: tuple[Volume, ...],
+        spare: _Spare | None = None,
     ) -> _Container:
-        """The directories, volumes and groups of a container (blocking)."""
+        """The directories, volumes and groups of a container (blocking); its groups
+        are ``spare``'s when given and they can be claimed."""
         _make_dir(spec, d)
         rw = d / "rw"
         for sub, mode in (("tmp", 0o1777), ("home", 0o755)):
@@ -249,9 +293,17 @@ class LocalBackend:
         for volume in volumes:
             _make_dirs(rw, volume.dir, owner)
         groups = None
-        if self._cgroups is not None:
+        if self._cgroups is not None and spare is not None:
+            try:
+                groups = self._cgroups.claim(spare.name, spec.guid, spec.memory_mb, spec.cpu_weight)
+            except OSError as e:
+                log.warning("spare-not-claimed guid=%s error=%s", spec.guid, e)
+                spare.discard()
+                self._cgroups.named(spare.name).sweep()
+                spare = None
+        if self._cgroups is not None and groups is None:
             groups = self._cgroups.create(spec.guid, spec.memory_mb, spec.cpu_weight)
-        return _Container(spec, d, groups, mounted, volumes)
+        return _Container(spec, d, groups, mounted, volumes, spare=spare)
 
     async def _make_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
         with open(image, "wb") as f:
@@ -274,14 +326,19 @@ class LocalBackend:
         if container is not None:
             for process in tuple(container.processes):
                 process.kill()
+            if container.spare is not None:
+                container.spare.discard()
         if groups is not None:
             await groups.kill_and_remove()
+        if container is not None and container.spare is not None:
+            await container.spare.proc.wait()  # killed above; reaped here
         if await asyncio.to_thread((d / "rw").is_mount):
             await _run(_system_tool("umount"), "-l", str(d / "rw"))
         await asyncio.to_thread(shutil.rmtree, d, True)
 
     async def existing(self) -> list[Leftover]:
         """Containers left on disk by an earlier run of this cell."""
+        self._replenish()  # called as the cell starts: the first container finds a spare
         if not self.root.is_dir():
             return []
         found = []
@@ -296,6 +353,13 @@ class LocalBackend:
 
     async def close(self) -> None:
         """Remove the containers root and the cell's cgroups if nothing is left in them."""
+        self._closing = True
+        if self._making_spares is not None:
+            self._making_spares.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._making_spares
+        while self._spares:
+            await self._discard(self._spares.pop())
         with contextlib.suppress(OSError):
             self.root.rmdir()
         if self._cgroups is not None:
@@ -322,15 +386,21 @@ class LocalBackend:
     ) -> LocalProcess:
         """Start ``process`` in the container; its output lines go to the sinks."""
         container = self._get(guid)
-        leaf, argv = await asyncio.to_thread(self._prepare, container, process)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            limit=MAX_LINE,
-        )
+        spare, container.spare = container.spare, None
+        if spare is not None:
+            # The parked shell, in the container's groups already, execs the process.
+            leaf = await asyncio.to_thread(self._hand_over, spare, container, process)
+            proc = spare.proc
+        else:
+            leaf, argv = await asyncio.to_thread(self._prepare, container, process)
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=MAX_LINE,
+            )
         assert proc.stdout is not None
         assert proc.stderr is not None
         pumps = [
@@ -391,6 +461,105 @@ class LocalBackend:
         """A new process's own group and command line (blocking: cgroupfs, stat)."""
         leaf = self._leaf(container)
         return leaf, self._argv(container, process, leaf)
+
+    def _hand_over(
+        self, spare: _Spare, container: _Container, process: ProcessSpec
+    ) -> ContainerGroups | None:
+        """Have a spare's parked shell exec ``process`` (blocking); the leaf it is in.
+
+        Its stdin is /dev/null once it runs, as a process started anew has. A shell
+        that died meanwhile runs nothing and the process fails to start; that is
+        what a process killed at once would do too.
+        """
+        argv = self._argv(container, process, None)
+        command = f"exec {shlex.join(argv)} </dev/null\n".encode()
+        try:
+            view = memoryview(command)
+            while view:
+                view = view[os.write(spare.command, view) :]
+        except OSError as e:
+            log.warning("spare-shell-gone guid=%s error=%s", container.spec.guid, e)
+        finally:
+            os.close(spare.command)
+        return container.groups.leaf(SPARE_LEAF) if container.groups is not None else None
+
+    # ------------------------------------------------------------ spares
+
+    def ready_spares(self) -> int:
+        """Spare containers made and waiting to be claimed."""
+        return len(self._spares)
+
+    def _take_spare(self) -> _Spare | None:
+        """A spare ready to be claimed, if any (and another is made in its place)."""
+        spare = None
+        while self._spares and spare is None:
+            candidate = self._spares.pop(0)
+            if candidate.proc.returncode is None:
+                spare = candidate
+            else:  # died parked (someone killed it): its groups go in the background
+                discarding = asyncio.create_task(self._discard(candidate))
+                self._discarding.add(discarding)
+                discarding.add_done_callback(self._discarding.discard)
+        self._replenish()
+        return spare
+
+    def _replenish(self) -> None:
+        """Start making spares, unless enough are made or being made."""
+        if self._closing or len(self._spares) >= self.spares:
+            return
+        if self._making_spares is None or self._making_spares.done():
+            self._making_spares = asyncio.create_task(self._make_spares())
+
+    async def _make_spares(self) -> None:
+        """Make spares, one at a time, until there are ``spares`` of them."""
+        while not self._closing and len(self._spares) < self.spares:
+            try:
+                spare = await self._make_spare()
+            except (OSError, BackendError) as e:
+                log.warning("spare-not-made error=%s", e)
+                return
+            if self._closing:
+                await self._discard(spare)
+                return
+            self._spares.append(spare)
+
+    async def _make_spare(self) -> _Spare:
+        assert self._cgroups is not None
+        cgroups = self._cgroups
+        name = f"{SPARE_PREFIX}{uuid.uuid4().hex[:16]}"
+        leaf = await asyncio.to_thread(cgroups.make_spare, name)
+        read, command = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh",
+                "-c",
+                PARKED,
+                stdin=read,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                limit=MAX_LINE,
+            )
+        except BaseException:
+            os.close(command)
+            await asyncio.to_thread(cgroups.named(name).sweep)
+            raise
+        finally:
+            os.close(read)
+        spare = _Spare(name, proc, command)
+        try:
+            await asyncio.to_thread(leaf.join, proc.pid)  # the slow part, ahead of time
+        except BaseException:
+            await self._discard(spare)
+            raise
+        return spare
+
+    async def _discard(self, spare: _Spare) -> None:
+        """Kill a spare not claimed, reap its shell and remove its groups."""
+        spare.discard()
+        await spare.proc.wait()
+        if self._cgroups is not None:
+            await self._cgroups.named(spare.name).kill_and_remove()
 
     def _leaf(self, container: _Container) -> ContainerGroups | None:
         if container.groups is None:
