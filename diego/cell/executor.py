@@ -26,7 +26,7 @@ from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.tes_job import DEFAULT_TAIL_BYTES, TesJob
 from diego.cell.transfer import TransferError, Transfers, first_file_of_tar
 from diego.logs import LogStore
-from diego.models.actions import Action
+from diego.models.actions import Action, DownloadAction, UploadAction
 from diego.models.lrp import DesiredLRP
 from diego.models.task import MAX_RESULT_BYTES, Task
 from diego.models.tes import TesTask
@@ -305,7 +305,8 @@ class Executor:
             return None
         container.state = ContainerState.CREATED
         scratch = self.scratch / container.guid
-        await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
+        if _uses_scratch(request):
+            await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
 
         def emit(source: str, stream: str, message: str) -> None:
             self.logs.emit(request.log_guid, source, message, stream)
@@ -332,7 +333,7 @@ class Executor:
         else:
             self._complete(container, False, "", result)
         finally:
-            await asyncio.to_thread(shutil.rmtree, context.scratch, True)
+            await _drop_scratch(request, context)
 
     async def _live_tes(
         self, container: _Container, request: RunRequest, task: TesTask, ctx: StepContext
@@ -350,7 +351,7 @@ class Executor:
         try:
             report = await job.run()
         finally:
-            await asyncio.to_thread(shutil.rmtree, ctx.scratch, True)
+            await _drop_scratch(request, ctx)
         # The Task did its work, whatever the TES outcome: Diego keeps a result only
         # for a Task that succeeded, and the outcome is in the report.
         self._complete(container, False, "", report.to_json())
@@ -366,7 +367,7 @@ class Executor:
                 raise
             reason = "stopped"
         finally:
-            await asyncio.to_thread(shutil.rmtree, context.scratch, True)
+            await _drop_scratch(request, context)
         self._complete(container, not container.shutdown, reason, "")
 
     async def _run_lrp(self, container: _Container, request: RunRequest, ctx: StepContext) -> str:
@@ -518,6 +519,30 @@ class Executor:
         for guid in list(self._containers):
             await self.delete(guid)
         await self.backend.close()
+
+
+def _uses_scratch(request: RunRequest) -> bool:
+    """Whether a container's work needs its host scratch directory: transfers (download
+    and upload actions, a TES job) or a result file. Most Tasks need none, and making
+    and removing a directory each is not free."""
+    if request.tes is not None or request.result_file:
+        return True
+    return any(_transfers_in(a) for a in (request.action, request.setup, request.monitor))
+
+
+def _transfers_in(action: Action | None) -> bool:
+    if action is None:
+        return False
+    if isinstance(action, DownloadAction | UploadAction):
+        return True
+    inner: Action | None = getattr(action, "action", None)  # timeout, try, emit_progress
+    children: tuple[Action, ...] = getattr(action, "actions", ())  # serial, parallel, ...
+    return _transfers_in(inner) or any(_transfers_in(child) for child in children)
+
+
+async def _drop_scratch(request: RunRequest, ctx: StepContext) -> None:
+    if _uses_scratch(request):
+        await asyncio.to_thread(shutil.rmtree, ctx.scratch, True)
 
 
 async def _exit_reason(action: Action, ctx: StepContext) -> str:

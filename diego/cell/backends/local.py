@@ -320,21 +320,34 @@ class LocalBackend:
     async def _destroy(self, guid: str) -> None:
         container = self._containers.pop(guid, None)
         d = self.root / guid
-        groups = container.groups if container else None
-        if groups is None and self._cgroups is not None:
-            groups = self._cgroups.existing(guid)
         if container is not None:
             for process in tuple(container.processes):
                 process.kill()
             if container.spare is not None:
                 container.spare.discard()
-        if groups is not None:
+        groups, removed, mounted = await asyncio.to_thread(self._tear_down, guid, container)
+        if groups is not None and not removed:
             await groups.kill_and_remove()
         if container is not None and container.spare is not None:
             await container.spare.proc.wait()  # killed above; reaped here
-        if await asyncio.to_thread((d / "rw").is_mount):
+        if mounted:
             await _run(_system_tool("umount"), "-l", str(d / "rw"))
-        await asyncio.to_thread(shutil.rmtree, d, True)
+            await asyncio.to_thread(shutil.rmtree, d, True)
+
+    def _tear_down(
+        self, guid: str, container: _Container | None
+    ) -> tuple[ContainerGroups | None, bool, bool]:
+        """In one go on a thread: kill and remove the groups, and the files unless a
+        disk is mounted on them; (the groups, whether they went, whether mounted)."""
+        groups = container.groups if container else None
+        if groups is None and self._cgroups is not None:
+            groups = self._cgroups.existing(guid)
+        removed = groups.sweep() if groups is not None else True
+        d = self.root / guid
+        mounted = (d / "rw").is_mount()
+        if not mounted:
+            shutil.rmtree(d, True)
+        return groups, removed, mounted
 
     async def existing(self) -> list[Leftover]:
         """Containers left on disk by an earlier run of this cell."""
