@@ -825,6 +825,28 @@ async def test_stream_in_and_out_of_volumes(backend: LocalBackend, tmp_path: Pat
     assert not os.path.lexists("/outputs")
 
 
+@pytest.mark.parametrize("privileged", [False, True])
+async def test_without_volumes_the_root_is_the_hosts_read_only(
+    backend: LocalBackend, privileged: bool
+) -> None:
+    """A container with no mounted volumes sees the host's root read-only, with its
+    own /tmp and /home/vcap, /home holding only that, and /proc its own."""
+    name = f"diego-test-{token()}"
+    await backend.create(ContainerSpec(guid=C1, privileged=privileged))
+    for target in (f"/usr/{name}", f"/etc/{name}", f"/{name}", f"/var/{name}"):
+        status, _, err = await sh(backend, C1, f"echo x > {target}")
+        assert status != 0, target
+        assert any("Read-only" in line for line in err), (target, err)
+    script = "ls -A /; echo --; ls -A /home; echo --; echo x > /tmp/f && echo x > ~/f && ls /proc"
+    status, out, err = await sh(backend, C1, script)
+    assert status == 0, err
+    top, home, proc = "\n".join(out).split("\n--\n")
+    assert set(top.split()) == set(os.listdir("/"))
+    assert home.split() == ["vcap"]
+    assert len([p for p in proc.split() if p.isdigit()]) <= 4  # bwrap's init, sh, ls
+    assert not any(os.path.lexists(p) for p in (f"/usr/{name}", f"/etc/{name}", f"/{name}"))
+
+
 @pytest.mark.usefixtures("new_top_level")
 async def test_root_stays_read_only_around_volumes(backend: LocalBackend) -> None:
     """Besides its volumes, /tmp and /home/vcap, a container writes nowhere: not in the

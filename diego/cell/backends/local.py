@@ -214,6 +214,11 @@ class LocalBackend:
             for leftover in self._cgroups.spares():  # a previous run's
                 leftover.sweep()
         self._loop = self._is_root and Path("/dev/loop-control").exists()
+        # The host root can be the sandbox's own only where it has the mount points.
+        self._host_root_has_mount_points = all(
+            Path("/", name).is_dir() and not Path("/", name).is_symlink()
+            for name in MADE_BY_SANDBOX
+        )
         if not self._loop:
             notes.append("no loop devices: disk_mb is not enforced")
         if not self._is_root:
@@ -622,11 +627,22 @@ class LocalBackend:
     def _filesystem(self, container: _Container, unprivileged: bool) -> list[str]:
         """bubblewrap arguments building the sandbox's filesystem, in mount order.
 
-        The root is bubblewrap's fresh tmpfs, so a mount point can be made at any
-        new top-level path; it is made read-only last, once every mount point is in.
+        A container with mounted volumes has bubblewrap's fresh tmpfs as its root,
+        the host's top-level entries bound into it one by one, so that a mount point
+        can be made at any new top-level path; it is made read-only last, once every
+        mount point is in. Any other has the host's root itself, bound read-only in
+        one recursive bind (a quarter cheaper to start: fewer mounts to make and
+        remount), with the same things covered and bound over it.
         """
         hidden = self._hidden(unprivileged)
         mounts = container.mounts()
+        if not mounts and self._host_root_has_mount_points:
+            args = ["--ro-bind", "/", "/", "--tmpfs", "/home"]
+            for covered in hidden:
+                args += ["--tmpfs", str(covered)]
+            args += ["--dev", "/dev", "--proc", "/proc"]
+            args += ["--bind", str(container.rw / "tmp"), "/tmp"]
+            return [*args, "--bind", str(container.rw / "home"), HOME]
         skip = {
             *MADE_BY_SANDBOX,
             *(p.name for p in self.hide if p.parent == Path("/")),
