@@ -31,7 +31,7 @@ from diego.cell.executor import (
     RunRequest,
     lrp_request,
 )
-from diego.cell.reconcile import Action, ContainerState, TaskView, decide_task
+from diego.cell.reconcile import Action, ContainerState, ContainerView, TaskView, decide_task
 from diego.cell.reconcile_lrp import LRPAction, LRPContainerView, LRPDecision, decide_lrp
 from diego.models.cells import Capacity, CellPresence
 from diego.models.errors import ActualLRPNotFound, DiegoError, TaskNotFound
@@ -258,6 +258,12 @@ class Rep:
             return
         async with self._lock(guid):
             container = self.executor.get(guid)
+            if (
+                container is not None
+                and container.state is ContainerState.COMPLETED
+                and await self._completed_at_once(container)
+            ):
+                return
             try:
                 task: Task | None = await self.bbs.get_task(guid)
             except TaskNotFound:
@@ -273,6 +279,25 @@ class Rep:
             await self._apply(
                 guid, decision.action, decision.failed, decision.failure_reason, decision.result
             )
+
+    async def _completed_at_once(self, container: ContainerView) -> bool:
+        """Complete a finished container's Task by the CAS alone, then delete it.
+
+        The table's verdict for a finished container is to complete the Task exactly
+        when the Task is PENDING, or CLAIMED or RUNNING here, and those are exactly
+        the Tasks the CAS accepts: no read is needed to decide. False, with nothing
+        done, when the CAS refuses: the table then decides on a fresh read.
+        """
+        guid = container.guid
+        try:
+            await self.bbs.complete_task(
+                guid, self.cell_id, container.failed, container.failure_reason, container.result
+            )
+        except DiegoError:
+            return False
+        log.info("reconcile guid=%s action=%s", guid, Action.COMPLETE_TASK_THEN_DELETE.name)
+        await self._delete(guid)
+        return True
 
     async def _apply(
         self, guid: str, action: Action, failed: bool, reason: str, result: str

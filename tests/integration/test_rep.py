@@ -321,6 +321,49 @@ async def test_cancel_deletes_the_container_at_once(world: World) -> None:
     )
 
 
+class ReadCounting:
+    """A BBS that counts the Task reads made through it."""
+
+    def __init__(self, bbs: BBS) -> None:
+        self._bbs = bbs
+        self.reads: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bbs, name)
+
+    async def get_task(self, guid: str) -> Task:
+        self.reads.append(guid)
+        return await self._bbs.get_task(guid)
+
+
+async def test_a_finished_container_completes_its_task_by_the_cas_alone(world: World) -> None:
+    """A container that finishes while its Task runs here completes the Task with no
+    read first: the compare-and-swap is the check."""
+    counting = ReadCounting(world.bbs)
+    rep = world.rep("cell-1", bbs=counting)
+    task = await world.desire(sh("echo 7 > /home/vcap/r"), result_file="/home/vcap/r")
+    await rep.perform([TaskWork.from_task(task)])
+    done = await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
+    assert (done.failed, done.result, done.cell_id) == (False, "7\n", "cell-1")
+    assert await eventually(lambda: rep.executor.get(task.task_guid) is None)
+    assert counting.reads == []
+
+
+async def test_a_finished_container_whose_task_moved_on_is_only_deleted(world: World) -> None:
+    """A container that finishes after its Task was cancelled (a cell not following
+    the bus): the CAS refuses, the table decides on a fresh read, and the container
+    goes, leaving the Task as the cancel left it."""
+    counting = ReadCounting(world.bbs)
+    rep = world.rep("cell-1", bbs=counting)
+    task = await world.desire(sh("sleep 0.3; echo done"))
+    await rep.perform([TaskWork.from_task(task)])
+    await world.task_until(task.task_guid, lambda t: t.state is TaskState.RUNNING)
+    _, cancelled = await world.bbs.cancel_task(task.task_guid)
+    assert await eventually(lambda: rep.executor.get(task.task_guid) is None, within=5.0)
+    assert await world.bbs.get_task(task.task_guid) == cancelled
+    assert counting.reads == [task.task_guid]
+
+
 async def test_racing_performs_and_reconciles_start_a_task_once(world: World) -> None:
     """Two performs and many reconciles racing a start: one RUNNING transition, one process."""
     rep = world.rep("cell-1", settings=RepSettings(poll_interval=0.01, presence_ttl=30))
