@@ -246,28 +246,30 @@ def plan_lrps(snapshot: LRPSnapshot, now: int, settings: LRPConvergerSettings) -
     restart: list[ActualLRPKey] = []
     stale: list[ActualLRPKey] = []
 
+    # A key is made only for an instance that lands in a bucket: most need nothing.
+    extra_pairs = {(k.process_guid, k.index) for k in extra}
     for actual in snapshot.actuals:
-        key = actual.key
         if actual.evacuating:
             if actual.cell_id not in live:
-                remove_evacuating.append(key)
+                remove_evacuating.append(actual.key)
             continue
-        unwanted = actual.process_guid not in desired or key in extra
+        is_desired = actual.process_guid in desired
+        unwanted = not is_desired or (actual.process_guid, actual.index) in extra_pairs
         if unwanted and actual.domain in snapshot.fresh_domains:
             stop.append(actual)
             continue
-        if actual.process_guid not in desired:
+        if not is_desired:
             continue  # kept until its domain is fresh; nothing to auction it with
         match actual.state:
             case ActualLRPState.CLAIMED | ActualLRPState.RUNNING:
                 if actual.cell_id not in live:
-                    unclaim.append(key)
+                    unclaim.append(actual.key)
             case ActualLRPState.CRASHED:
                 if policy.should_restart(actual.crash_count, crashed_at(actual), now):
-                    restart.append(key)
+                    restart.append(actual.key)
             case ActualLRPState.UNCLAIMED:
                 if now - actual.since > kick:
-                    stale.append(key)
+                    stale.append(actual.key)
 
     auction = [m.key for m in create] + unclaim + restart + stale
     return LRPPlan(

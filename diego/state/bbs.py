@@ -13,13 +13,22 @@ import attrs
 
 from diego.bus import Bus
 from diego.clock import Clock
+from diego.models import lifecycle, lrp_lifecycle
 from diego.models.cells import CellPresence
 from diego.models.crash_policy import CrashPolicy
 from diego.models.events import Event, actual_lrp_events, desired_lrp_events, task_events
 from diego.models.lrp import ActualLRP, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.models.tes import TesTask
-from diego.state.store import ActualLRPChange, DesiredLRPChange, Page, Store, TaskChange
+from diego.state.store import (
+    ActualLRPChange,
+    DesiredLRPChange,
+    DesiredLRPSummary,
+    Page,
+    Store,
+    TaskChange,
+    TaskSummary,
+)
 
 
 class BBS:
@@ -290,3 +299,74 @@ class BBS:
     async def domains(self) -> list[Domain]:
         """The domains fresh now."""
         return await self.store.domains(self.clock.now())
+
+    # ------------------------------------------------------------ many at once
+    # The converger's: a verb on each of many rows, in a few statements (see the store).
+    # A row the verb no longer applies to, or that is gone, is left out; each returns
+    # the changes made, and their events are published as the single verbs' are.
+
+    async def task_summaries(self) -> list[TaskSummary]:
+        """What the converger decides on, of every Task."""
+        return await self.store.task_summaries()
+
+    async def tasks_by_guid(self, guids: Sequence[str]) -> list[Task]:
+        """The Tasks of these guids that exist, in no particular order."""
+        return await self.store.tasks_by_guid(guids)
+
+    async def fail_tasks(self, failures: Sequence[tuple[str, str]]) -> list[TaskChange]:
+        """``fail_task`` for each (guid, failure reason)."""
+        now = self.clock.now()
+        rules = {
+            guid: (lambda t, why=reason: lifecycle.fail(t, why, now)) for guid, reason in failures
+        }
+        return [self._published(change) for change in await self.store.swap_tasks(rules)]
+
+    async def demote_tasks(self, guids: Sequence[str]) -> list[TaskChange]:
+        """``demote_task`` for each guid."""
+        now = self.clock.now()
+        rules = dict.fromkeys(guids, lambda t: lifecycle.demote(t, now))
+        return [self._published(change) for change in await self.store.swap_tasks(rules)]
+
+    async def delete_tasks(self, guids: Sequence[str]) -> list[Task]:
+        """``delete_task`` for each guid."""
+        removed = await self.store.delete_tasks(guids)
+        for task in removed:
+            self._publish(task, None)
+        return removed
+
+    async def desired_lrp_summaries(self) -> list[DesiredLRPSummary]:
+        """What the converger decides on, of every DesiredLRP."""
+        return await self.store.desired_lrp_summaries()
+
+    async def unclaim_actual_lrps(self, keys: Sequence[tuple[str, int]]) -> list[ActualLRPChange]:
+        """``unclaim_actual_lrp`` for each (process guid, index)."""
+        now = self.clock.now()
+        rules = dict.fromkeys(keys, lambda a: lrp_lifecycle.unclaim(a, now))
+        changes = await self.store.swap_actual_lrps(rules)
+        return [self._actual_published(change) for change in changes]
+
+    async def restart_actual_lrps(self, keys: Sequence[tuple[str, int]]) -> list[ActualLRPChange]:
+        """``restart_actual_lrp`` for each (process guid, index)."""
+        now = self.clock.now()
+        rules = dict.fromkeys(keys, lambda a: lrp_lifecycle.restart(a, now))
+        changes = await self.store.swap_actual_lrps(rules)
+        return [self._actual_published(change) for change in changes]
+
+    async def create_unclaimed_actual_lrps(
+        self, missing: Sequence[tuple[str, int, str]]
+    ) -> list[ActualLRP]:
+        """``create_unclaimed_actual_lrp`` for each (process guid, index, domain) that has
+        no ActualLRP."""
+        created = await self.store.create_unclaimed_actual_lrps(missing, self.clock.now())
+        for actual in created:
+            self._publish_actual(None, actual)
+        return created
+
+    async def remove_actual_lrps(
+        self, keys: Sequence[tuple[str, int]], evacuating: bool = False
+    ) -> list[ActualLRP]:
+        """``remove_actual_lrp`` (no instance guid given) for each (process guid, index)."""
+        removed = await self.store.remove_actual_lrps(keys, evacuating)
+        for actual in removed:
+            self._publish_actual(actual, None)
+        return removed

@@ -51,19 +51,21 @@ class Compiled:
         return [params[name] if name in params else defaults[name] for name in self.order]
 
     def fetch(self, conn: sqlite3.Connection, parameters: Sequence[Any]) -> list[Any]:
-        """Every row of one run."""
-        return list(map(self.row._make, conn.execute(self.sql, parameters).fetchall()))
+        """Every row of one run (plain tuples if the statement was prepared so)."""
+        rows = conn.execute(self.sql, parameters).fetchall()
+        return rows if self.row is None else list(map(self.row._make, rows))
 
     def execute(self, conn: sqlite3.Connection, parameters: Sequence[Any]) -> int:
         """Run a statement that returns no rows; the number of rows it changed."""
         return conn.execute(self.sql, parameters).rowcount
 
 
-def compile_sqlite(statement: Statement, dialect: Dialect) -> Compiled:
-    """``statement`` compiled for SQLite (an ``IN`` of a list: with that list's values)."""
+def compile_sqlite(statement: Statement, dialect: Dialect, tuples: bool = False) -> Compiled:
+    """``statement`` compiled for SQLite (an ``IN`` of a list: with that list's values);
+    its rows plain tuples if ``tuples``, else named."""
     compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     row = None
-    if isinstance(statement, sa.Select):
+    if isinstance(statement, sa.Select) and not tuples:
         row = _row_type(tuple(statement.selected_columns.keys()))
     return Compiled(compiled.string, tuple(compiled.positiontup or ()), dict(compiled.params), row)
 
@@ -82,16 +84,23 @@ def driver(conn: Connection) -> sqlite3.Connection:
 
 class Prepared:
     """A statement built once and run many times, its ``bindparam`` values given by
-    name at each run; compiled for SQLite on first use there."""
+    name at each run; compiled for SQLite on first use there.
 
-    __slots__ = ("_sqlite", "statement")
+    A SELECT prepared with ``tuples`` gives plain tuples, columns in the order
+    selected: for reads of very many rows, which plain tuples of strings and numbers
+    keep out of the garbage collector's way (it stops tracking them), as named ones
+    are not.
+    """
 
-    def __init__(self, statement: Statement) -> None:
+    __slots__ = ("_sqlite", "statement", "tuples")
+
+    def __init__(self, statement: Statement, tuples: bool = False) -> None:
         self.statement = statement
+        self.tuples = tuples
         self._sqlite: Compiled | None = None
 
     def sqlite(self, dialect: Dialect) -> Compiled:
         """The statement as SQLite runs it."""
         if self._sqlite is None:
-            self._sqlite = compile_sqlite(self.statement, dialect)
+            self._sqlite = compile_sqlite(self.statement, dialect, self.tuples)
         return self._sqlite

@@ -25,6 +25,8 @@ tasks = sa.Table(
     sa.Column("result", sa.Text, nullable=False, server_default=""),
     # The TaskCreateRequest as JSON, less nothing: it is the definition of record.
     sa.Column("definition", sa.Text, nullable=False),
+    # A copy of the definition's, for the converger, which decides on columns only.
+    sa.Column("completion_callback_url", sa.Text, nullable=False, server_default=""),
     # Bumped by every change; the compare in compare-and-swap.
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Index("tasks_domain_idx", "domain"),

@@ -14,18 +14,20 @@ GA4GH TES tasks live beside them, in their own tables and verbs: ``Store.tes``
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -39,6 +41,7 @@ from diego.models.errors import (
     ActualLRPNotFound,
     DesiredLRPAlreadyExists,
     DesiredLRPNotFound,
+    DiegoError,
     TaskGuidAlreadyExists,
     TaskNotFound,
 )
@@ -71,6 +74,14 @@ MAX_CAS_ATTEMPTS = 16
 
 NO_PARAMS: Mapping[str, Any] = {}
 
+T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
+
+_Decided = tuple[R, K, Mapping[str, Any] | None]
+"""What a verb on many rows decided for one: its result, its key, and the parameters of
+its write (None: nothing to write, the result stands)."""
+
 
 class StoreConflict(Exception):
     """A verb lost its compare-and-swap more than MAX_CAS_ATTEMPTS times in a row."""
@@ -78,6 +89,31 @@ class StoreConflict(Exception):
 
 class _LostRace(Exception):
     """A compare-and-swap inside a larger transaction lost: roll it all back, retry."""
+
+
+TaskSummary = tuple[str, str, str, int, int, int, str]
+"""The columns of a Task that decide what the converger does with it, in this order:
+guid, state, cell_id, created_at, updated_at, first_completed_at, completion_callback_url."""
+
+TASK_SUMMARY = (
+    "guid",
+    "state",
+    "cell_id",
+    "created_at",
+    "updated_at",
+    "first_completed_at",
+    "completion_callback_url",
+)
+
+DesiredLRPSummary = tuple[str, str, int]
+"""The columns of a DesiredLRP that decide what the converger does with its instances,
+in this order: process_guid, domain, instances."""
+
+DESIRED_LRP_SUMMARY = ("process_guid", "domain", "instances")
+
+
+BATCH = 500
+"""Rows read, decided and written together by the verbs on many rows at once."""
 
 
 @attrs.frozen
@@ -166,7 +202,8 @@ class Store:
             values = compiled.parameters(params)
             return await self._threads.read(lambda conn: compiled.fetch(driver(conn), values))
         async with self.engine.connect() as conn:
-            return (await conn.execute(query.statement, dict(params))).all()
+            rows = (await conn.execute(query.statement, dict(params))).all()
+        return [tuple(row) for row in rows] if query.tuples else rows
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -419,7 +456,7 @@ class Store:
         evacuating), optionally of one process, domain or cell."""
         query = _actual_listing(process_guid is not None, domain is not None, cell_id is not None)
         params = {"process_guid": process_guid, "domain": domain, "cell_id": cell_id}
-        return [_actual(row) for row in await self._rows(query, params)]
+        return list(map(_actual_of_tuple, await self._rows(query, params)))
 
     async def get_actual_lrp(
         self, process_guid: str, index: int, evacuating: bool = False
@@ -618,6 +655,216 @@ class Store:
         )
         return False
 
+    # ------------------------------------------------------------ many at once
+    # The converger's verbs: a verb on each of many rows, read BATCH at a time in one
+    # statement, decided by the same lifecycle rules, and written in one transaction,
+    # each row compare-and-swapped on its version. A row gone, or whose rule refuses
+    # it (a DiegoError), is left out; one that changed between its read and its write
+    # is read and decided again. Each returns the changes it made.
+
+    async def task_summaries(self) -> list[TaskSummary]:
+        """What the converger decides on, of every Task (no definition is read)."""
+        return list(await self._rows(_TASK_SUMMARIES))
+
+    async def tasks_by_guid(self, guids: Sequence[str]) -> list[Task]:
+        """The Tasks of these guids that exist, in no particular order."""
+        found: list[Task] = []
+        chunks = _batches(guids)
+        # The next batch is read on a reader thread while this one is decoded here.
+        reading = asyncio.ensure_future(self._task_rows(chunks[0])) if chunks else None
+        for i in range(len(chunks)):
+            assert reading is not None
+            rows = await reading
+            if i + 1 < len(chunks):
+                reading = asyncio.ensure_future(self._task_rows(chunks[i + 1]))
+            found += map(_task, rows)
+        return found
+
+    async def swap_tasks(self, rules: Mapping[str, Callable[[Task], Task]]) -> list[TaskChange]:
+        """For each guid, its verb's rule, as ``_swap`` does for one Task."""
+
+        def decide(row: Any) -> _Decided[TaskChange, str] | None:
+            before = _task(row)
+            try:
+                after = rules[before.task_guid](before)
+            except DiegoError as e:
+                log.debug("task-verb-skipped guid=%s reason=%s", before.task_guid, e)
+                return None
+            return (before, after), before.task_guid, _swap_params(after, row.version)
+
+        return await self._cas_many(list(rules), self._task_rows, decide, _TASK_SWAP, "task")
+
+    async def delete_tasks(
+        self, guids: Sequence[str], allowed: frozenset[TaskState] = lifecycle.DELETABLE
+    ) -> list[Task]:
+        """Compare-and-delete each of these Tasks that is in one of the ``allowed`` states;
+        the Tasks removed."""
+
+        def decide(row: Any) -> _Decided[Task, str] | None:
+            task = _task(row)
+            if task.state not in allowed:
+                return None
+            return task, task.task_guid, {"b_guid": task.task_guid, "b_version": row.version}
+
+        return await self._cas_many(guids, self._task_rows, decide, _TASK_DELETE, "task-delete")
+
+    async def _cas_many(
+        self,
+        keys: Sequence[K],
+        read: Callable[[Sequence[K]], Awaitable[Sequence[Any]]],
+        decide: Callable[[Any], _Decided[R, K] | None],
+        statement: Prepared,
+        what: str,
+    ) -> list[R]:
+        """The rounds of a verb on many rows: each batch of ``keys`` is read, each row
+        ``decide``d (None: left out; parameters None: done, nothing to write) and the
+        batch written, each row compared on its version; rows that lost are read and
+        decided again in the next round. The writes of one batch run on the writer
+        thread while the next batch is read and decided."""
+        done: list[R] = []
+        pending = list(keys)
+        for _ in range(MAX_CAS_ATTEMPTS):
+            writes: list[tuple[list[_Decided[R, K]], asyncio.Future[list[bool]]]] = []
+            try:
+                for chunk in _batches(pending):
+                    decided = []
+                    for row in await read(chunk):
+                        made = decide(row)
+                        if made is None:
+                            continue
+                        if made[2] is None:
+                            done.append(made[0])
+                        else:
+                            decided.append(made)
+                    params = [p for _, _, p in decided if p is not None]
+                    writes.append((decided, asyncio.ensure_future(self._each(statement, params))))
+                lost: list[K] = []
+                for decided, write in writes:
+                    for (result, key, _), ok in zip(decided, await write, strict=True):
+                        if ok:
+                            done.append(result)
+                        else:
+                            lost.append(key)
+            finally:
+                for _, write in writes:
+                    write.cancel()  # only those not awaited: when one of them failed
+            if not lost:
+                return done
+            pending = lost
+        log.warning("%s-verbs-gave-up count=%d", what, len(pending))
+        return done
+
+    async def _task_rows(self, guids: Sequence[str]) -> Sequence[Any]:
+        params = {f"g{i}": guid for i, guid in enumerate(guids)}
+        return await self._rows(_TASKS_BY_GUID, params)
+
+    async def desired_lrp_summaries(self) -> list[DesiredLRPSummary]:
+        """What the converger decides on, of every DesiredLRP (no definition is read)."""
+        return list(await self._rows(_DESIRED_SUMMARIES))
+
+    async def swap_actual_lrps(
+        self, rules: Mapping[tuple[str, int], Callable[[ActualLRP], ActualLRP]]
+    ) -> list[ActualLRPChange]:
+        """For each (process guid, index), its verb's rule, as ``_swap_actual`` does for
+        one instance (never an evacuating copy). A no-op (``after == before``) writes
+        nothing and counts as made."""
+
+        def decide(row: Any) -> _Decided[ActualLRPChange, tuple[str, int]] | None:
+            before = _actual(row)
+            key = (before.process_guid, before.index)
+            try:
+                after = rules[key](before)
+            except DiegoError as e:
+                log.debug("actual-lrp-verb-skipped key=%s reason=%s", key, e)
+                return None
+            params = None if after == before else _actual_swap_params(after, row.version)
+            return (before, after), key, params
+
+        async def read(keys: Sequence[tuple[str, int]]) -> list[Any]:
+            return await self._actual_rows(keys, evacuating=False)
+
+        return await self._cas_many(list(rules), read, decide, _ACTUAL_SWAP, "actual-lrp")
+
+    async def remove_actual_lrps(
+        self, keys: Sequence[tuple[str, int]], evacuating: bool = False
+    ) -> list[ActualLRP]:
+        """Compare-and-delete the ActualLRPs (or evacuating copies) at these (process
+        guid, index); those removed."""
+
+        def decide(row: Any) -> _Decided[ActualLRP, tuple[str, int]]:
+            actual = _actual(row)
+            params = {
+                "b_process_guid": actual.process_guid,
+                "b_instance_index": actual.index,
+                "b_evacuating": actual.evacuating,
+                "b_version": row.version,
+            }
+            return actual, (actual.process_guid, actual.index), params
+
+        async def read(batch: Sequence[tuple[str, int]]) -> list[Any]:
+            return await self._actual_rows(batch, evacuating)
+
+        return await self._cas_many(keys, read, decide, _ACTUAL_DELETE, "actual-lrp-removal")
+
+    async def create_unclaimed_actual_lrps(
+        self, missing: Sequence[tuple[str, int, str]], now: int
+    ) -> list[ActualLRP]:
+        """Store a new UNCLAIMED ActualLRP at each (process guid, index, domain) that has
+        none; those created."""
+        created: list[ActualLRP] = []
+        for batch in _batches(missing):
+            made = [lrp_lifecycle.new_unclaimed(g, i, d, now) for g, i, d in batch]
+            insert = self._insert_new_actual()
+            won = await self._each(insert, [_actual_columns(a) for a in made])
+            created += (actual for actual, ok in zip(made, won, strict=True) if ok)
+        return created
+
+    def _insert_new_actual(self) -> Prepared:
+        if self.engine.dialect.name == "postgresql":
+            return _ACTUAL_INSERT_NEW_POSTGRESQL
+        return _ACTUAL_INSERT_NEW_SQLITE
+
+    async def _actual_rows(self, keys: Sequence[tuple[str, int]], evacuating: bool) -> list[Any]:
+        found: list[Any] = []
+        for batch in _batches(keys):
+            params = [{"process_guid": g, "index": i, "evacuating": evacuating} for g, i in batch]
+            found += await self._rows_each(_ACTUAL, params)
+        return found
+
+    async def _rows_each(self, query: Prepared, params: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """The rows of ``query`` run once for each of ``params`` (point reads: on SQLite
+        all in one trip to a reader thread)."""
+        if self._threads is not None:
+            compiled = query.sqlite(self._threads.engine.dialect)
+            values = [compiled.parameters(p) for p in params]
+
+            def run(conn: Connection) -> list[Any]:
+                raw = driver(conn)
+                return [row for v in values for row in compiled.fetch(raw, v)]
+
+            return await self._threads.read(run)
+        async with self.engine.connect() as conn:
+            return [row for p in params for row in await conn.execute(query.statement, dict(p))]
+
+    async def _each(self, statement: Prepared, params: Sequence[Mapping[str, Any]]) -> list[bool]:
+        """Run ``statement`` once for each of ``params``, all in one transaction; whether
+        each changed a row."""
+        if not params:
+            return []
+        if self._threads is not None:
+            compiled = statement.sqlite(self._threads.engine.dialect)
+            values = [compiled.parameters(p) for p in params]
+
+            def run(conn: Connection) -> list[bool]:
+                raw = driver(conn)
+                return [compiled.execute(raw, v) == 1 for v in values]
+
+            return await self._threads.write(run)
+        async with self.engine.begin() as conn:
+            return [
+                (await conn.execute(statement.statement, dict(p))).rowcount == 1 for p in params
+            ]
+
     # ------------------------------------------------------------ domains
 
     async def upsert_domain(self, name: str, ttl_seconds: int, now: int) -> Domain:
@@ -649,6 +896,7 @@ def _columns(task: Task) -> dict[str, Any]:
     return {
         **_lifecycle_columns(task),
         "definition": json.dumps(encode(task.request()), separators=(",", ":")),
+        "completion_callback_url": task.completion_callback_url,
     }
 
 
@@ -724,6 +972,45 @@ def _actual_columns(actual: ActualLRP) -> dict[str, Any]:
         "since": actual.since,
         "placement_error": actual.placement_error,
     }
+
+
+_ACTUAL_FIELDS = (
+    "process_guid",
+    "instance_index",
+    "evacuating",
+    "domain",
+    "state",
+    "instance_guid",
+    "cell_id",
+    "crash_count",
+    "crash_reason",
+    "last_crashed_at",
+    "since",
+    "placement_error",
+)
+"""The keys of _actual_columns."""
+
+
+_ACTUAL_STATES = {state.value: state for state in ActualLRPState}
+
+
+def _actual_of_tuple(row: tuple[Any, ...]) -> ActualLRP:
+    """The ActualLRP of a row of its _ACTUAL_FIELDS, in that order."""
+    guid, index, evacuating, domain, state, ig, cell_id, count, reason, crashed, since, error = row
+    return ActualLRP(
+        process_guid=guid,
+        index=index,
+        evacuating=bool(evacuating),
+        domain=domain,
+        state=_ACTUAL_STATES[state],
+        instance_guid=ig,
+        cell_id=cell_id,
+        crash_count=count,
+        crash_reason=reason,
+        last_crashed_at=crashed,
+        since=since,
+        placement_error=error,
+    )
 
 
 def _actual(row: Any) -> ActualLRP:
@@ -811,14 +1098,113 @@ _ACTUAL = Prepared(
 @functools.cache
 def _actual_listing(process_guid: bool, domain: bool, cell_id: bool) -> Prepared:
     c = actual_lrps.c
-    query = sa.select(actual_lrps).order_by(c.process_guid, c.instance_index, c.evacuating)
+    query = sa.select(*(c[name] for name in _ACTUAL_FIELDS))
+    query = query.order_by(c.process_guid, c.instance_index, c.evacuating)
     if process_guid:
         query = query.where(c.process_guid == _param("process_guid"))
     if domain:
         query = query.where(c.domain == _param("domain"))
     if cell_id:
         query = query.where(c.cell_id == _param("cell_id"))
-    return Prepared(query)
+    return Prepared(query, tuples=True)
+
+
+_TASK_SUMMARIES = Prepared(sa.select(*(tasks.c[name] for name in TASK_SUMMARY)), tuples=True)
+_DESIRED_SUMMARIES = Prepared(
+    sa.select(*(desired_lrps.c[name] for name in DESIRED_LRP_SUMMARY)).order_by(
+        desired_lrps.c.process_guid
+    ),
+    tuples=True,
+)
+# A fixed number of placeholders, so that one compiled statement serves every batch;
+# those a short batch leaves unset are NULL, which no key equals.
+_TASKS_BY_GUID = Prepared(
+    sa.select(tasks).where(tasks.c.guid.in_([sa.bindparam(f"g{i}", None) for i in range(BATCH)]))
+)
+_SWAPPED = (
+    "state",
+    "cell_id",
+    "updated_at",
+    "first_completed_at",
+    "failed",
+    "failure_reason",
+    "result",
+)
+"""The columns a lifecycle verb may change (_lifecycle_columns less guid, domain and
+created_at, which none does)."""
+
+_TASK_SWAP = Prepared(
+    tasks.update()
+    .where(tasks.c.guid == _param("b_guid"), tasks.c.version == _param("b_version"))
+    .values(
+        {
+            **{name: _param(f"b_{name}") for name in _SWAPPED},
+            "version": _param("b_new_version"),
+        }
+    )
+)
+
+
+def _swap_params(after: Task, version: int) -> dict[str, Any]:
+    return {
+        "b_guid": after.task_guid,
+        "b_version": version,
+        "b_state": after.state.value,
+        "b_cell_id": after.cell_id,
+        "b_updated_at": after.updated_at,
+        "b_first_completed_at": after.first_completed_at,
+        "b_failed": after.failed,
+        "b_failure_reason": after.failure_reason,
+        "b_result": after.result,
+        "b_new_version": version + 1,
+    }
+
+
+_TASK_DELETE = Prepared(
+    tasks.delete().where(tasks.c.guid == _param("b_guid"), tasks.c.version == _param("b_version"))
+)
+_ACTUAL_WHERE = (
+    actual_lrps.c.process_guid == _param("b_process_guid"),
+    actual_lrps.c.instance_index == _param("b_instance_index"),
+    actual_lrps.c.evacuating == _param("b_evacuating"),
+    actual_lrps.c.version == _param("b_version"),
+)
+_ACTUAL_SWAP = Prepared(
+    actual_lrps.update()
+    .where(*_ACTUAL_WHERE)
+    .values(
+        {
+            **{name: _param(f"b_{name}") for name in _ACTUAL_FIELDS},
+            "version": _param("b_new_version"),
+        }
+    )
+)
+
+
+def _actual_swap_params(after: ActualLRP, version: int) -> dict[str, Any]:
+    params = dict(zip(_ACTUAL_PARAMS, _actual_columns(after).values(), strict=True))
+    params["b_version"] = version
+    params["b_new_version"] = version + 1
+    return params
+
+
+_ACTUAL_PARAMS = tuple(f"b_{name}" for name in _ACTUAL_FIELDS)
+
+_ACTUAL_DELETE = Prepared(actual_lrps.delete().where(*_ACTUAL_WHERE))
+_ACTUAL_INSERT_NEW_SQLITE = Prepared(
+    sqlite.insert(actual_lrps)
+    .values({name: _param(name) for name in _ACTUAL_FIELDS})
+    .on_conflict_do_nothing()
+)
+_ACTUAL_INSERT_NEW_POSTGRESQL = Prepared(
+    postgresql.insert(actual_lrps)
+    .values({name: _param(name) for name in _ACTUAL_FIELDS})
+    .on_conflict_do_nothing()
+)
+
+
+def _batches(items: Sequence[T]) -> list[Sequence[T]]:
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
 
 
 def encode_cursor(task: Task) -> str:

@@ -18,13 +18,15 @@ from diego.models.cells import Capacity, CellPresence
 from diego.models.codec import decode
 from diego.models.errors import TaskNotFound
 from diego.models.events import Event
+from diego.models.lrp import ActualLRP, ActualLRPKey, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.scheduling.auction import CellSnapshot, Resources, TaskWork
 from diego.scheduling.auctioneer import Auctioneer
 from diego.scheduling.convergence import Converger
 from diego.scheduling.converger import CELL_DISAPPEARED, EXPIRED_PENDING, ConvergerSettings
 from diego.state.bbs import BBS
-from diego.state.store import Store, sqlite_url
+from diego.state.schema import actual_lrps
+from diego.state.store import Store, _actual_columns, sqlite_url
 
 
 @pytest.fixture
@@ -166,6 +168,95 @@ async def test_converger_kicks_expires_and_reaps(bbs: BBS) -> None:
     assert auctioned == ["stale"]
     with pytest.raises(TaskNotFound):
         await bbs.get_task("done")
+
+
+async def test_converger_resolves_and_demotes(bbs: BBS) -> None:
+    """A COMPLETED Task with a callback untouched too long is handed to the resolver whole;
+    a RESOLVING one stuck too long is demoted to COMPLETED."""
+    clock = bbs.clock
+    assert isinstance(clock, FakeClock)
+    for guid in ("called", "called-too", "stuck", "recent"):
+        await bbs.desire_task(request(guid, completion_callback_url=f"http://cb/{guid}"))
+        if guid == "recent":
+            clock.advance(40)
+        await bbs.cancel_task(guid)
+        if guid == "stuck":
+            await bbs.resolving_task(guid)
+    resolved: list[Task] = []
+    converger = Converger(bbs, ConvergerSettings(), 1.0, lambda _t: None, resolved.append)
+    todo = await converger.converge()
+    assert (todo.resolve, todo.demote) == (("called", "called-too"), ("stuck",))
+    assert [t.task_guid for t in resolved] == ["called", "called-too"]
+    assert resolved[0] == await bbs.get_task("called")
+    assert (await bbs.get_task("stuck")).state is TaskState.COMPLETED
+
+
+async def test_converger_lrp_pass_steps_then_auctions(bbs: BBS) -> None:
+    """Instances of a dead cell are unclaimed, CRASHED ones past their backoff restarted,
+    missing ones created, dead evacuating copies removed, extra ones stopped; what was
+    stepped, and stale UNCLAIMED ones, are auctioned."""
+    clock = bbs.clock
+    assert isinstance(clock, FakeClock)
+    store = bbs.store
+    await bbs.upsert_domain("apps", 0)
+    await bbs.desire_lrp(
+        decode(
+            DesiredLRP,
+            {
+                "process_guid": "app",
+                "domain": "apps",
+                "stack": "linux",
+                "instances": 4,
+                "action": {"run": {"path": "/start"}},
+            },
+        )
+    )
+    await bbs.start_actual_lrp("app", 0, "apps", "ig-0", "dead-cell")
+    await bbs.evacuate_actual_lrp("app", 0, "ig-0", "dead-cell")  # 0: UNCLAIMED + copy
+    await bbs.start_actual_lrp("app", 1, "apps", "ig-1", "dead-cell")
+    crashed = ActualLRP(
+        process_guid="app",
+        index=2,
+        domain="apps",
+        state=ActualLRPState.CRASHED,
+        crash_count=3,
+        last_crashed_at=clock.now(),
+        since=clock.now(),
+    )
+    await store._execute(actual_lrps.insert().values(**_actual_columns(crashed)))
+    await bbs.create_unclaimed_actual_lrp("app", 5, "apps")  # beyond instances: extra
+    clock.advance(60)  # the backoff of a third crash (30 s) and the kick (30 s) passed
+    stopped: list[ActualLRP] = []
+    started: list[ActualLRPKey] = []
+
+    async def stop(actual: ActualLRP) -> None:
+        stopped.append(actual)
+
+    converger = Converger(
+        bbs,
+        ConvergerSettings(),
+        1.0,
+        lambda _t: None,
+        lambda _t: None,
+        start_lrps=started.extend,
+        stop_lrp=stop,
+    )
+    await converger.converge_lrps()
+    states = {(a.index, a.evacuating): a.state for a in await bbs.actual_lrps("app")}
+    assert states == {
+        (0, False): ActualLRPState.UNCLAIMED,
+        (1, False): ActualLRPState.UNCLAIMED,
+        (2, False): ActualLRPState.UNCLAIMED,
+        (3, False): ActualLRPState.UNCLAIMED,
+        (5, False): ActualLRPState.UNCLAIMED,
+    }
+    assert [(a.index, a.state) for a in stopped] == [(5, ActualLRPState.UNCLAIMED)]
+    assert [(k.process_guid, k.index) for k in started] == [
+        ("app", 0),
+        ("app", 1),
+        ("app", 2),
+        ("app", 3),
+    ]
 
 
 class CallbackServer:

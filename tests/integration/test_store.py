@@ -301,6 +301,48 @@ async def test_store_made_at_first_revision_upgrades_in_place(tmp_path: Path) ->
         await store.close()
 
 
+async def test_upgrade_copies_callback_urls_out_of_definitions(store_url: str) -> None:
+    """Migration 0005 fills the new completion_callback_url column of existing Tasks
+    from their definitions (the converger reads it, not the definition)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from diego.state.store import MIGRATIONS
+
+    def to_0004(conn: sa.Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0004")
+
+    engine = create_async_engine(store_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(to_0004)
+        for guid, extra in (("called", ',"completion_callback_url":"http://cb/x"'), ("quiet", "")):
+            definition = (
+                f'{{"task_guid":"{guid}","domain":"d","stack":"linux",'
+                f'"action":{{"run":{{"path":"/bin/true"}}}}{extra}}}'
+            )
+            await conn.execute(
+                sa.text(
+                    "insert into tasks (guid, domain, state, created_at, updated_at, definition)"
+                    " values (:guid, 'd', 'COMPLETED', 1, 1, :definition)"
+                ),
+                {"guid": guid, "definition": definition},
+            )
+    await engine.dispose()
+    store = await Store.open(store_url)
+    try:
+        async with store.engine.connect() as conn:
+            rows = await conn.execute(sa.select(tasks.c.guid, tasks.c.completion_callback_url))
+            urls = {guid: url for guid, url in rows}
+        assert urls == {"called": "http://cb/x", "quiet": ""}
+        assert (await store.get_task("called")).completion_callback_url == "http://cb/x"
+    finally:
+        await store.close()
+
+
 async def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
     """The SQLite store runs in WAL mode, so readers never block the writer."""
     store = await Store.open(sqlite_url(tmp_path))
