@@ -526,6 +526,10 @@ async def test_first_process_runs_in_the_spare_made_ahead(spared: LocalBackend) 
     await spared.create(ContainerSpec(guid=C1, memory_mb=48))
     (group,) = [d for d in spared.cgroup_dirs(C1) if own_cgroup("memory") in d.parents]
     assert int((group / "memory.limit_in_bytes").read_text()) == 48 * 1024 * 1024
+    # Its directories were the spare's, renamed: laid out as any container's.
+    assert (await spared.existing())[0].guid == C1
+    home = spared.root / C1 / "rw" / "home"
+    assert (home.stat().st_uid, home.stat().st_mode & 0o777) == (CONTAINER_UID, 0o755)
     script = 'cat /proc/self/cgroup; readlink /proc/self/fd/0; id -u; echo "$A"; exit 3'
     status, out, _ = await sh(spared, C1, script, env=(("A", "x 'y'\nz"),))
     assert status == 3
@@ -554,13 +558,17 @@ async def test_a_spare_never_run_goes_with_its_container(spared: LocalBackend) -
     every group; closing the backend removes the spares it still keeps."""
     await spared.create(ContainerSpec(guid=C1))
     (shell,) = parked_in(spared.cgroup_dirs(C1))
-    assert await eventually(lambda: spared.ready_spares() == 1)
-    (kept,) = parked_in(spare_groups(spared, C1))
+    assert spared.ready_spares() == 0
     await spared.destroy(C1)
     assert not any(d.exists() for d in spared.cgroup_dirs(C1))
+    assert not (spared.root / C1).exists()
     assert not Path(f"/proc/{shell}").exists()
+    assert await eventually(lambda: spared.ready_spares() == 1)  # made again
+    (kept,) = parked_in(spare_groups(spared, C1))
+    assert len(list(spared.root.glob(".spare-*"))) == 1  # its directories too
     await spared.close()
     assert spare_groups(spared, C1) == []
+    assert list(spared.root.glob(".spare-*")) == []
     assert not Path(f"/proc/{kept}").exists()
 
 

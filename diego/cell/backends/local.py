@@ -94,9 +94,11 @@ class Volume:
 
 @attrs.define(eq=False)
 class _Spare:
-    """Groups made ahead of a container, with its first process parked inside them."""
+    """Groups and directories made ahead of a container, with its first process
+    parked inside the groups."""
 
     name: str
+    dir: Path  # the container's directory, its rw, tmp and home, and an empty spec.json
     proc: asyncio.subprocess.Process
     command: int  # the write end of the parked shell's stdin
 
@@ -243,6 +245,8 @@ class LocalBackend:
         )
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o711)
+        for spare_dir in self.root.glob(f"{SPARE_PREFIX}*"):  # a previous run's spares
+            shutil.rmtree(spare_dir, True)
 
     def capabilities(self) -> Capabilities:
         """What this backend enforces here."""
@@ -286,7 +290,16 @@ class LocalBackend:
         spare: _Spare | None = None,
     ) -> _Container:
         """The directories, volumes and groups of a container (blocking); its groups
-        are ``spare``'s when given and they can be claimed."""
+        and directories are ``spare``'s when given and they can be claimed."""
+        if spare is not None:
+            # Renamed into place: no new inode, and inodes are slow to find on a
+            # filesystem where many were freed lately (ext4 skips those for a while).
+            try:
+                if mounted:
+                    raise FileExistsError(d)  # the disk is mounted on d/rw already
+                spare.dir.rename(d)
+            except OSError:
+                shutil.rmtree(spare.dir, True)
         _make_dir(spec, d)
         rw = d / "rw"
         for sub, mode in (("tmp", 0o1777), ("home", 0o755)):
@@ -338,6 +351,7 @@ class LocalBackend:
         if mounted:
             await _run(_system_tool("umount"), "-l", str(d / "rw"))
             await asyncio.to_thread(shutil.rmtree, d, True)
+        self._replenish()  # for a container that took a spare and never ran
 
     def _tear_down(
         self, guid: str, container: _Container | None
@@ -361,6 +375,8 @@ class LocalBackend:
             return []
         found = []
         for d in sorted(self.root.iterdir()):
+            if d.name.startswith(SPARE_PREFIX):
+                continue
             try:
                 spec = json.loads((d / "spec.json").read_text())
             except (OSError, ValueError):
@@ -409,6 +425,7 @@ class LocalBackend:
             # The parked shell, in the container's groups already, execs the process.
             leaf = await asyncio.to_thread(self._hand_over, spare, container, process)
             proc = spare.proc
+            self._replenish()
         else:
             leaf, argv = await asyncio.to_thread(self._prepare, container, process)
             proc = await asyncio.create_subprocess_exec(
@@ -508,7 +525,13 @@ class LocalBackend:
         return len(self._spares)
 
     def _take_spare(self) -> _Spare | None:
-        """A spare ready to be claimed, if any (and another is made in its place)."""
+        """A spare ready to be claimed, if any.
+
+        Another is made in its place once the container's first process runs (or
+        the container is destroyed), not now: making one (a fork, cgroupfs, a thread)
+        would compete with this container's own making. With none left, making more
+        starts now.
+        """
         spare = None
         while self._spares and spare is None:
             candidate = self._spares.pop(0)
@@ -518,7 +541,8 @@ class LocalBackend:
                 discarding = asyncio.create_task(self._discard(candidate))
                 self._discarding.add(discarding)
                 discarding.add_done_callback(self._discarding.discard)
-        self._replenish()
+        if spare is None:
+            self._replenish()
         return spare
 
     def _replenish(self) -> None:
@@ -545,7 +569,8 @@ class LocalBackend:
         assert self._cgroups is not None
         cgroups = self._cgroups
         name = f"{SPARE_PREFIX}{uuid.uuid4().hex[:16]}"
-        leaf = await asyncio.to_thread(cgroups.make_spare, name)
+        d = self.root / name
+        leaf = await asyncio.to_thread(_make_spare, cgroups, name, d)
         read, command = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -561,10 +586,11 @@ class LocalBackend:
         except BaseException:
             os.close(command)
             await asyncio.to_thread(cgroups.named(name).sweep)
+            await asyncio.to_thread(shutil.rmtree, d, True)
             raise
         finally:
             os.close(read)
-        spare = _Spare(name, proc, command)
+        spare = _Spare(name, d, proc, command)
         try:
             await asyncio.to_thread(leaf.join, proc.pid)  # the slow part, ahead of time
         except BaseException:
@@ -578,6 +604,7 @@ class LocalBackend:
         await spare.proc.wait()
         if self._cgroups is not None:
             await self._cgroups.named(spare.name).kill_and_remove()
+        await asyncio.to_thread(shutil.rmtree, spare.dir, True)
 
     def _leaf(self, container: _Container) -> ContainerGroups | None:
         if container.groups is None:
@@ -729,6 +756,16 @@ def _check_top_level(path: PurePosixPath) -> None:
             f"volume {path}: {top} exists on the host, read-only in the container,"
             f" so no mount point can be made in it; {VOLUME_RULE}"
         )
+
+
+def _make_spare(cgroups: Cgroups, name: str, d: Path) -> ContainerGroups:
+    """A spare's groups and directories (blocking); the leaf of its parked process."""
+    d.mkdir(mode=0o711)
+    (d / "spec.json").touch()  # written at claim: an existing file takes no new inode
+    (d / "rw").mkdir(mode=0o755)
+    for sub in ("tmp", "home"):
+        (d / "rw" / sub).mkdir()
+    return cgroups.make_spare(name)
 
 
 def _make_dir(spec: ContainerSpec, d: Path) -> None:
