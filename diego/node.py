@@ -204,7 +204,7 @@ async def serve(
             bbs,
             ConvergerSettings(c.kick_task_interval, c.expire_pending_task, c.expire_completed_task),
             c.interval,
-            auctioneer.submit,
+            auctioneer.submit_work,
             resolver.resolve,
             lrp_settings=LRPConvergerSettings(
                 kick_interval_s=c.kick_lrp_interval, crash_policy=settings.crash.policy()

@@ -7,9 +7,13 @@ import contextlib
 import gc
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
 
 from diego.models.lrp import ActualLRP, ActualLRPKey
-from diego.models.task import Task, TaskState
+from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.scheduling.auction import TaskWork
 from diego.scheduling.converger import ConvergerSettings, Plan, TaskSnapshot, TaskView, plan
 from diego.scheduling.lrp_converger import (
     DesiredLRPView,
@@ -32,7 +36,7 @@ class Converger:
         bbs: BBS,
         settings: ConvergerSettings,
         interval: float,
-        auction: Callable[[Sequence[Task]], None],
+        auction: Callable[[Sequence[TaskWork]], None],
         resolve: Callable[[Task], None],
         lrp_settings: LRPConvergerSettings | None = None,
         start_lrps: Callable[[Sequence[ActualLRPKey]], None] = lambda _keys: None,
@@ -64,8 +68,9 @@ class Converger:
         """One pass; the plan it applied.
 
         It reads only the columns it decides on (``task_summaries``), applies each
-        bucket with the BBS's verbs on many rows at once, and reads whole Tasks only
-        to hand them over (to the auction, to a resolver), a batch at a time.
+        bucket with the BBS's verbs on many rows at once, hands the auction what it
+        needs of each Task to place (picked out of the definitions by the database)
+        and reads whole Tasks only for a resolver, a batch at a time.
         """
         with collection_paused():
             return await self._converge()
@@ -107,10 +112,10 @@ class Converger:
         return await self.bbs.demote_tasks(todo.demote), await self.bbs.delete_tasks(todo.delete)
 
     async def _hand_over(self, todo: Plan) -> None:
-        """Whole Tasks to the auction and to a resolver, a batch at a time."""
+        """The auction's work of each Task to auction, and whole Tasks to a resolver."""
         for guids in _batches(todo.auction):
-            pending = await self.bbs.tasks_by_guid(guids)
-            self.auction([t for t in pending if t.state is TaskState.PENDING])
+            found = await self.bbs.definition_fields(guids, PLACEMENT)
+            self.auction([_work(*row) for row in found if row[2] == TaskState.PENDING])
         for guids in _batches(todo.resolve):
             for task in await self.bbs.tasks_by_guid(guids):
                 if task.state is TaskState.COMPLETED:
@@ -184,6 +189,25 @@ def collection_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+PLACEMENT = tuple(f.name for f in attrs.fields(TaskWork) if f.name not in ("task_guid", "domain"))
+"""What the auction needs of a Task beyond its guid and domain: TaskWork's fields, each
+a field of the Task's definition of the same name (as TaskWork.from_task copies them)."""
+
+_DEFAULTS: dict[str, Any] = {
+    name: attrs.fields_dict(TaskCreateRequest)[name].default for name in PLACEMENT
+}
+
+
+def _work(guid: str, domain: str, state: str, values: Sequence[Any]) -> TaskWork:
+    """A Task's work, as TaskWork.from_task makes it, from its definition's PLACEMENT
+    values (a field a definition written before it existed takes its default)."""
+    fields: dict[str, Any] = {
+        name: _DEFAULTS[name] if value is None else value
+        for name, value in zip(PLACEMENT, values, strict=True)
+    }
+    return TaskWork(task_guid=guid, domain=domain, **fields)
 
 
 def _task_view(summary: TaskSummary) -> TaskView:

@@ -8,6 +8,7 @@ to an HTTP client with the same methods), never to the store directly.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
@@ -312,6 +313,12 @@ class BBS:
     async def tasks_by_guid(self, guids: Sequence[str]) -> list[Task]:
         """The Tasks of these guids that exist, in no particular order."""
         return await self.store.tasks_by_guid(guids)
+
+    async def definition_fields(
+        self, guids: Sequence[str], keys: Sequence[str]
+    ) -> list[tuple[str, str, str, list[Any]]]:
+        """(guid, domain, state, values at ``keys`` in the definition) of these Tasks."""
+        return await self.store.definition_fields(guids, keys)
 
     async def fail_tasks(self, failures: Sequence[tuple[str, str]]) -> list[TaskChange]:
         """``fail_task`` for each (guid, failure reason)."""

@@ -680,6 +680,20 @@ class Store:
             found += map(_task, rows)
         return found
 
+    async def definition_fields(
+        self, guids: Sequence[str], keys: Sequence[str]
+    ) -> list[tuple[str, str, str, list[Any]]]:
+        """(guid, domain, state, values) of each of these Tasks that exists: ``values``
+        are the definition's values at ``keys``, in order (None where a key is absent),
+        picked out by the database itself: no definition is decoded here."""
+        query = _definition_fields(self.engine.dialect.name, tuple(keys))
+        found: list[tuple[str, str, str, list[Any]]] = []
+        for chunk in _batches(guids):
+            params = {f"g{i}": guid for i, guid in enumerate(chunk)}
+            for guid, domain, state, values in await self._rows(query, params):
+                found.append((guid, domain, state, json.loads(values)))
+        return found
+
     async def swap_tasks(self, rules: Mapping[str, Callable[[Task], Task]]) -> list[TaskChange]:
         """For each guid, its verb's rule, as ``_swap`` does for one Task."""
 
@@ -1132,6 +1146,24 @@ _SWAPPED = (
 )
 """The columns a lifecycle verb may change (_lifecycle_columns less guid, domain and
 created_at, which none does)."""
+
+
+@functools.cache
+def _definition_fields(dialect: str, keys: tuple[str, ...]) -> Prepared:
+    """Each Task's values at ``keys`` in its definition, as a JSON array's text."""
+    values: Any
+    if dialect == "postgresql":
+        definition = sa.cast(tasks.c.definition, postgresql.JSON)
+        values = sa.cast(sa.func.json_build_array(*(definition[k] for k in keys)), sa.Text)
+    else:
+        paths = [sa.literal(f"$.{key}") for key in keys]
+        values = sa.func.json_extract(tasks.c.definition, *paths)
+        if len(keys) == 1:  # one path gives the value itself, not an array of it
+            values = sa.func.json_array(values)
+    query = sa.select(tasks.c.guid, tasks.c.domain, tasks.c.state, values)
+    guids: list[Any] = [sa.bindparam(f"g{i}", None) for i in range(BATCH)]
+    return Prepared(query.where(tasks.c.guid.in_(guids)), tuples=True)
+
 
 _TASK_SWAP = Prepared(
     tasks.update()

@@ -11,7 +11,10 @@ from diego.models import lifecycle, lrp_lifecycle
 from diego.models.codec import decode
 from diego.models.lrp import ActualLRPState, DesiredLRP
 from diego.models.task import TaskCreateRequest, TaskState
+from diego.scheduling.auction import TaskWork
+from diego.scheduling.convergence import PLACEMENT, _work
 from diego.state.queries import Prepared
+from diego.state.schema import tasks
 from diego.state.store import BATCH, TASK_SUMMARY, Store
 
 R = ActualLRPState.RUNNING
@@ -166,3 +169,33 @@ async def test_remove_actual_lrps_of_either_kind(store: Store, evacuating: bool)
     assert [a.evacuating for a in removed] == [evacuating]
     left = await store.actual_lrps("p")
     assert [a.evacuating for a in left] == [not evacuating]
+
+
+async def test_definition_fields_give_the_auction_what_from_task_gives(store: Store) -> None:
+    """The converger hands the auction TaskWork built from definition_fields: the same
+    as TaskWork.from_task of the whole Task, defaults for fields an old row lacks."""
+    await store.desire_task(request("plain"), now=1)
+    await store.desire_task(
+        request(
+            "placed",
+            root_fs="docker:///library/alpine#3",
+            memory_mb=512,
+            disk_mb=2048,
+            zones=["z1", "z2"],
+        ),
+        now=1,
+    )
+    old = '{"task_guid":"old","domain":"d","stack":"linux","action":{"run":{"path":"/x"}}}'
+    await store._execute(
+        tasks.insert().values(
+            guid="old", domain="d", state="PENDING", created_at=1, updated_at=1, definition=old
+        )
+    )
+    found = await store.definition_fields(["plain", "placed", "old", "missing"], PLACEMENT)
+    works = {row[0]: _work(*row) for row in found}
+    assert sorted(works) == ["old", "placed", "plain"]
+    for guid, work in works.items():
+        assert work == TaskWork.from_task(await store.get_task(guid))
+    assert works["placed"].zones == frozenset({"z1", "z2"})
+    one = await store.definition_fields(["placed"], ["memory_mb"])
+    assert one == [("placed", "d", "PENDING", [512])]
