@@ -65,6 +65,9 @@ async def stream(
                 break
             event_id += 1
             await response.write(sse(event_id, *_rendered(render, item)))
+    except ConnectionResetError:
+        # The client went away: the usual end of a followed stream, not an error.
+        pass
     finally:
         subscription.close()
         streams.subscriptions.discard(subscription)

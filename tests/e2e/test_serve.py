@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -91,6 +92,26 @@ def test_open_event_stream_does_not_block_sigterm(server: Server) -> None:
     finally:
         conn.close()
     assert no_traceback(server.stderr)
+
+
+def test_a_client_hanging_up_its_event_stream_is_no_error(server: Server) -> None:
+    """A client that hangs up on /v1/events ends its stream quietly: the events that
+    follow find the connection gone, and the node logs no error or traceback."""
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=STOP_DEADLINE)
+    conn.request("GET", "/v1/events")
+    response = conn.getresponse()
+    assert response.readline().startswith(b": subscribed")
+    conn.close()
+    response.close()
+    for guid in ("after-hangup-1", "after-hangup-2", "after-hangup-3"):
+        # Each event is a write to the closed connection; the first may still be buffered.
+        assert server.post_json("/v1/tasks", task_request(guid)).status == 201
+        time.sleep(0.2)
+    assert server.request("GET", "/v1/ping").status == 200
+    assert server.terminate(PROMPT_STOP) == 0
+    assert " ERROR " not in server.stderr, server.stderr
+    assert no_traceback(server.stderr), server.stderr
 
 
 def test_second_server_sees_tasks_after_clean_stop(server: Server) -> None:
