@@ -19,7 +19,14 @@ from diego.models.errors import (
 )
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.state.schema import metadata, tasks
-from diego.state.store import Store, _columns, decode_cursor, encode_cursor, sqlite_url
+from diego.state.store import (
+    WAL_CHECKPOINT_PAGES,
+    Store,
+    _columns,
+    decode_cursor,
+    encode_cursor,
+    sqlite_url,
+)
 
 RACERS = 12
 
@@ -349,6 +356,8 @@ async def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
     try:
         async with store.engine.connect() as conn:
             mode = (await conn.execute(sa.text("pragma journal_mode"))).scalar()
+            pages = (await conn.execute(sa.text("pragma wal_autocheckpoint"))).scalar()
         assert mode == "wal"
+        assert pages == WAL_CHECKPOINT_PAGES
     finally:
         await store.close()
