@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from diego.models.codec import InvalidDocument, decode
+from diego.models.codec import dumps as codec_dumps
 from diego.models.errors import InvalidFields, InvalidJSON
 
 T = TypeVar("T")
@@ -15,12 +16,17 @@ T = TypeVar("T")
 
 def dumps(data: Any) -> str:
     """Compact JSON."""
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return codec_dumps(data)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     """A JSON response."""
-    return web.Response(text=dumps(data), status=status, content_type="application/json")
+    return json_text_response(dumps(data), status)
+
+
+def json_text_response(text: str, status: int = 200) -> web.Response:
+    """A response of JSON already written."""
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
 async def read_json(request: web.Request) -> Any:

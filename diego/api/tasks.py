@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from diego.api.json import json_response, read_model
+from diego.api.json import json_response, json_text_response, read_model
 from diego.api.keys import BBS_KEY
 from diego.api.routes import Param, Reply, Route
 from diego.models.codec import encode
@@ -26,8 +26,7 @@ async def create_task(request: web.Request) -> web.Response:
 
 async def get_task(request: web.Request) -> web.Response:
     """One Task."""
-    task = await request.app[BBS_KEY].get_task(request.match_info["task_guid"])
-    return json_response(encode(task))
+    return json_text_response(await request.app[BBS_KEY].task_json(request.match_info["task_guid"]))
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -40,10 +39,10 @@ async def list_tasks(request: web.Request) -> web.Response:
         return json_response([encode(t) for t in await bbs.tasks(domain=domain)])
     size = _page_size(size_text)
     try:
-        page = await bbs.page_of_tasks(limit=size, cursor=token, domain=domain)
+        page = await bbs.page_of_task_json(limit=size, cursor=token, domain=domain)
     except ValueError:
         raise InvalidRequest("page_token: not a token this server gave") from None
-    response = json_response([encode(t) for t in page.items])
+    response = json_text_response(f"[{','.join(page.items)}]")
     if page.next_cursor:
         response.headers[NEXT_PAGE_HEADER] = page.next_cursor
     return response

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import keyword
 import types
 import typing
@@ -110,6 +111,14 @@ def encode(value: Any) -> Any:
 def cast_type(cls: Any) -> type:
     """``cls`` as a plain (hashable) type, for the model cache."""
     return typing.cast(type, cls)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(data: Any) -> str:
+    """Compact JSON text, as the API writes it (and the store writes Task definitions)."""
+    return _ENCODER.encode(data)
 
 
 def json_schema(cls: type, definitions: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from diego.state.store import (
     ActualLRPChange,
     DesiredLRPChange,
     DesiredLRPSummary,
+    JsonPage,
     Page,
     Store,
     TaskChange,
@@ -68,6 +69,16 @@ class BBS:
     ) -> list[Task]:
         """Every Task, oldest first, optionally filtered."""
         return await self.store.tasks(domain=domain, cell_id=cell_id, states=states)
+
+    async def task_json(self, guid: str) -> str:
+        """The Task ``guid`` as the API writes it; TaskNotFound when there is none."""
+        return await self.store.task_json(guid)
+
+    async def page_of_task_json(
+        self, *, limit: int, cursor: str | None = None, domain: str | None = None
+    ) -> JsonPage:
+        """One page of Tasks, oldest first, each as the API writes it."""
+        return await self.store.page_of_task_json(limit=limit, cursor=cursor, domain=domain)
 
     async def page_of_tasks(
         self, *, limit: int, cursor: str | None = None, domain: str | None = None

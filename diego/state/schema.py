@@ -27,6 +27,9 @@ tasks = sa.Table(
     sa.Column("definition", sa.Text, nullable=False),
     # A copy of the definition's, for the converger, which decides on columns only.
     sa.Column("completion_callback_url", sa.Text, nullable=False, server_default=""),
+    # The form the definition is written in: the current one (store.WIRE_FORM) is
+    # served to the API as it is, with the lifecycle columns spliced on.
+    sa.Column("definition_form", sa.String(64), nullable=False, server_default=""),
     # Bumped by every change; the compare in compare-and-swap.
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
     sa.Index("tasks_domain_idx", "domain"),

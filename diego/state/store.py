@@ -19,6 +19,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -34,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from diego.models import lifecycle, lrp_lifecycle
 from diego.models.cells import CellPresence
-from diego.models.codec import decode_trusted, encode
+from diego.models.codec import decode_trusted, dumps, encode, json_schema
 from diego.models.crash_policy import CrashPolicy
 from diego.models.errors import (
     ActualLRPAlreadyExists,
@@ -121,6 +122,14 @@ class Page:
     """One page of a listing, and the cursor of the next (None at the end)."""
 
     items: tuple[Task, ...]
+    next_cursor: str | None
+
+
+@attrs.frozen
+class JsonPage:
+    """One page of a listing, each Task as its wire JSON, and the cursor of the next."""
+
+    items: tuple[str, ...]
     next_cursor: str | None
 
 
@@ -273,6 +282,26 @@ class Store:
         items = tuple(_task(row) for row in rows[:limit])
         more = len(rows) > limit
         return Page(items, encode_cursor(items[-1]) if more and items else None)
+
+    async def task_json(self, guid: str) -> str:
+        """The Task ``guid`` as the API writes it (``dumps(encode(task))``), mostly
+        without decoding it; TaskNotFound when there is none."""
+        rows = await self._rows(_TASK, {"guid": guid})
+        if not rows:
+            raise TaskNotFound(guid)
+        return _task_json(rows[0])
+
+    async def page_of_task_json(
+        self, *, limit: int, cursor: str | None = None, domain: str | None = None
+    ) -> JsonPage:
+        """``page_of_tasks``, each Task as the API writes it (see ``task_json``)."""
+        params: dict[str, Any] = {"domain": domain, "limit": limit + 1}
+        if cursor is not None:
+            params["after_created_at"], params["after_guid"] = decode_cursor(cursor)
+        rows = await self._rows(_task_page(cursor is not None, domain is not None), params)
+        items = tuple(map(_task_json, rows[:limit]))
+        last = rows[limit - 1] if len(rows) > limit else None
+        return JsonPage(items, None if last is None else _cursor(last.created_at, last.guid))
 
     async def _read(self, guid: str) -> tuple[Task, int]:
         rows = await self._rows(_TASK, {"guid": guid})
@@ -918,9 +947,42 @@ class Store:
 def _columns(task: Task) -> dict[str, Any]:
     return {
         **_lifecycle_columns(task),
-        "definition": json.dumps(encode(task.request()), separators=(",", ":")),
+        "definition": dumps(encode(task.request())),
+        "definition_form": WIRE_FORM,
         "completion_callback_url": task.completion_callback_url,
     }
+
+
+_REQUEST_FIELDS = len(attrs.fields(TaskCreateRequest))
+_WIRE_LIFECYCLE = tuple(f.name for f in attrs.fields(Task)[_REQUEST_FIELDS:])
+"""The fields a Task adds to its request, in the order its wire form has them: each is
+a column of its own (checked below), so a Task's wire form is its definition and
+these."""
+assert all(name in tasks.c for name in _WIRE_LIFECYCLE), _WIRE_LIFECYCLE
+
+
+def _wire_form() -> str:
+    """A name for the way a Task definition is written now: the JSON Schema of a Task
+    (every key, type and default, in order) and the text's form. A definition written
+    in it is the request part of the Task's wire JSON exactly."""
+    definitions: dict[str, Any] = {}
+    json_schema(Task, definitions)
+    form = json.dumps(["compact, UTF-8, the codec's encode", definitions])
+    return hashlib.sha256(form.encode()).hexdigest()[:32]
+
+
+WIRE_FORM = _wire_form()
+"""The form of the definitions this store writes (tasks.definition_form)."""
+
+
+def _task_json(row: Any) -> str:
+    """A Task's wire JSON (``dumps(encode(task))``): its definition with the lifecycle
+    columns spliced on when the definition is in the current form, else by decoding."""
+    if row.definition_form != WIRE_FORM:
+        return dumps(encode(_task(row)))
+    lifecycle = {name: getattr(row, name) for name in _WIRE_LIFECYCLE}
+    lifecycle["failed"] = bool(lifecycle["failed"])
+    return f"{row.definition[:-1]},{dumps(lifecycle)[1:]}"
 
 
 def _lifecycle_columns(task: Task) -> dict[str, Any]:
@@ -1250,7 +1312,11 @@ def _batches(items: Sequence[T]) -> list[Sequence[T]]:
 
 def encode_cursor(task: Task) -> str:
     """An opaque cursor naming ``task``'s place in the listing order."""
-    raw = f"{task.created_at}:{task.task_guid}".encode()
+    return _cursor(task.created_at, task.task_guid)
+
+
+def _cursor(created_at: int, guid: str) -> str:
+    raw = f"{created_at}:{guid}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from diego.models.codec import decode
+from diego.models.codec import decode, dumps, encode
 from diego.models.errors import (
     InvalidStateTransition,
     RunningOnDifferentCell,
@@ -361,3 +362,33 @@ async def test_sqlite_store_uses_wal(tmp_path: Path) -> None:
         assert pages == WAL_CHECKPOINT_PAGES
     finally:
         await store.close()
+
+
+async def test_wire_json_of_tasks_and_pages(store: Store) -> None:
+    """task_json and page_of_task_json give what encoding the Tasks gives, for Tasks
+    written now and for a row written before definitions recorded their form."""
+    env = [{"name": "Ä", "value": "ö"}]
+    await store.desire_task(request("a", annotation="grüße ✓", env=env), now=1)
+    await store.desire_task(request("b"), now=2)
+    await store.start_task("b", "cell-1", now=3)
+    old = (
+        '{"task_guid":"c","domain":"d","stack":"linux","annotation":"\\u00e4",'
+        '"action":{"run":{"path":"/x"}}}'
+    )
+    await store._execute(
+        tasks.insert().values(
+            guid="c", domain="d", state="PENDING", created_at=4, updated_at=4, definition=old
+        )
+    )
+    for guid in ("a", "b", "c"):
+        assert await store.task_json(guid) == dumps(encode(await store.get_task(guid)))
+    with pytest.raises(TaskNotFound):
+        await store.task_json("missing")
+    first = await store.page_of_task_json(limit=2)
+    assert [json.loads(t) for t in first.items] == [
+        encode(t) for t in (await store.page_of_tasks(limit=2)).items
+    ]
+    assert first.next_cursor == (await store.page_of_tasks(limit=2)).next_cursor
+    rest = await store.page_of_task_json(limit=2, cursor=first.next_cursor)
+    assert [json.loads(t)["task_guid"] for t in rest.items] == ["c"]
+    assert rest.next_cursor is None
