@@ -144,8 +144,10 @@ def _unique_instances(
     attribute: attrs.Attribute[tuple[ActualLRP, ...]],
     value: tuple[ActualLRP, ...],
 ) -> None:
-    counts = Counter((a.process_guid, a.index, a.evacuating) for a in value)
-    repeated = sorted(k for k, n in counts.items() if n > 1)
+    keys = [(a.process_guid, a.index, a.evacuating) for a in value]
+    if len(set(keys)) == len(keys):
+        return  # the usual case, found without counting
+    repeated = sorted(k for k, n in Counter(keys).items() if n > 1)
     if repeated:
         raise ValueError(
             f"{attribute.name}: (process guid, index, evacuating) more than once: {repeated}"
@@ -222,6 +224,20 @@ def crashed_at(actual: ActualLRP) -> int:
     return max(actual.last_crashed_at, actual.since)
 
 
+def _complete(instances: int, actuals: Iterable[ActualLRP]) -> bool:
+    """Whether ``actuals`` of one process are exactly one of each index below
+    ``instances`` (evacuating copies aside), so that their delta is empty. Indices
+    are unique within a snapshot, so ``instances`` of them all below it are those."""
+    count = 0
+    for actual in actuals:
+        if actual.evacuating:
+            return False  # rare: let delta() decide
+        if actual.index >= instances:
+            return False
+        count += 1
+    return count == instances
+
+
 def plan_lrps(snapshot: LRPSnapshot, now: int, settings: LRPConvergerSettings) -> LRPPlan:
     """What to do about every LRP in ``snapshot`` at ``now`` (int nanoseconds)."""
     kick = to_nanos(settings.kick_interval_s)
@@ -236,7 +252,10 @@ def plan_lrps(snapshot: LRPSnapshot, now: int, settings: LRPConvergerSettings) -
     create: list[MissingInstance] = []
     extra: set[ActualLRPKey] = set()
     for view in snapshot.desired:
-        found = delta(view.instances, by_process.get(view.process_guid, ()))
+        actuals = by_process.get(view.process_guid, ())
+        if _complete(view.instances, actuals):
+            continue  # the usual case: exactly indices 0..instances-1, nothing to do
+        found = delta(view.instances, actuals)
         create += (MissingInstance(view.process_guid, i, view.domain) for i in found.start)
         extra.update(a.key for a in found.stop)
 

@@ -580,3 +580,23 @@ def test_stale_domains_lose_nothing(snapshot: LRPSnapshot, settings: LRPConverge
     """With no domain fresh nothing is ever stopped, whatever is desired."""
     stale = attrs.evolve(snapshot, fresh_domains=frozenset())
     assert plan_lrps(stale, NOW, settings).stop == ()
+
+
+@given(
+    instances=st.integers(0, 6),
+    present=st.sets(st.tuples(st.integers(0, 8), st.booleans()), max_size=10),
+)
+def test_the_shortcut_past_delta_is_taken_only_when_delta_is_empty(
+    instances: int, present: set[tuple[int, bool]]
+) -> None:
+    """plan_lrps skips delta() for a process whose instances are complete: only then."""
+    from diego.models.lrp_delta import delta
+    from diego.scheduling.lrp_converger import _complete
+
+    actuals = [
+        ActualLRP(process_guid="p", index=i, domain="d", evacuating=e) for i, e in sorted(present)
+    ]
+    if _complete(instances, actuals):
+        assert delta(instances, actuals).is_empty
+    if not any(e for _, e in present) and {i for i, _ in present} == set(range(instances)):
+        assert _complete(instances, actuals)
