@@ -51,13 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", type=int, default=0, help="Tasks stored (100,000)")
     parser.add_argument("--requests", type=int, default=20_000, help="GETs of each server")
     parser.add_argument("--page-size", type=int, default=1000, help="page_size of the walk")
-    parser.add_argument("--quick", action="store_true", help="10,000 Tasks, 4,000 GETs")
+    parser.add_argument("--quick", action="store_true", help="10,000 Tasks, 10,000 GETs")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """GET /v1/tasks/{guid} over 100,000 Tasks against a bare aiohttp handler (>= 0.3x)."""
     n = size_of(args)
-    count = 4_000 if args.quick else args.requests
+    count = 10_000 if args.quick else args.requests
     home = bench_home()
     started = time.perf_counter()
     seeded = seed(home / "data", n)
