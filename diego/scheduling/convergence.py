@@ -128,9 +128,10 @@ class Converger:
 
     async def _converge_lrps(self) -> LRPPlan:
         now = self.bbs.clock.now()
+        versioned = await self.bbs.actual_lrps_versioned()
         snapshot = LRPSnapshot(
             desired=(DesiredLRPView(*s) for s in await self.bbs.desired_lrp_summaries()),
-            actuals=await self.bbs.actual_lrps(),
+            actuals=(actual for actual, _ in versioned),
             live_cells=[c.cell_id for c in await self.bbs.cell_presences()],
             fresh_domains=[d.name for d in await self.bbs.domains() if d.fresh(now)],
         )
@@ -138,6 +139,15 @@ class Converger:
         del snapshot
         if todo.is_empty:
             return todo
+        # What is unclaimed or restarted was read just now: decided on as read, its
+        # write compared on the version read.
+        stepped_keys = {_pair(k) for k in (*todo.unclaim, *todo.restart)}
+        known = {
+            (a.process_guid, a.index): (a, version)
+            for a, version in versioned
+            if not a.evacuating and (a.process_guid, a.index) in stepped_keys
+        }
+        del versioned
         log.info(
             "converging-lrps unclaim=%d create=%d stop=%d restart=%d auction=%d",
             len(todo.unclaim),
@@ -147,14 +157,14 @@ class Converger:
             len(todo.auction),
         )
         done: set[tuple[str, int]] = set()
-        unclaimed = await self.bbs.unclaim_actual_lrps([_pair(k) for k in todo.unclaim])
+        unclaimed = await self.bbs.unclaim_actual_lrps([_pair(k) for k in todo.unclaim], known)
         done.update((b.process_guid, b.index) for b, _ in unclaimed)
         pairs = [_pair(k) for k in todo.remove_evacuating]
         await self.bbs.remove_actual_lrps(pairs, evacuating=True)
         missing = [(m.process_guid, m.index, m.domain) for m in todo.create]
         created = await self.bbs.create_unclaimed_actual_lrps(missing)
         done.update((a.process_guid, a.index) for a in created)
-        restarted = await self.bbs.restart_actual_lrps([_pair(k) for k in todo.restart])
+        restarted = await self.bbs.restart_actual_lrps([_pair(k) for k in todo.restart], known)
         done.update((b.process_guid, b.index) for b, _ in restarted)
         if self.stop_lrp is not None:
             for actual in todo.stop:

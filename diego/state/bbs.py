@@ -26,6 +26,7 @@ from diego.state.store import (
     DesiredLRPChange,
     DesiredLRPSummary,
     JsonPage,
+    Known,
     Page,
     Store,
     TaskChange,
@@ -356,18 +357,27 @@ class BBS:
         """What the converger decides on, of every DesiredLRP."""
         return await self.store.desired_lrp_summaries()
 
-    async def unclaim_actual_lrps(self, keys: Sequence[tuple[str, int]]) -> list[ActualLRPChange]:
-        """``unclaim_actual_lrp`` for each (process guid, index)."""
+    async def actual_lrps_versioned(self) -> list[tuple[ActualLRP, int]]:
+        """Every ActualLRP with its row's version (for ``known`` below)."""
+        return await self.store.actual_lrps_versioned()
+
+    async def unclaim_actual_lrps(
+        self, keys: Sequence[tuple[str, int]], known: Known | None = None
+    ) -> list[ActualLRPChange]:
+        """``unclaim_actual_lrp`` for each (process guid, index); ``known``: some of them
+        as just read, with their versions, not read again."""
         now = self.clock.now()
         rules = dict.fromkeys(keys, lambda a: lrp_lifecycle.unclaim(a, now))
-        changes = await self.store.swap_actual_lrps(rules)
+        changes = await self.store.swap_actual_lrps(rules, known)
         return [self._actual_published(change) for change in changes]
 
-    async def restart_actual_lrps(self, keys: Sequence[tuple[str, int]]) -> list[ActualLRPChange]:
-        """``restart_actual_lrp`` for each (process guid, index)."""
+    async def restart_actual_lrps(
+        self, keys: Sequence[tuple[str, int]], known: Known | None = None
+    ) -> list[ActualLRPChange]:
+        """``restart_actual_lrp`` for each (process guid, index); ``known`` as above."""
         now = self.clock.now()
         rules = dict.fromkeys(keys, lambda a: lrp_lifecycle.restart(a, now))
-        changes = await self.store.swap_actual_lrps(rules)
+        changes = await self.store.swap_actual_lrps(rules, known)
         return [self._actual_published(change) for change in changes]
 
     async def create_unclaimed_actual_lrps(

@@ -79,6 +79,10 @@ T = TypeVar("T")
 K = TypeVar("K")
 R = TypeVar("R")
 
+Known = Mapping[tuple[str, int], tuple[ActualLRP, int]]
+"""ActualLRPs (not evacuating copies) as just read, by (process guid, index), with the
+versions of their rows."""
+
 _Decided = tuple[R, K, Mapping[str, Any] | None]
 """What a verb on many rows decided for one: its result, its key, and the parameters of
 its write (None: nothing to write, the result stands)."""
@@ -496,6 +500,12 @@ class Store:
         params = {"process_guid": process_guid, "domain": domain, "cell_id": cell_id}
         return list(map(_actual_of_tuple, await self._rows(query, params)))
 
+    async def actual_lrps_versioned(self) -> list[tuple[ActualLRP, int]]:
+        """Every ActualLRP with the version of its row, by (process_guid, index,
+        evacuating): a verb on many of them can start from these (``known``)."""
+        rows = await self._rows(_actual_listing(False, False, False))
+        return [(_actual_of_tuple(row), row[-1]) for row in rows]
+
     async def get_actual_lrp(
         self, process_guid: str, index: int, evacuating: bool = False
     ) -> ActualLRP:
@@ -815,27 +825,57 @@ class Store:
         return list(await self._rows(_DESIRED_SUMMARIES))
 
     async def swap_actual_lrps(
-        self, rules: Mapping[tuple[str, int], Callable[[ActualLRP], ActualLRP]]
+        self,
+        rules: Mapping[tuple[str, int], Callable[[ActualLRP], ActualLRP]],
+        known: Known | None = None,
     ) -> list[ActualLRPChange]:
         """For each (process guid, index), its verb's rule, as ``_swap_actual`` does for
         one instance (never an evacuating copy). A no-op (``after == before``) writes
-        nothing and counts as made."""
+        nothing and counts as made. ``known`` instances and versions (as just read,
+        ``actual_lrps_versioned``) are decided on without reading them again; if one
+        changed since, its write loses and it is read like the rest (and one whose
+        rule refuses it, or leaves it as it is, is read again before that stands)."""
+        unread = dict(known or {})
+        recheck: list[tuple[str, int]] = []
 
-        def decide(row: Any) -> _Decided[ActualLRPChange, tuple[str, int]] | None:
-            before = _actual(row)
+        def decide(
+            row: tuple[ActualLRP, int, bool],
+        ) -> _Decided[ActualLRPChange, tuple[str, int]] | None:
+            before, version, as_known = row
             key = (before.process_guid, before.index)
             try:
                 after = rules[key](before)
             except DiegoError as e:
-                log.debug("actual-lrp-verb-skipped key=%s reason=%s", key, e)
+                if as_known:
+                    recheck.append(key)  # refused as known: maybe not as it is now
+                else:
+                    log.debug("actual-lrp-verb-skipped key=%s reason=%s", key, e)
                 return None
-            params = None if after == before else _actual_swap_params(after, row.version)
-            return (before, after), key, params
+            if after == before:
+                if as_known:
+                    recheck.append(key)  # a no-op writes nothing: confirm it on the row
+                    return None
+                return (before, after), key, None
+            return (before, after), key, _actual_swap_params(after, version)
 
-        async def read(keys: Sequence[tuple[str, int]]) -> list[Any]:
-            return await self._actual_rows(keys, evacuating=False)
+        async def read(keys: Sequence[tuple[str, int]]) -> list[tuple[ActualLRP, int, bool]]:
+            found: list[tuple[ActualLRP, int, bool]] = []
+            missing: list[tuple[str, int]] = []
+            for key in keys:
+                hit = unread.pop(key, None)
+                if hit is None:
+                    missing.append(key)
+                else:
+                    found.append((*hit, True))
+            if missing:
+                rows = await self._actual_rows(missing, evacuating=False)
+                found += ((_actual(row), row.version, False) for row in rows)
+            return found
 
-        return await self._cas_many(list(rules), read, decide, _ACTUAL_SWAP, "actual-lrp")
+        changes = await self._cas_many(list(rules), read, decide, _ACTUAL_SWAP, "actual-lrp")
+        if recheck:
+            changes += await self.swap_actual_lrps({key: rules[key] for key in recheck})
+        return changes
 
     async def remove_actual_lrps(
         self, keys: Sequence[tuple[str, int]], evacuating: bool = False
@@ -1080,8 +1120,22 @@ _ACTUAL_STATES = {state.value: state for state in ActualLRPState}
 
 
 def _actual_of_tuple(row: tuple[Any, ...]) -> ActualLRP:
-    """The ActualLRP of a row of its _ACTUAL_FIELDS, in that order."""
-    guid, index, evacuating, domain, state, ig, cell_id, count, reason, crashed, since, error = row
+    """The ActualLRP of a row of its _ACTUAL_FIELDS, in that order (then its version)."""
+    (
+        guid,
+        index,
+        evacuating,
+        domain,
+        state,
+        ig,
+        cell_id,
+        count,
+        reason,
+        crashed,
+        since,
+        error,
+        *_,
+    ) = row
     return ActualLRP(
         process_guid=guid,
         index=index,
@@ -1183,7 +1237,7 @@ _ACTUAL = Prepared(
 @functools.cache
 def _actual_listing(process_guid: bool, domain: bool, cell_id: bool) -> Prepared:
     c = actual_lrps.c
-    query = sa.select(*(c[name] for name in _ACTUAL_FIELDS))
+    query = sa.select(*(c[name] for name in _ACTUAL_FIELDS), c.version)
     query = query.order_by(c.process_guid, c.instance_index, c.evacuating)
     if process_guid:
         query = query.where(c.process_guid == _param("process_guid"))

@@ -199,3 +199,28 @@ async def test_definition_fields_give_the_auction_what_from_task_gives(store: St
     assert works["placed"].zones == frozenset({"z1", "z2"})
     one = await store.definition_fields(["placed"], ["memory_mb"])
     assert one == [("placed", "d", "PENDING", [512])]
+
+
+async def test_swap_actual_lrps_starts_from_known_rows_and_rereads_stale_ones(
+    store: Store,
+) -> None:
+    """Known instances are decided on as given; one whose row moved on since loses its
+    write and is read and decided again."""
+    await store.start_actual_lrp("p", 0, "apps", "ig-0", "cell-1", now=1)
+    await store.start_actual_lrp("p", 1, "apps", "ig-1", "cell-1", now=1)
+    await store.start_actual_lrp("p", 2, "apps", "ig-2", "cell-1", now=1)
+    known = {(a.process_guid, a.index): (a, v) for a, v in await store.actual_lrps_versioned()}
+    assert sorted(known) == [("p", 0), ("p", 1), ("p", 2)]
+    # Indices 1 and 2 move on after they were read: their known versions are stale.
+    await store.crash_actual_lrp("p", 1, "ig-1", "cell-1", "boom", now=2)
+    await store.unclaim_actual_lrp("p", 2, now=3)
+    unclaim = lambda a: lrp_lifecycle.unclaim(a, 10)  # noqa: E731
+    changes = await store.swap_actual_lrps(
+        {("p", 0): unclaim, ("p", 1): lambda a: a, ("p", 2): unclaim}, known
+    )
+    befores = {b.index: b.state for b, _ in changes}
+    assert befores[0] is R
+    assert befores[1] is U  # the crash (restarted at once) was read, not the known RUNNING
+    assert befores.get(2) is not R  # the stale write lost; the row as it is was decided on
+    assert (await store.get_actual_lrp("p", 0)).state is U
+    assert (await store.get_actual_lrp("p", 2)).since == 3
