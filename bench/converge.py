@@ -42,15 +42,17 @@ NOW = 1_800_000_000_000_000_000
 
 READS = frozenset(
     {
+        "task_summaries",
         "tasks",
-        "get_task",
-        "task_views",
         "tasks_by_guid",
+        "definition_fields",
+        "get_task",
         "cell_presences",
+        "desired_lrp_summaries",
         "desired_lrps",
-        "desired_lrp_views",
         "get_desired_lrp",
         "actual_lrps",
+        "actual_lrps_versioned",
         "get_actual_lrp",
         "domains",
     }
