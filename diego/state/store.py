@@ -161,14 +161,29 @@ WAL_CHECKPOINT_PAGES = 10_000
 """Pages (4 KiB) the WAL holds before a commit copies them into the database."""
 
 
-def _upgrade(connection: Connection) -> None:
-    from alembic import command
+def _alembic_config() -> Any:
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
+    config = _alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+def head_revision() -> str:
+    """The newest migration's revision: what a store's ``alembic_version`` says once open."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
 
 
 class Store:

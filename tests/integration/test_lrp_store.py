@@ -34,7 +34,7 @@ from diego.models.events import (
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import TaskState
 from diego.state.bbs import BBS
-from diego.state.store import MIGRATIONS, Store
+from diego.state.store import MIGRATIONS, Store, head_revision
 
 U, C, R, X = (
     ActualLRPState.UNCLAIMED,
@@ -480,20 +480,9 @@ async def test_store_at_revision_0002_upgrades_keeping_its_tasks(store_url: str)
         await store.upsert_domain("apps", 0, now=1)
         async with store.engine.connect() as conn:
             version = await conn.execute(sa.text("select version_num from alembic_version"))
-            assert version.scalar() == _head()
+            assert version.scalar() == head_revision()
     finally:
         await store.close()
-
-
-def _head() -> str:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head
 
 
 # ---------------------------------------------------------------- the BBS

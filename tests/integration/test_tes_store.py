@@ -21,7 +21,7 @@ from diego.models.errors import InvalidRequest, TesTaskAlreadyExists, TesTaskNot
 from diego.models.task import TaskState
 from diego.models.tes import FINAL_STATES, TesState, TesTask, TesTaskLog, rfc3339
 from diego.state import tes_store
-from diego.state.store import MIGRATIONS, Store
+from diego.state.store import MIGRATIONS, Store, head_revision
 from diego.state.tes_store import TesStore, decode_page_token, encode_page_token
 
 RACERS = 12
@@ -463,18 +463,6 @@ async def test_store_at_revision_0003_upgrades_keeping_its_tasks(store_url: str)
         assert await ids(store.tes, tags=[("k", "v")]) == ["tes-1"]
         async with store.engine.connect() as conn:
             version = await conn.execute(sa.text("select version_num from alembic_version"))
-            assert version.scalar() == _head()
+            assert version.scalar() == head_revision()
     finally:
         await store.close()
-
-
-def _head() -> str:
-    """The newest migration's revision."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
-    assert head is not None
-    return head
