@@ -270,21 +270,16 @@ class TesService:
         if state not in FINAL_STATES:
             state = TesState.SYSTEM_ERROR
 
-        def change(tes: TesTask) -> TesTask:
-            if tes.state in FINAL_STATES:
-                return tes
-            last = _last_log(tes)
-            return _moved(
-                tes,
-                state,
-                start_time=report.get("start_time") or last.start_time,
-                end_time=report.get("end_time"),
-                logs=tuple(decode(TesExecutorLog, x) for x in report.get("logs", ())),
-                outputs=tuple(decode(TesOutputFileLog, x) for x in report.get("outputs", ())),
-                system_logs=(*last.system_logs, *report.get("system_logs", ())),
-                metadata=_on_cell(last, task.cell_id),
-            )
-
+        started = report.get("start_time")
+        change = _ended(
+            state,
+            report.get("system_logs", ()),
+            task.cell_id,
+            **({"start_time": started} if started else {}),
+            end_time=report.get("end_time"),
+            logs=tuple(decode(TesExecutorLog, x) for x in report.get("logs", ())),
+            outputs=tuple(decode(TesOutputFileLog, x) for x in report.get("outputs", ())),
+        )
         await self._update(task.task_guid, change)
 
     async def _advance(self, task_id: str, state: TesState, cell_id: str = "") -> None:
@@ -310,18 +305,7 @@ class TesService:
     async def _finish(
         self, task_id: str, state: TesState, system_logs: Sequence[str], cell_id: str = ""
     ) -> TesTask:
-        def change(tes: TesTask) -> TesTask:
-            if tes.state in FINAL_STATES:
-                return tes
-            last = _last_log(tes)
-            return _moved(
-                tes,
-                state,
-                end_time=rfc3339(self.clock()),
-                system_logs=(*last.system_logs, *system_logs),
-                metadata=_on_cell(last, cell_id),
-            )
-
+        change = _ended(state, system_logs, cell_id, end_time=rfc3339(self.clock()))
         return await self.tes.update_tes_task(task_id, change, self.clock())
 
     async def _update(self, task_id: str, change: Callable[[TesTask], TesTask]) -> None:
@@ -354,6 +338,27 @@ def _moved(task: TesTask, state: TesState, **attempt: Any) -> TesTask:
     """``task`` in ``state``, with its last attempt's log changed by ``attempt``."""
     last = attrs.evolve(_last_log(task), **attempt)
     return attrs.evolve(task, state=state, logs=(*task.logs[:-1], last))
+
+
+def _ended(
+    state: TesState, system_logs: Sequence[str], cell_id: str, **attempt: Any
+) -> Callable[[TesTask], TesTask]:
+    """The change that ends a TES task in ``state`` (unless it has ended already): its
+    last attempt gains ``system_logs``, names ``cell_id`` and takes ``attempt``."""
+
+    def change(tes: TesTask) -> TesTask:
+        if tes.state in FINAL_STATES:
+            return tes
+        last = _last_log(tes)
+        return _moved(
+            tes,
+            state,
+            system_logs=(*last.system_logs, *system_logs),
+            metadata=_on_cell(last, cell_id),
+            **attempt,
+        )
+
+    return change
 
 
 def _on_cell(attempt: TesTaskLog, cell_id: str) -> dict[str, str]:

@@ -169,12 +169,13 @@ def _alembic_config() -> Any:
     return config
 
 
-def _upgrade(connection: Connection) -> None:
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Migrate the store on ``connection`` up to ``revision`` (the newest by default)."""
     from alembic import command
 
     config = _alembic_config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 def head_revision() -> str:
@@ -249,7 +250,7 @@ class Store:
         if engine.dialect.name == "sqlite":
             sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         async with engine.begin() as conn:
-            await conn.run_sync(_upgrade)
+            await conn.run_sync(upgrade)
         log.info("store-opened dialect=%s", engine.dialect.name)
         return cls(engine)
 

@@ -34,7 +34,7 @@ from diego.models.events import (
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP, DesiredLRPUpdate, Domain
 from diego.models.task import TaskState
 from diego.state.bbs import BBS
-from diego.state.store import MIGRATIONS, Store, head_revision
+from diego.state.store import Store, head_revision, upgrade
 
 U, C, R, X = (
     ActualLRPState.UNCLAIMED,
@@ -447,18 +447,9 @@ async def test_racing_domain_upserts(store: Store) -> None:
 
 async def test_store_at_revision_0002_upgrades_keeping_its_tasks(store_url: str) -> None:
     """A store left at revision 0002 with a Task in it upgrades to head keeping the Task."""
-    from alembic import command
-    from alembic.config import Config
-
-    def to_0002(connection: sa.Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0002")
-
     engine = create_async_engine(store_url)
     async with engine.begin() as conn:
-        await conn.run_sync(to_0002)
+        await conn.run_sync(upgrade, "0002")
         names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
         assert "actual_lrps" not in names
         await conn.execute(

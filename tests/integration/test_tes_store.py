@@ -21,7 +21,7 @@ from diego.models.errors import InvalidRequest, TesTaskAlreadyExists, TesTaskNot
 from diego.models.task import TaskState
 from diego.models.tes import FINAL_STATES, TesState, TesTask, TesTaskLog, rfc3339
 from diego.state import tes_store
-from diego.state.store import MIGRATIONS, Store, head_revision
+from diego.state.store import Store, head_revision, upgrade
 from diego.state.tes_store import TesStore, decode_page_token, encode_page_token
 
 RACERS = 12
@@ -430,18 +430,9 @@ async def test_prune_works_in_batches(tes: TesStore, monkeypatch: pytest.MonkeyP
 async def test_store_at_revision_0003_upgrades_keeping_its_tasks(store_url: str) -> None:
     """A store left at revision 0003 with a Task in it upgrades to head keeping the
     Task, and then stores TES tasks."""
-    from alembic import command
-    from alembic.config import Config
-
-    def to_0003(connection: sa.Connection) -> None:
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        config.attributes["connection"] = connection
-        command.upgrade(config, "0003")
-
     engine = create_async_engine(store_url)
     async with engine.begin() as conn:
-        await conn.run_sync(to_0003)
+        await conn.run_sync(upgrade, "0003")
         names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
         assert "tes_tasks" not in names
         await conn.execute(
