@@ -19,6 +19,7 @@ import attrs
 
 from diego.models.codec import InvalidDocument, decode
 from diego.models.crash_policy import CrashPolicy
+from diego.models.limits import Limits
 from diego.models.rules import Rule, at_least, non_empty, one_of, rule_metadata
 
 ENV_PREFIX = "DIEGO_"
@@ -140,6 +141,7 @@ class AuctionSettings:
     """The auctioneer."""
 
     retry_interval: float = attrs.field(default=1.0, metadata=rule_metadata(_positive()))
+    max_batch: int = attrs.field(default=10_000, metadata=rule_metadata(at_least(1)))
 
 
 @attrs.frozen(kw_only=True)
@@ -151,6 +153,7 @@ class ConvergerSettingsSection:
     expire_pending_task: float = attrs.field(default=1800.0, metadata=rule_metadata(at_least(0)))
     expire_completed_task: float = attrs.field(default=120.0, metadata=rule_metadata(at_least(0)))
     kick_lrp_interval: float = attrs.field(default=30.0, metadata=rule_metadata(at_least(0)))
+    max_lrp_creates: int = attrs.field(default=10_000, metadata=rule_metadata(at_least(1)))
 
 
 @attrs.frozen(kw_only=True)
@@ -228,6 +231,7 @@ class Settings:
     transfer: TransferSettings = attrs.Factory(TransferSettings)
     logs: LogsSettings = attrs.Factory(LogsSettings)
     log: LogSettings = attrs.Factory(LogSettings)
+    limits: Limits = attrs.Factory(Limits)
 
     @property
     def data_dir(self) -> Path:

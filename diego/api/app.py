@@ -41,7 +41,7 @@ async def ping(request: web.Request) -> web.Response:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """This API as an OpenAPI 3 document."""
-    return json_response(openapi.document(all_routes()))
+    return json_response(openapi.document(all_routes(), request.app[SETTINGS_KEY].limits))
 
 
 def all_routes() -> list[Route]:

@@ -16,7 +16,7 @@ from aiohttp import web
 from diego.api.keys import BBS_KEY
 from diego.api.routes import Param, Reply, Route
 from diego.api.sse import stream
-from diego.models.events import Event, event_domain
+from diego.models.events import EVENT_TYPES, Event, event_domain
 
 
 async def stream_events(request: web.Request) -> web.StreamResponse:
@@ -42,9 +42,11 @@ ROUTES = [
         "/v1/events",
         stream_events,
         "streamEvents",
-        "A server-sent-event stream of task_created, task_changed (before and after) "
-        "and task_removed events.",
-        params=(Param("domain", "query", "only the events of this domain's Tasks"),),
+        "A server-sent-event stream of every change: each event's `event:` line is its "
+        "type and its `data:` line the JSON of the component schema `Event.TYPE`: "
+        + ", ".join(EVENT_TYPES)
+        + ".",
+        params=(Param("domain", "query", "only the events of this domain's work"),),
         replies=(Reply(200, "the event stream", "text/event-stream"),),
     )
 ]

@@ -7,9 +7,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from diego.api.keys import SETTINGS_KEY
 from diego.models.codec import InvalidDocument, decode
 from diego.models.codec import dumps as codec_dumps
 from diego.models.errors import InvalidFields, InvalidJSON
+from diego.models.limits import Limits
 
 T = TypeVar("T")
 
@@ -48,13 +50,15 @@ async def read_json(request: web.Request) -> Any:
 
 
 async def read_model(request: web.Request, cls: type[T], error: type[InvalidFields]) -> T:
-    """The request's body decoded as ``cls``; ``error`` naming every broken field if not."""
-    return decode_model(await read_json(request), cls, error)
+    """The request's body decoded as ``cls`` within the node's limits; ``error`` naming
+    every broken field if not."""
+    return decode_model(await read_json(request), cls, error, request.app[SETTINGS_KEY].limits)
 
 
-def decode_model(body: Any, cls: type[T], error: type[InvalidFields]) -> T:
-    """``body`` decoded as ``cls``; ``error`` naming every broken field if not."""
+def decode_model(body: Any, cls: type[T], error: type[InvalidFields], limits: Limits) -> T:
+    """``body`` decoded as ``cls`` within ``limits``; ``error`` naming every broken field
+    if not."""
     try:
-        return decode(cls, body)
+        return decode(cls, body, limits=limits)
     except InvalidDocument as e:
         raise error(e.problems) from None

@@ -32,8 +32,8 @@ def _render(line: LogLine) -> tuple[str, Any]:
 def _int(text: str | None, name: str, default: int) -> int:
     if text is None:
         return default
-    if not text.isdigit():
-        raise InvalidRequest(f"{name}: must be a whole number")
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidRequest(f"{name}: must be a whole number (0 or more)")
     return int(text)
 
 
@@ -48,7 +48,11 @@ ROUTES = [
         params=(
             Param("log_guid", "path", "the Task's log_guid"),
             Param(
-                "tail", "query", f"recent lines to send first (default {DEFAULT_TAIL})", "integer"
+                "tail",
+                "query",
+                f"recent lines to send first (default {DEFAULT_TAIL})",
+                "integer",
+                {"minimum": 0},
             ),
             Param("follow", "query", "keep streaming new lines (default true)", "boolean"),
         ),

@@ -6,11 +6,12 @@ import attrs
 from aiohttp import web
 
 from diego.api.json import decode_model, json_response, read_json, read_model
-from diego.api.keys import BBS_KEY, LRPS_KEY
+from diego.api.keys import BBS_KEY, LRPS_KEY, SETTINGS_KEY
 from diego.api.routes import Param, Reply, Route
 from diego.models.codec import Problem, encode
 from diego.models.errors import InvalidDesiredLRP, InvalidDomain, InvalidRequest
 from diego.models.lrp import UPDATABLE, ActualLRP, DesiredLRP, DesiredLRPUpdate, DomainUpsert
+from diego.models.rules import INT32_MAX
 
 ERROR = "Error"
 
@@ -45,7 +46,8 @@ async def update_desired_lrp(request: web.Request) -> web.Response:
         ]
         if fixed:
             raise InvalidDesiredLRP(tuple(fixed))
-    update = decode_model(body, DesiredLRPUpdate, InvalidDesiredLRP)
+    limits = request.app[SETTINGS_KEY].limits
+    update = decode_model(body, DesiredLRPUpdate, InvalidDesiredLRP, limits)
     after = await request.app[LRPS_KEY].update(request.match_info["process_guid"], update)
     return json_response(encode(after))
 
@@ -73,8 +75,8 @@ async def actual_lrps_of(request: web.Request) -> web.Response:
 
 def _index(request: web.Request) -> int:
     text = request.match_info["index"]
-    if not text.isdigit():
-        raise InvalidRequest("index: must be a whole number")
+    if not (text.isascii() and text.isdigit()) or int(text) > INT32_MAX:
+        raise InvalidRequest(f"index: must be a whole number from 0 to {INT32_MAX}")
     return int(text)
 
 
@@ -111,7 +113,9 @@ async def list_domains(request: web.Request) -> web.Response:
 _DESIRED_FIELDS = frozenset(a.name for a in attrs.fields(DesiredLRP))
 
 GUID = Param("process_guid", "path", "the DesiredLRP's process_guid")
-INDEX = Param("index", "path", "the instance's index", "integer")
+INDEX = Param(
+    "index", "path", "the instance's index", "integer", {"minimum": 0, "maximum": INT32_MAX}
+)
 NOT_FOUND = Reply(404, "no such DesiredLRP (DesiredLRPNotFound)", ERROR)
 
 ROUTES = [

@@ -8,6 +8,10 @@ from typing import Any
 from diego import __version__
 from diego.api.routes import Reply, Route
 from diego.models.codec import json_schema
+from diego.models.events import EVENT_DATA
+from diego.models.limits import Limits
+
+_SCALAR_SCHEMAS: dict[type, dict[str, Any]] = {int: {"type": "integer"}, str: {"type": "string"}}
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -27,15 +31,28 @@ ERROR_SCHEMA = {
 }
 
 
-def document(routes: list[Route]) -> dict[str, Any]:
-    """The OpenAPI 3 document of ``routes``."""
+def document(routes: list[Route], limits: Limits) -> dict[str, Any]:
+    """The OpenAPI 3 document of ``routes``, stating the node's ``limits``.
+
+    The event stream's data lines are described as component schemas too, one per
+    event type, named ``Event.TYPE``.
+    """
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for kind, fields in EVENT_DATA.items():
+        schemas[f"Event.{kind}"] = {
+            "type": "object",
+            "required": list(fields),
+            "properties": {
+                key: _SCALAR_SCHEMAS.get(tp) or json_schema(tp, schemas, limits)
+                for key, tp in fields.items()
+            },
+        }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         operation: dict[str, Any] = {
             "operationId": route.operation_id,
             "summary": route.summary,
-            "responses": {str(r.status): _reply(r, schemas) for r in route.replies},
+            "responses": {str(r.status): _reply(r, schemas, limits) for r in route.replies},
         }
         if route.params:
             operation["parameters"] = [
@@ -44,14 +61,16 @@ def document(routes: list[Route]) -> dict[str, Any]:
                     "in": p.where,
                     "required": p.where == "path",
                     "description": p.description,
-                    "schema": {"type": p.type},
+                    "schema": {"type": p.type, **p.bounds},
                 }
                 for p in route.params
             ]
         if route.request is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": json_schema(route.request, schemas)}},
+                "content": {
+                    "application/json": {"schema": json_schema(route.request, schemas, limits)}
+                },
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {
@@ -62,7 +81,7 @@ def document(routes: list[Route]) -> dict[str, Any]:
     }
 
 
-def _reply(reply: Reply, schemas: dict[str, Any]) -> dict[str, Any]:
+def _reply(reply: Reply, schemas: dict[str, Any], limits: Limits) -> dict[str, Any]:
     out: dict[str, Any] = {"description": reply.description}
     body = reply.body
     if body is None:
@@ -73,8 +92,8 @@ def _reply(reply: Reply, schemas: dict[str, Any]) -> dict[str, Any]:
         out["content"] = {body: {"schema": {"type": "string"}}}
         return out
     elif isinstance(body, list):
-        schema = {"type": "array", "items": json_schema(body[0], schemas)}
+        schema = {"type": "array", "items": json_schema(body[0], schemas, limits)}
     else:
-        schema = json_schema(body, schemas)
+        schema = json_schema(body, schemas, limits)
     out["content"] = {"application/json": {"schema": schema}}
     return out

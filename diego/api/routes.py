@@ -3,7 +3,8 @@ written from them, so the two cannot disagree."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -19,6 +20,8 @@ class Param:
     where: str  # "query" or "path"
     description: str
     type: str = "string"
+    bounds: Mapping[str, Any] = attrs.field(factory=dict)
+    """More of the value's JSON Schema: minimum, maximum, enum."""
 
 
 @attrs.frozen

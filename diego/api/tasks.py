@@ -51,7 +51,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 def _page_size(text: str | None) -> int:
     if text is None:
         return MAX_PAGE_SIZE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_SIZE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"page_size: must be an integer from 1 to {MAX_PAGE_SIZE}")
     return int(text)
 
@@ -95,7 +95,13 @@ ROUTES = [
         f"next page's token is in the {NEXT_PAGE_HEADER} header.",
         params=(
             Param("domain", "query", "only the Tasks of this domain"),
-            Param("page_size", "query", f"at most this many (1-{MAX_PAGE_SIZE})", "integer"),
+            Param(
+                "page_size",
+                "query",
+                f"at most this many (1-{MAX_PAGE_SIZE})",
+                "integer",
+                {"minimum": 1, "maximum": MAX_PAGE_SIZE},
+            ),
             Param("page_token", "query", "the token of the page to fetch"),
         ),
         replies=(

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from diego import __version__
 from diego.api.json import json_response, read_json
+from diego.api.keys import SETTINGS_KEY
 from diego.api.routes import Param, Reply, Route
 from diego.models.codec import InvalidDocument
 from diego.models.errors import DiegoError, InvalidFields, InvalidRequest, TesTaskNotFound
@@ -70,7 +71,7 @@ async def create_task(request: web.Request) -> web.Response:
     """Create a TES task; its id."""
     body = await read_json(request)
     try:
-        task = decode_create(body)
+        task = decode_create(body, request.app[SETTINGS_KEY].limits)
     except InvalidDocument as e:
         raise InvalidTesTask(e.problems) from None
     created = await request.app[TES_KEY].create(task)
@@ -128,7 +129,7 @@ def _view(request: web.Request) -> str:
 def _page_size(text: str | None) -> int:
     if text is None:
         return DEFAULT_PAGE_SIZE
-    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_SIZE:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE_SIZE:
         raise InvalidRequest(f"page_size: must be an integer from 1 to {MAX_PAGE_SIZE}")
     return int(text)
 
@@ -138,7 +139,13 @@ def _version() -> str:
 
 
 ID = Param("id", "path", "the TES task's id")
-VIEW = Param("view", "query", "MINIMAL (default), BASIC or FULL")
+VIEW = Param(
+    "view",
+    "query",
+    "MINIMAL (default), BASIC or FULL",
+    bounds={"enum": ["MINIMAL", "BASIC", "FULL"]},
+)
+STATES = {"enum": list(TesState.__members__)}
 TES_ERROR = '{"error": "..."}'
 
 ROUTES = [
@@ -166,10 +173,21 @@ ROUTES = [
         "TES tasks, newest first; page tokens are cursors.",
         params=(
             VIEW,
-            Param("page_size", "query", f"1 to {MAX_PAGE_SIZE}, default {DEFAULT_PAGE_SIZE}"),
+            Param(
+                "page_size",
+                "query",
+                f"1 to {MAX_PAGE_SIZE}, default {DEFAULT_PAGE_SIZE}",
+                "integer",
+                {"minimum": 1, "maximum": MAX_PAGE_SIZE},
+            ),
             Param("page_token", "query", "next_page_token of the page before"),
             Param("name_prefix", "query", "only tasks whose name starts so"),
-            Param("state", "query", "only tasks in this state"),
+            Param(
+                "state",
+                "query",
+                "only tasks in this state",
+                bounds={"enum": list(TesState.__members__)},
+            ),
             Param("tag_key", "query", "only tasks with this tag (repeatable)"),
             Param("tag_value", "query", "the value of the tag_key at the same place"),
         ),

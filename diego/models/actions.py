@@ -12,6 +12,7 @@ from typing import ClassVar
 import attrs
 
 from diego.models.codec import Problems, join
+from diego.models.limits import limit
 from diego.models.rules import Rule, at_least, non_empty, non_empty_items, rule_metadata
 
 DEFAULT_USER = "root"
@@ -55,7 +56,9 @@ class RunAction:
     path: str = attrs.field(metadata=rule_metadata(non_empty()))
     args: tuple[str, ...] = ()
     dir: str = ""
-    env: tuple[EnvironmentVariable, ...] = ()
+    env: tuple[EnvironmentVariable, ...] = attrs.field(
+        default=(), metadata=rule_metadata(limit("max_env"))
+    )
     resource_limits: ResourceLimits | None = None
     user: str = attrs.field(default=DEFAULT_USER, metadata=rule_metadata(non_empty()))
     log_source: str = ""

@@ -24,6 +24,7 @@ import enum
 import functools
 import json
 import keyword
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -31,6 +32,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from diego.models.limits import INT64_MAX, INT64_MIN, Limit, Limits
 from diego.models.rules import RULES_KEY, Rule
 
 T = TypeVar("T")
@@ -60,10 +62,11 @@ class InvalidDocument(ValueError):
 
 
 class Problems:
-    """Collects problems while a document is decoded."""
+    """Collects problems while a document is decoded, against ``limits`` if given."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
         self.items: list[Problem] = []
+        self.limits = limits
 
     def add(self, path: str, rule: str) -> None:
         """Record that the field at ``path`` breaks ``rule``."""
@@ -85,9 +88,14 @@ class _Invalid:
 INVALID: Any = _Invalid()
 
 
-def decode(cls: type[T], data: Any, path: str = "") -> T:
-    """Build a ``cls`` from JSON data, or raise InvalidDocument naming every problem."""
-    problems = Problems()
+def decode(cls: type[T], data: Any, path: str = "", limits: Limits | None = None) -> T:
+    """Build a ``cls`` from JSON data, or raise InvalidDocument naming every problem.
+
+    ``limits`` bounds every count and size of a client's document (see
+    ``diego.models.limits``); without them only the models' own rules apply, as
+    for a document a node wrote (a client reading answers, the configuration).
+    """
+    problems = Problems(limits)
     value = _model(cast_type(cls)).decode(data, path, problems, 0)
     if problems or value is INVALID:
         raise InvalidDocument(problems.items)
@@ -121,9 +129,12 @@ def dumps(data: Any) -> str:
     return _ENCODER.encode(data)
 
 
-def json_schema(cls: type, definitions: dict[str, Any]) -> dict[str, Any]:
-    """A JSON Schema reference to ``cls``; every model it uses lands in ``definitions``."""
-    return _model(cls).schema(definitions)
+def json_schema(
+    cls: type, definitions: dict[str, Any], limits: Limits | None = None
+) -> dict[str, Any]:
+    """A JSON Schema reference to ``cls``; every model it uses lands in ``definitions``,
+    stating ``limits`` where given."""
+    return _model(cls).schema(_Schemas(definitions, limits))
 
 
 class FrozenMap(Mapping[str, V]):
@@ -175,6 +186,14 @@ def map_field() -> Any:
 # ---------------------------------------------------------------- the types
 
 
+@attrs.frozen
+class _Schemas:
+    """The component schemas of one document being written, and the limits it states."""
+
+    definitions: dict[str, Any]
+    limits: Limits | None
+
+
 class _Type:
     """How one Python type is decoded, encoded and described."""
 
@@ -192,7 +211,7 @@ class _Type:
     def encode(self, value: Any) -> Any:
         raise NotImplementedError
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
+    def schema(self, out: _Schemas) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -207,7 +226,19 @@ class _Scalar(_Type):
 
     def decode(self, data: Any, path: str, problems: Problems, depth: int) -> Any:
         # bool is an int to Python, never to JSON.
-        if type(data) is self.py or (self.py is float and type(data) is int):
+        kind = type(data)
+        if kind is self.py or (self.py is float and kind is int):
+            if kind is int and not INT64_MIN <= data <= INT64_MAX:
+                problems.add(path, f"must be between {INT64_MIN} and {INT64_MAX}")
+                return INVALID
+            if kind is float and not math.isfinite(data):
+                problems.add(path, "must be a finite number")
+                return INVALID
+            if kind is str and problems.limits is not None:
+                bound = problems.limits.max_string_bytes
+                if len(data) * 4 > bound and len(data.encode()) > bound:
+                    problems.add(path, f"must be at most {bound} bytes ([limits] max_string_bytes)")
+                    return INVALID
             return data
         problems.add(path, self.words)
         return INVALID
@@ -218,7 +249,11 @@ class _Scalar(_Type):
     def encode(self, value: Any) -> Any:
         return value
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
+    def schema(self, out: _Schemas) -> dict[str, Any]:
+        if self.py is int:
+            return {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}
+        if self.py is str and out.limits is not None:
+            return {"type": "string", "maxLength": out.limits.max_string_bytes}
         return {"type": self.json_type}
 
 
@@ -241,7 +276,7 @@ class _Enum(_Type):
     def encode(self, value: Any) -> Any:
         return value.value
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
+    def schema(self, out: _Schemas) -> dict[str, Any]:
         return {"type": "string", "enum": list(self.names)}
 
 
@@ -260,8 +295,8 @@ class _Optional(_Type):
     def encode(self, value: Any) -> Any:
         return None if value is None else self.inner.encode(value)
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
-        return self.inner.schema(definitions)
+    def schema(self, out: _Schemas) -> dict[str, Any]:
+        return self.inner.schema(out)
 
 
 class _Sequence(_Type):
@@ -273,6 +308,8 @@ class _Sequence(_Type):
     def decode(self, data: Any, path: str, problems: Problems, depth: int) -> Any:
         if not isinstance(data, list):
             problems.add(path, "must be an array")
+            return INVALID
+        if _too_many(data, path, problems):
             return INVALID
         items = [
             self.item.decode(element, f"{path}[{i}]", problems, depth + 1)
@@ -290,8 +327,11 @@ class _Sequence(_Type):
             return list(value)
         return [self.item.encode(v) for v in value]
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "array", "items": self.item.schema(definitions)}
+    def schema(self, out: _Schemas) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "array", "items": self.item.schema(out)}
+        if out.limits is not None:
+            schema["maxItems"] = out.limits.max_items
+        return schema
 
 
 class _Map(_Type):
@@ -304,6 +344,8 @@ class _Map(_Type):
     def decode(self, data: Any, path: str, problems: Problems, depth: int) -> Any:
         if not isinstance(data, dict):
             problems.add(path, "must be an object")
+            return INVALID
+        if _too_many(data, path, problems):
             return INVALID
         items = {
             key: self.value.decode(element, join(path, key), problems, depth + 1)
@@ -326,8 +368,20 @@ class _Map(_Type):
             return dict(value)
         return {k: self.value.encode(v) for k, v in value.items()}
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": self.value.schema(definitions)}
+    def schema(self, out: _Schemas) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": "object", "additionalProperties": self.value.schema(out)}
+        if out.limits is not None:
+            schema["maxProperties"] = out.limits.max_items
+        return schema
+
+
+def _too_many(data: list[Any] | dict[str, Any], path: str, problems: Problems) -> bool:
+    """Whether ``data`` has more entries than any array or object may (a problem then)."""
+    if problems.limits is None or len(data) <= problems.limits.max_items:
+        return False
+    bound = problems.limits.max_items
+    problems.add(path, f"must have at most {bound} entries ([limits] max_items)")
+    return True
 
 
 class _JSON(_Type):
@@ -345,7 +399,7 @@ class _JSON(_Type):
     def encode(self, value: Any) -> Any:
         return value
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
+    def schema(self, out: _Schemas) -> dict[str, Any]:
         return {}
 
 
@@ -356,7 +410,7 @@ class _Field:
     type: _Type
     required: bool
     default: Any
-    rules: tuple[Rule, ...]
+    rules: tuple[Rule | Limit, ...]
 
 
 class _Model(_Type):
@@ -403,7 +457,12 @@ class _Model(_Type):
                 ok = False
                 continue
             for rule in field.rules:
-                broken = rule.check(value)
+                if isinstance(rule, Limit):
+                    if problems.limits is None:
+                        continue
+                    broken = rule.check(value, problems.limits)
+                else:
+                    broken = rule.check(value)
                 if broken:
                     problems.add(field_path, broken)
                     ok = False
@@ -443,15 +502,20 @@ class _Model(_Type):
             out[key] = v if field.type.identity_encode else field.type.encode(v)
         return out
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
+    def schema(self, out: _Schemas) -> dict[str, Any]:
         name = self.cls.__name__
+        definitions = out.definitions
         if name not in definitions:
             definitions[name] = {}  # placeholder: stops recursion
             properties: dict[str, Any] = {}
             for field in self.fields.values():
-                prop = dict(field.type.schema(definitions))
+                prop = dict(field.type.schema(out))
                 for rule in field.rules:
-                    prop.update(rule.schema)
+                    if isinstance(rule, Limit):
+                        if out.limits is not None:
+                            prop.update(rule.schema(out.limits))
+                    else:
+                        prop.update(rule.schema)
                 if not field.required and field.default is not None:
                     prop["default"] = field.type.encode(field.default)
                 properties[field.key] = prop
@@ -496,12 +560,12 @@ class _OneOf(_Type):
         kind = type(value).KIND
         return {kind: self.by_kind[kind].encode(value)}
 
-    def schema(self, definitions: dict[str, Any]) -> dict[str, Any]:
+    def schema(self, out: _Schemas) -> dict[str, Any]:
         return {
             "oneOf": [
                 {
                     "type": "object",
-                    "properties": {kind: model.schema(definitions)},
+                    "properties": {kind: model.schema(out)},
                     "required": [kind],
                     "additionalProperties": False,
                 }

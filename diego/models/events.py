@@ -163,6 +163,22 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 
 
+EVENT_DATA: dict[str, dict[str, type]] = {
+    TaskCreated.TYPE: {"task": Task},
+    TaskChanged.TYPE: {"before": Task, "after": Task},
+    TaskRemoved.TYPE: {"task": Task},
+    DesiredLRPCreated.TYPE: {"desired_lrp": DesiredLRP},
+    DesiredLRPChanged.TYPE: {"before": DesiredLRP, "after": DesiredLRP},
+    DesiredLRPRemoved.TYPE: {"desired_lrp": DesiredLRP},
+    ActualLRPCreated.TYPE: {"actual_lrp": ActualLRP},
+    ActualLRPChanged.TYPE: {"before": ActualLRP, "after": ActualLRP},
+    ActualLRPRemoved.TYPE: {"actual_lrp": ActualLRP},
+    ActualLRPCrashed.TYPE: {"actual_lrp": ActualLRP, "crash_count": int, "crash_reason": str},
+}
+"""What each event type's ``data()`` holds: key → a model or a scalar type. The
+OpenAPI document describes the event stream's data lines from it."""
+
+
 def task_events(before: Task | None, after: Task | None) -> list[Event]:
     """The events that say how a Task went from ``before`` to ``after`` (None: absent)."""
     if before is None and after is not None:

@@ -13,7 +13,10 @@ from typing import Any
 import attrs
 
 from diego.models.actions import Action, EnvironmentVariable
+from diego.models.limits import limit
 from diego.models.rules import (
+    INT32_MAX,
+    UINT32_MAX,
     Rule,
     at_least,
     between,
@@ -60,29 +63,39 @@ def _ports() -> Rule:
 class DesiredLRP:
     """What a consumer wants kept running: ``instances`` copies of one process."""
 
-    process_guid: str = attrs.field(metadata=rule_metadata(non_empty(), _guid()))
+    process_guid: str = attrs.field(
+        metadata=rule_metadata(non_empty(), _guid(), limit("max_guid_bytes"))
+    )
     domain: str = attrs.field(metadata=rule_metadata(non_empty()))
     stack: str = attrs.field(metadata=rule_metadata(non_empty()))
     root_fs: str = attrs.field(default="", metadata=rule_metadata(root_fs_url()))
-    instances: int = attrs.field(default=1, metadata=rule_metadata(at_least(0)))
-    env: tuple[EnvironmentVariable, ...] = ()
-    setup: Action | None = None
-    action: Action
-    monitor: Action | None = None
-    start_timeout_ms: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
-    ports: tuple[int, ...] = attrs.field(default=(), metadata=rule_metadata(_ports()))
+    instances: int = attrs.field(
+        default=1, metadata=rule_metadata(at_least(0), limit("max_instances"))
+    )
+    env: tuple[EnvironmentVariable, ...] = attrs.field(
+        default=(), metadata=rule_metadata(limit("max_env"))
+    )
+    setup: Action | None = attrs.field(default=None, metadata=rule_metadata(limit("max_actions")))
+    action: Action = attrs.field(metadata=rule_metadata(limit("max_actions")))
+    monitor: Action | None = attrs.field(default=None, metadata=rule_metadata(limit("max_actions")))
+    start_timeout_ms: int = attrs.field(default=0, metadata=rule_metadata(between(0, UINT32_MAX)))
+    ports: tuple[int, ...] = attrs.field(
+        default=(), metadata=rule_metadata(_ports(), limit("max_ports"))
+    )
     routes: Any = attrs.field(default=None, metadata=rule_metadata(_routes()))
     annotation: str = attrs.field(
         default="", metadata=rule_metadata(max_bytes(MAX_ANNOTATION_BYTES))
     )
-    log_guid: str = ""
+    log_guid: str = attrs.field(default="", metadata=rule_metadata(limit("max_guid_bytes")))
     log_source: str = ""
     metrics_guid: str = ""
-    memory_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
-    disk_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
+    memory_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
+    disk_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
     cpu_weight: int | None = attrs.field(default=None, metadata=rule_metadata(between(1, 100)))
     privileged: bool = False
-    security_group_rules: tuple[SecurityGroupRule, ...] = ()
+    security_group_rules: tuple[SecurityGroupRule, ...] = attrs.field(
+        default=(), metadata=rule_metadata(limit("max_rules"))
+    )
     created_at: int = 0
     updated_at: int = 0
 
@@ -91,7 +104,9 @@ class DesiredLRP:
 class DesiredLRPUpdate:
     """A change to a DesiredLRP: only what can change without a restart."""
 
-    instances: int | None = attrs.field(default=None, metadata=rule_metadata(at_least(0)))
+    instances: int | None = attrs.field(
+        default=None, metadata=rule_metadata(at_least(0), limit("max_instances"))
+    )
     routes: Any = attrs.field(default=None, metadata=rule_metadata(_routes()))
     annotation: str | None = attrs.field(
         default=None, metadata=rule_metadata(max_bytes(MAX_ANNOTATION_BYTES))
@@ -158,4 +173,4 @@ class Domain:
 class DomainUpsert:
     """The body of PUT /v1/domains/{domain}: seconds the domain stays fresh (0: forever)."""
 
-    ttl: int = attrs.field(metadata=rule_metadata(at_least(0)))
+    ttl: int = attrs.field(metadata=rule_metadata(between(0, UINT32_MAX)))

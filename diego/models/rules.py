@@ -11,10 +11,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
+
+if TYPE_CHECKING:
+    from diego.models.limits import Limit
 
 RULES_KEY = "diego.rules"
 
@@ -27,8 +30,8 @@ class Rule:
     schema: Mapping[str, Any] = attrs.field(factory=dict)
 
 
-def rule_metadata(*rules: Rule) -> dict[str, Any]:
-    """The attrs ``metadata`` that attaches ``rules`` to a field."""
+def rule_metadata(*rules: Rule | Limit) -> dict[str, Any]:
+    """The attrs ``metadata`` that attaches ``rules`` (and configured limits) to a field."""
     return {RULES_KEY: rules}
 
 
@@ -72,6 +75,11 @@ def between(low: int, high: int) -> Rule:
     return Rule(check, {"minimum": low, "maximum": high})
 
 
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+"""Diego's BBS keeps memory_mb and disk_mb as int32, ttls and timeouts in ms as uint32."""
+
+
 def at_least(low: int) -> Rule:
     """An integer no smaller than ``low``."""
 
@@ -113,7 +121,8 @@ def http_url() -> Rule:
             return "must be an absolute http(s) URL"
         return None
 
-    return Rule(check, {"format": "uri"})
+    # Empty is allowed (no URL): the schema says so, as a Task's JSON carries "".
+    return Rule(check, {"anyOf": [{"maxLength": 0}, {"format": "uri"}]})
 
 
 def root_fs_url() -> Rule:
@@ -133,7 +142,7 @@ def root_fs_url() -> Rule:
             return None if parts.path.strip("/") and not parts.query else words
         return words
 
-    return Rule(check, {"pattern": "^(docker://[^?]*/[^?]+|preloaded:[^/].*)$"})
+    return Rule(check, {"pattern": "^(|docker://[^?]*/[^?]+|preloaded:[^/].*)$"})
 
 
 def destination() -> Rule:

@@ -15,9 +15,10 @@ import attrs
 
 from diego.models.actions import Action, EnvironmentVariable
 from diego.models.codec import Problems, join
+from diego.models.limits import limit
 from diego.models.rules import (
+    INT32_MAX,
     Rule,
-    at_least,
     between,
     destination,
     distinct_names,
@@ -104,24 +105,30 @@ class SecurityGroupRule:
 class TaskCreateRequest:
     """What a consumer asks for: one piece of work to run at most once."""
 
-    task_guid: str = attrs.field(metadata=rule_metadata(non_empty(), _guid()))
+    task_guid: str = attrs.field(
+        metadata=rule_metadata(non_empty(), _guid(), limit("max_guid_bytes"))
+    )
     domain: str = attrs.field(metadata=rule_metadata(non_empty()))
     stack: str = attrs.field(metadata=rule_metadata(non_empty()))
     root_fs: str = attrs.field(default="", metadata=rule_metadata(root_fs_url()))
-    env: tuple[EnvironmentVariable, ...] = ()
+    env: tuple[EnvironmentVariable, ...] = attrs.field(
+        default=(), metadata=rule_metadata(limit("max_env"))
+    )
     cpu_weight: int | None = attrs.field(default=None, metadata=rule_metadata(between(1, 100)))
-    disk_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
-    memory_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
+    disk_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
+    memory_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
     privileged: bool = False
-    action: Action
+    action: Action = attrs.field(metadata=rule_metadata(limit("max_actions")))
     result_file: str = ""
     completion_callback_url: str = attrs.field(default="", metadata=rule_metadata(http_url()))
-    log_guid: str = ""
+    log_guid: str = attrs.field(default="", metadata=rule_metadata(limit("max_guid_bytes")))
     log_source: str = ""
     annotation: str = attrs.field(
         default="", metadata=rule_metadata(max_bytes(MAX_ANNOTATION_BYTES))
     )
-    security_group_rules: tuple[SecurityGroupRule, ...] = ()
+    security_group_rules: tuple[SecurityGroupRule, ...] = attrs.field(
+        default=(), metadata=rule_metadata(limit("max_rules"))
+    )
     zones: tuple[str, ...] = attrs.field(default=(), metadata=rule_metadata(distinct_names()))
     """Run only on a cell of one of these zones; empty: any zone. A diego extension
     (TES ``resources.zones``): Diego's own Tasks have no such field."""

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from diego.models.codec import Problems, decode, encode, join, map_field
+from diego.models.limits import Limits
 from diego.models.rules import (
     Rule,
     at_least,
@@ -318,7 +319,7 @@ class TesTask:
 # ---------------------------------------------------------------- create
 
 
-def decode_create(data: Any) -> TesTask:
+def decode_create(data: Any, limits: Limits | None = None) -> TesTask:
     """The task a client POSTs, validated; raises InvalidDocument naming every problem.
 
     The read-only fields (READ_ONLY_FIELDS: id, state, logs, creation_time) are
@@ -328,7 +329,7 @@ def decode_create(data: Any) -> TesTask:
     """
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if k not in READ_ONLY_FIELDS}
-    return decode(TesTask, data)
+    return decode(TesTask, data, limits=limits)
 
 
 # ---------------------------------------------------------------- views

@@ -62,7 +62,7 @@ guid = st.text(
 )
 name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=10)
 small_tuple = st.lists(text, max_size=3).map(tuple)
-counts = st.integers(min_value=0, max_value=2**40)
+counts = st.integers(min_value=0, max_value=2**31 - 1)  # int32, as in Diego
 
 env_vars = st.lists(st.builds(EnvironmentVariable, name=non_empty, value=text), max_size=3).map(
     tuple

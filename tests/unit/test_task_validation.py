@@ -146,11 +146,13 @@ REFUSED = [
     pytest.param({"cpu_weight": True}, "cpu_weight", "must be an integer", id="cpu_weight-bool"),
     pytest.param({"cpu_weight": 1.5}, "cpu_weight", "must be an integer", id="cpu_weight-float"),
     # disk_mb and memory_mb
-    pytest.param({"disk_mb": -1}, "disk_mb", "must be >= 0", id="disk_mb--1"),
+    pytest.param({"disk_mb": -1}, "disk_mb", "must be between 0 and 2147483647", id="disk_mb--1"),
     pytest.param({"disk_mb": "1"}, "disk_mb", "must be an integer", id="disk_mb-string"),
     pytest.param({"disk_mb": 1.5}, "disk_mb", "must be an integer", id="disk_mb-float"),
     pytest.param({"disk_mb": False}, "disk_mb", "must be an integer", id="disk_mb-bool"),
-    pytest.param({"memory_mb": -1}, "memory_mb", "must be >= 0", id="memory_mb--1"),
+    pytest.param(
+        {"memory_mb": -1}, "memory_mb", "must be between 0 and 2147483647", id="memory_mb--1"
+    ),
     pytest.param({"memory_mb": "1"}, "memory_mb", "must be an integer", id="memory_mb-string"),
     pytest.param({"memory_mb": 1.5}, "memory_mb", "must be an integer", id="memory_mb-float"),
     pytest.param({"memory_mb": True}, "memory_mb", "must be an integer", id="memory_mb-bool"),

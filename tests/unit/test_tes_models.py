@@ -508,7 +508,7 @@ CASES: list[tuple[str, dict[str, Any], list[Problem]]] = [
     (
         "infinite disk",
         task(**resources(disk_gb=float("inf"))),
-        [Problem("resources.disk_gb", "must be > 0")],
+        [Problem("resources.disk_gb", "must be a finite number")],
     ),
     (
         "RAM as a string",
