@@ -186,7 +186,9 @@ async def serve(
         bbs = BBS(store, bus, clock, settings.crash.policy())
         logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
         reps = await build_cells(settings, bbs, logs, transfers)
-        auctioneer = Auctioneer(bbs, lambda: reps, settings.auction.retry_interval)
+        auctioneer = Auctioneer(
+            bbs, lambda: reps, settings.auction.retry_interval, settings.auction.max_batch
+        )
 
         async def stop_on_cell(actual: ActualLRP) -> bool:
             for rep in reps:
@@ -194,12 +196,12 @@ async def serve(
                     return await rep.stop_lrp(actual)
             return False
 
-        lrps = LRPController(bbs, auctioneer.submit_work, stop_on_cell)
+        c = settings.converger
+        lrps = LRPController(bbs, auctioneer.submit_work, stop_on_cell, c.max_lrp_creates)
         for rep in reps:
             rep.on_capacity_freed = auctioneer.kick
             rep.request_starts = lrps.request_starts
         resolver = Resolver(bbs, settings.callbacks.timeout, settings.callbacks.immediate_retries)
-        c = settings.converger
         converger = Converger(
             bbs,
             ConvergerSettings(c.kick_task_interval, c.expire_pending_task, c.expire_completed_task),
@@ -207,7 +209,9 @@ async def serve(
             auctioneer.submit_work,
             resolver.resolve,
             lrp_settings=LRPConvergerSettings(
-                kick_interval_s=c.kick_lrp_interval, crash_policy=settings.crash.policy()
+                kick_interval_s=c.kick_lrp_interval,
+                crash_policy=settings.crash.policy(),
+                max_creates=c.max_lrp_creates,
             ),
             start_lrps=lrps.request_starts,
             stop_lrp=lrps.stop,

@@ -18,6 +18,7 @@ CLAIMED or RUNNING instance, an UNCLAIMED or CRASHED one is simply deleted).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import attrs
@@ -53,8 +54,14 @@ class Delta:
         return not (self.start or self.stop)
 
 
-def delta(desired_instances: int, actuals: Iterable[ActualLRP]) -> Delta:
+def delta(
+    desired_instances: int, actuals: Iterable[ActualLRP], max_start: int | None = None
+) -> Delta:
     """The Δ between ``desired_instances`` and the ActualLRPs of that one process.
+
+    ``max_start`` bounds ``start`` to the lowest that many missing indices, so that a
+    huge count (a record stored under looser limits) costs bounded memory; the rest
+    are found by the next Δ, once these exist.
 
     Raises ValueError for a negative count or ActualLRPs of more than one process.
     """
@@ -66,7 +73,8 @@ def delta(desired_instances: int, actuals: Iterable[ActualLRP]) -> Delta:
         raise ValueError(f"actuals of more than one process: {guids}")
     present = [a for a in every if not a.evacuating]
     indices = {a.index for a in present}
+    missing = (i for i in range(desired_instances) if i not in indices)
     return Delta(
-        start=tuple(i for i in range(desired_instances) if i not in indices),
+        start=tuple(itertools.islice(missing, max_start)),
         stop=tuple(sorted((a for a in present if a.index >= desired_instances), key=actual_order)),
     )

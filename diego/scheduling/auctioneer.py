@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -65,10 +66,13 @@ class Auctioneer:
         bbs: AuctionBBS,
         cells: Callable[[], Sequence[CellClient]],
         retry_interval: float = 1.0,
+        max_batch: int = 10_000,
     ) -> None:
         self.bbs = bbs
         self.cells = cells
         self.retry_interval = retry_interval
+        self.max_batch = max_batch
+        """Work items in one auction, at most: the oldest first, the rest next."""
         self._pending: dict[str, Work] = {}
         self._placement_errors: dict[str, str] = {}
         self._wake = asyncio.Event()
@@ -106,8 +110,14 @@ class Auctioneer:
                 log.exception("auction-failed")
 
     async def auction(self) -> None:
-        """One batch: everything pending now."""
-        batch, self._pending = self._pending, {}
+        """One batch: everything pending now, up to ``max_batch`` items (oldest first;
+        the rest is auctioned next, at once)."""
+        if len(self._pending) <= self.max_batch:
+            batch, self._pending = self._pending, {}
+        else:
+            keys = list(itertools.islice(self._pending, self.max_batch))
+            batch = {key: self._pending.pop(key) for key in keys}
+            self._wake.set()
         if not batch:
             return
         self.batches += 1

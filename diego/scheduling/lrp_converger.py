@@ -77,6 +77,8 @@ class LRPConvergerSettings:
     """An UNCLAIMED instance unchanged this long is sent to the auctioneer again."""
     crash_policy: CrashPolicy = attrs.Factory(CrashPolicy)
     """When CRASHED instances are restarted."""
+    max_creates: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    """Missing instances created in one pass, at most; the rest on the next passes."""
 
 
 @attrs.frozen
@@ -255,7 +257,7 @@ def plan_lrps(snapshot: LRPSnapshot, now: int, settings: LRPConvergerSettings) -
         actuals = by_process.get(view.process_guid, ())
         if _complete(view.instances, actuals):
             continue  # the usual case: exactly indices 0..instances-1, nothing to do
-        found = delta(view.instances, actuals)
+        found = delta(view.instances, actuals, max(settings.max_creates - len(create), 0))
         create += (MissingInstance(view.process_guid, i, view.domain) for i in found.start)
         extra.update(a.key for a in found.stop)
 

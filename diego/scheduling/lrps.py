@@ -41,10 +41,13 @@ class LRPController:
         bbs: BBS,
         start: Callable[[Sequence[LRPWork]], None],
         stop_on_cell: InstanceStopper,
+        max_creates: int = 10_000,
     ) -> None:
         self.bbs = bbs
         self.start = start
         self.stop_on_cell = stop_on_cell
+        self.max_creates = max_creates
+        """Instances created by one change, at most; the converger makes the rest."""
         self._background: set[asyncio.Task[None]] = set()
 
     def request_starts(self, keys: Sequence[tuple[str, int] | ActualLRPKey]) -> None:
@@ -92,7 +95,7 @@ class LRPController:
     async def converge(self, desired: DesiredLRP) -> None:
         """Create and start the missing indices of ``desired``; stop the extra ones."""
         actuals = await self.bbs.actual_lrps(process_guid=desired.process_guid)
-        change = delta(desired.instances, actuals)
+        change = delta(desired.instances, actuals, self.max_creates)
         created = []
         for index in change.start:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -12,6 +13,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from diego.models.codec import decode
+from diego.models.lrp import DesiredLRP
+from diego.state.store import Store, sqlite_url
+
 from .conftest import (
     DIEGO,
     NO_CELLS,
@@ -20,6 +25,7 @@ from .conftest import (
     clean_env,
     free_port,
     no_traceback,
+    poll,
     task_request,
 )
 
@@ -265,3 +271,47 @@ def test_unknown_setting_is_refused_by_name(tmp_path: Path, where: str) -> None:
     assert "bogus_setting" in done.stderr
     assert no_traceback(done.stderr), done.stderr
     assert "api-listening" not in done.stderr
+
+
+def test_a_node_starts_and_stays_up_whatever_its_store_holds(tmp_path: Path) -> None:
+    """A DesiredLRP of a billion instances, stored before limits existed, used to grow
+    the node past 20 GB on every start. Now each pass creates a bounded batch."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    huge = decode(
+        DesiredLRP,
+        {
+            "process_guid": "huge",
+            "domain": "old",
+            "stack": "linux",
+            "instances": 10**9,
+            "action": {"run": {"path": "/bin/sleep", "args": ["1000"]}},
+        },
+    )
+
+    async def store_it() -> None:
+        store = await Store.open(sqlite_url(data_dir))
+        try:
+            await store.desire_lrp(huge, time.time_ns())
+        finally:
+            await store.close()
+
+    asyncio.run(store_it())
+    server = Server(tmp_path)
+    try:
+        env = {"DIEGO_CONVERGER_MAX_LRP_CREATES": "25", "DIEGO_CONVERGER_INTERVAL": "0.5"}
+        server.start(*NO_CELLS, env=env)
+
+        def created() -> int | None:
+            found = server.request("GET", "/v1/actual_lrps/huge").body
+            return len(found) if len(found) >= 50 else None
+
+        poll(created, 30, "two passes' instances")
+        assert server.request("GET", "/v1/ping").status == 200
+        assert server.proc is not None
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        peak_kb = int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1])
+        assert peak_kb < 1024 * 1024, f"the node's peak RSS is {peak_kb} kB"
+        assert server.request("GET", "/v1/desired_lrps/huge").status == 200
+    finally:
+        server.close()

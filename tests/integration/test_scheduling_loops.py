@@ -365,3 +365,16 @@ async def _until(condition: Any, deadline: float = 5.0) -> None:
     while not condition():
         assert loop.time() < end, "condition not met in time"
         await asyncio.sleep(0.01)
+
+
+async def test_an_auction_takes_at_most_max_batch_items_oldest_first(bbs: BBS) -> None:
+    """However much is pending, one batch is bounded; the rest follows at once."""
+    cell = SimulatedCell("a", memory_mb=1000)
+    auctioneer = Auctioneer(bbs, lambda: [cell], max_batch=2)
+    tasks = [await bbs.desire_task(request(f"t{i}")) for i in range(5)]
+    auctioneer.submit(tasks)
+    await auctioneer.auction()
+    assert cell.given == ["t0", "t1"]
+    await auctioneer.auction()
+    await auctioneer.auction()
+    assert cell.given == [f"t{i}" for i in range(5)]

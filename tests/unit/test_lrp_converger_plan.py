@@ -600,3 +600,14 @@ def test_the_shortcut_past_delta_is_taken_only_when_delta_is_empty(
         assert delta(instances, actuals).is_empty
     if not any(e for _, e in present) and {i for i, _ in present} == set(range(instances)):
         assert _complete(instances, actuals)
+
+
+def test_one_pass_creates_at_most_max_creates_instances() -> None:
+    """A DesiredLRP stored with a billion instances costs one bounded pass, not 20 GB:
+    the lowest missing indices first, over every process, up to the bound."""
+    snapshot = LRPSnapshot(
+        desired=[want(10**9, "a"), want(3, "b")], live_cells={LIVE}, fresh_domains={FRESH}
+    )
+    plan = plan_lrps(snapshot, NOW, LRPConvergerSettings(max_creates=4))
+    assert [(m.process_guid, m.index) for m in plan.create] == [("a", i) for i in range(4)]
+    assert len(plan.auction) == 4

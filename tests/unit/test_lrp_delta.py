@@ -137,3 +137,10 @@ def test_delta_properties(instances: int, actuals: list[ActualLRP], seed: int) -
     shuffled = list(actuals)
     random.Random(seed).shuffle(shuffled)
     assert delta(instances, shuffled) == result
+
+
+def test_max_start_bounds_the_indices_of_a_huge_count() -> None:
+    """A billion desired instances (stored under looser limits) cost bounded memory."""
+    found = delta(10**9, [], max_start=3)
+    assert found.start == (0, 1, 2)
+    assert delta(5, [], max_start=0).start == ()
