@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 import attrs
@@ -141,3 +141,33 @@ class Bus(Generic[E]):
     def _remove(self, sub: Subscription[E]) -> None:
         if sub in self._subscribers:
             self._subscribers.remove(sub)
+
+
+async def follow(
+    bus: Bus[E],
+    accept: Callable[[E], bool],
+    handle: Callable[[E], Awaitable[None]],
+    *,
+    name: str,
+    catch_up: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Hand each event ``accept`` takes to ``handle``, until cancelled or the bus ends.
+
+    A component that falls behind is dropped by the bus like any subscriber; here
+    that is no end: it subscribes again and runs ``catch_up`` (which reads the
+    store, the durable source, for whatever the lost events said), so a burst of
+    events never stops a node's part. ``catch_up`` also runs once at the start,
+    after subscribing, so that nothing falls between the two.
+    """
+    while True:
+        subscription = bus.subscribe(accept, name=name)
+        try:
+            if catch_up is not None:
+                await catch_up()
+            async for event in subscription:
+                await handle(event)
+            return
+        except SubscriberDropped:
+            log.warning("subscriber-fell-behind name=%s: subscribing again, catching up", name)
+        finally:
+            subscription.close()

@@ -18,7 +18,7 @@ import logging
 
 import aiohttp
 
-from diego.bus import SubscriberDropped
+from diego.bus import follow
 from diego.models.codec import encode
 from diego.models.errors import DiegoError
 from diego.models.events import TaskChanged
@@ -48,19 +48,15 @@ class Resolver:
     async def run(self) -> None:
         """Resolve each Task that becomes COMPLETED with a callback, until cancelled."""
         try:
-            while True:
-                subscription = self.bbs.bus.subscribe(_completed_with_callback, name="resolver")
-                try:
-                    async for event in subscription:
-                        assert isinstance(event, TaskChanged)
-                        self.resolve(event.after)
-                except SubscriberDropped:
-                    log.warning("resolver-fell-behind: the converger kicks what was missed")
-                finally:
-                    subscription.close()
+            # What is missed while behind, the converger kicks on its next pass.
+            await follow(self.bbs.bus, _completed_with_callback, self._completed, name="resolver")
         finally:
             for job in tuple(self._tasks):
                 job.cancel()
+
+    async def _completed(self, event: object) -> None:
+        assert isinstance(event, TaskChanged)
+        self.resolve(event.after)
 
     async def _resolve(self, task: Task) -> None:
         try:

@@ -23,7 +23,7 @@ import attrs
 from aiohttp import web
 
 from diego.api.app import make_app
-from diego.bus import Bus
+from diego.bus import Bus, follow
 from diego.callbacks import Resolver
 from diego.cell.backends.base import Backend
 from diego.cell.backends.docker import DockerBackend, DockerOptions, remove_strays
@@ -159,16 +159,23 @@ async def build_cells(
 
 
 async def feed_auctioneer(bbs: BBS, auctioneer: Auctioneer) -> None:
-    """Send the auctioneer every PENDING Task: those already stored, then each new one."""
-    subscription = bbs.bus.subscribe(lambda e: isinstance(e, TaskCreated), name="auctioneer")
-    try:
-        # Subscribed first, so a Task created while these are read is not missed.
+    """Send the auctioneer every PENDING Task: those already stored, then each new one
+    (and those stored again, should it fall behind the bus)."""
+
+    async def pending() -> None:
         auctioneer.submit(await bbs.tasks(states=[TaskState.PENDING]))
-        async for event in subscription:
-            assert isinstance(event, TaskCreated)
-            auctioneer.submit([event.task])
-    finally:
-        subscription.close()
+
+    async def created(event: Event) -> None:
+        assert isinstance(event, TaskCreated)
+        auctioneer.submit([event.task])
+
+    await follow(
+        bbs.bus,
+        lambda e: isinstance(e, TaskCreated),
+        created,
+        name="auctioneer",
+        catch_up=pending,
+    )
 
 
 async def serve(

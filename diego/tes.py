@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from diego.bus import Subscription
+from diego.bus import follow
 from diego.cell.rep import EVACUATION_FAILURE
 from diego.cell.tes_job import report_of
 from diego.models.codec import decode
@@ -174,27 +174,25 @@ class TesService:
 
     async def run(self) -> None:
         """Follow TES Tasks' events until cancelled; prune old TES tasks meanwhile."""
-        subscription = self.bbs.bus.subscribe(_concerns_tes, name="tes")
-        try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._follow(subscription))
-                group.create_task(self._prune_forever())
-        finally:
-            subscription.close()
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                follow(
+                    self.bbs.bus, _concerns_tes, self._changed, name="tes", catch_up=self.catch_up
+                )
+            )
+            group.create_task(self._prune_forever())
 
-    async def _follow(self, subscription: Subscription[Event]) -> None:
-        await self.catch_up()
-        async for event in subscription:
-            task = None
-            if isinstance(event, TaskChanged):
-                task = event.after
-            elif isinstance(event, TaskCreated):
-                task = event.task
-            if task is not None:
-                try:
-                    await self.follow(task)
-                except Exception:
-                    log.exception("tes-follow-failed id=%s", task.task_guid)
+    async def _changed(self, event: Event) -> None:
+        task = None
+        if isinstance(event, TaskChanged):
+            task = event.after
+        elif isinstance(event, TaskCreated):
+            task = event.task
+        if task is not None:
+            try:
+                await self.follow(task)
+            except Exception:
+                log.exception("tes-follow-failed id=%s", task.task_guid)
 
     async def catch_up(self) -> None:
         """Bring every unfinished TES task up to its Task (after a restart, say)."""

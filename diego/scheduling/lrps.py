@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from diego.bus import follow
 from diego.models.errors import DiegoError
 from diego.models.events import ActualLRPRemoved
 from diego.models.lrp import (
@@ -131,17 +132,17 @@ class LRPController:
     async def run(self) -> None:
         """Start again, at once, every instance removed while still desired (a killed
         instance, a lost one); the converger would otherwise do it on its next pass."""
-        subscription = self.bbs.bus.subscribe(_removed_instance, name="lrp-controller")
+        # Falling behind loses nothing for good: the converger's next pass starts
+        # whatever these events would have.
+        await follow(self.bbs.bus, _removed_instance, self._removed, name="lrp-controller")
+
+    async def _removed(self, event: object) -> None:
+        assert isinstance(event, ActualLRPRemoved)
         try:
-            async for event in subscription:
-                assert isinstance(event, ActualLRPRemoved)
-                try:
-                    desired = await self.bbs.get_desired_lrp(event.actual.process_guid)
-                except DiegoError:
-                    continue  # no longer desired
-                await self.converge(desired)
-        finally:
-            subscription.close()
+            desired = await self.bbs.get_desired_lrp(event.actual.process_guid)
+        except DiegoError:
+            return  # no longer desired
+        await self.converge(desired)
 
     async def kill(self, process_guid: str, index: int) -> ActualLRP:
         """Stop one instance; it is started again if still desired."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
-from diego.bus import Bus, SubscriberDropped
+from diego.bus import Bus, SubscriberDropped, follow
 
 
 async def test_every_subscriber_gets_every_event_in_order() -> None:
@@ -85,3 +86,35 @@ async def test_context_manager_unsubscribes() -> None:
     with bus.subscribe():
         assert bus.statistics().subscribers == 1
     assert bus.statistics().subscribers == 0
+
+
+async def test_a_follower_that_falls_behind_catches_up_and_goes_on() -> None:
+    """A part of the node dropped by the bus used to end with SubscriberDropped, and
+    took the whole node down with it; now it subscribes again and catches up."""
+    bus: Bus[int] = Bus(queue_size=2)
+    catch_ups: list[int] = []
+    handled: list[int] = []
+    gate, caught_up, got_99 = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def catch_up() -> None:
+        catch_ups.append(len(handled))
+        if len(catch_ups) == 2:
+            caught_up.set()
+
+    async def handle(event: int) -> None:
+        await gate.wait()
+        handled.append(event)
+        if event == 99:
+            got_99.set()
+
+    follower = asyncio.create_task(follow(bus, lambda e: True, handle, name="t", catch_up=catch_up))
+    await asyncio.sleep(0)
+    for n in range(10):  # more than the queue holds while the handler waits
+        bus.publish(n)
+    gate.set()
+    await asyncio.wait_for(caught_up.wait(), 10)
+    bus.publish(99)
+    await asyncio.wait_for(got_99.wait(), 10)
+    assert not follower.done()
+    follower.cancel()
+    assert bus.statistics().dropped_subscribers == 1
