@@ -20,7 +20,15 @@ import attrs
 from diego.models.codec import InvalidDocument, decode
 from diego.models.crash_policy import CrashPolicy
 from diego.models.limits import Limits
-from diego.models.rules import Rule, at_least, non_empty, one_of, rule_metadata
+from diego.models.rules import (
+    INT32_MAX,
+    Rule,
+    at_least,
+    between,
+    non_empty,
+    one_of,
+    rule_metadata,
+)
 
 ENV_PREFIX = "DIEGO_"
 
@@ -86,6 +94,7 @@ class CellSettings:
     disk_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
     max_containers: int = attrs.field(default=256, metadata=rule_metadata(at_least(1)))
     container_uid: int = attrs.field(default=100_000, metadata=rule_metadata(at_least(1)))
+    max_pids: int = attrs.field(default=1024, metadata=rule_metadata(between(0, INT32_MAX)))
     spare_containers: int = attrs.field(default=2, metadata=rule_metadata(at_least(0)))
     poll_interval: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))
     presence_ttl: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))

@@ -148,7 +148,15 @@ async def build_cells(
             cell_id,
             " ".join(f"{k}={v}" for k, v in attrs.asdict(capabilities).items()),
         )
-        executor = Executor(backend, total, logs, transfers, home / "scratch", monitor=monitor)
+        executor = Executor(
+            backend,
+            total,
+            logs,
+            transfers,
+            home / "scratch",
+            monitor=monitor,
+            max_pids=config.max_pids,
+        )
         zone = f"z{i % config.zones}"
         reps.append(Rep(cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings))
     if config.backend == "docker":

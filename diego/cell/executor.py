@@ -93,6 +93,7 @@ class RunRequest:
             memory_mb=task.memory_mb,
             disk_mb=task.disk_mb,
             cpu_weight=task.cpu_weight or 100,
+            max_pids=task.max_pids,
             privileged=task.privileged,
             network=bool(task.security_group_rules),
             env=tuple((e.name, e.value) for e in task.env),
@@ -140,6 +141,7 @@ def lrp_request(desired: DesiredLRP, index: int, instance_guid: str) -> RunReque
         memory_mb=desired.memory_mb,
         disk_mb=desired.disk_mb,
         cpu_weight=desired.cpu_weight or 100,
+        max_pids=desired.max_pids,
         privileged=desired.privileged,
         network=bool(desired.security_group_rules),
         env=env,
@@ -219,8 +221,11 @@ class Executor:
         scratch: Path,
         on_event: Callable[[ContainerEvent], None] = lambda _e: None,
         monitor: MonitorSettings | None = None,
+        *,
+        max_pids: int = 0,
     ) -> None:
         self.monitor = monitor or MonitorSettings()
+        self.max_pids = max_pids  # of a container whose work gives none; 0: no limit
         self.tes_tail_bytes = DEFAULT_TAIL_BYTES
         self.backend = backend
         self.total = total
@@ -298,8 +303,11 @@ class Executor:
     async def _make(self, container: _Container, request: RunRequest) -> StepContext | None:
         """Make the container (INITIALIZING → CREATED) and its steps' context; None if
         it could not be made (the container is then COMPLETED, failed, saying why)."""
+        spec = request.spec
+        if not spec.max_pids and self.max_pids:
+            spec = attrs.evolve(spec, max_pids=self.max_pids)
         try:
-            await self.backend.create(request.spec)
+            await self.backend.create(spec)
         except (BackendError, OSError) as e:
             self._complete(container, True, f"failed to create container: {e}", "")
             return None

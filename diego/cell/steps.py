@@ -122,6 +122,9 @@ async def _run(action: RunAction, ctx: StepContext, source: str) -> None:
         reason = f"Exited with status {status}"
         if ctx.backend.out_of_memory(ctx.guid):
             reason += " (out of memory)"
+        max_pids = ctx.backend.pids_limit_reached(ctx.guid)
+        if max_pids:
+            reason += f" (process limit of {max_pids} reached)"
         if not action.suppress_log_output:
             ctx.log(source, "OUT", reason)
         raise StepFailed(reason)

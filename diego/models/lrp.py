@@ -92,6 +92,9 @@ class DesiredLRP:
     memory_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
     disk_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
     cpu_weight: int | None = attrs.field(default=None, metadata=rule_metadata(between(1, 100)))
+    max_pids: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
+    """The most processes an instance's container may have at once; 0: the cell's
+    default (``[cell] max_pids``)."""
     privileged: bool = False
     security_group_rules: tuple[SecurityGroupRule, ...] = attrs.field(
         default=(), metadata=rule_metadata(limit("max_rules"))

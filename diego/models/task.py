@@ -117,6 +117,9 @@ class TaskCreateRequest:
     cpu_weight: int | None = attrs.field(default=None, metadata=rule_metadata(between(1, 100)))
     disk_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
     memory_mb: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
+    max_pids: int = attrs.field(default=0, metadata=rule_metadata(between(0, INT32_MAX)))
+    """The most processes the container may have at once; 0: the cell's default
+    (``[cell] max_pids``). As Diego's, an int32 that may not be negative."""
     privileged: bool = False
     action: Action = attrs.field(metadata=rule_metadata(limit("max_actions")))
     result_file: str = ""

@@ -428,6 +428,60 @@ async def test_memory_limit_kills_and_is_reported(cells: Cells, backend: DockerB
     assert not backend.out_of_memory(f"never-{token()}")
 
 
+# ---------------------------------------------------------------- processes
+
+FORKS = 200
+"""Background sleeps a fork loop tries to start: ten times the limit the tests give."""
+
+
+def fork_loop(arg: str) -> str:
+    """A script starting ``sleep arg`` in the background FORKS times, saying "started"
+    after each fork that worked; busybox sh exits 2 at its first failed fork."""
+    return f"for i in $(seq {FORKS}); do sleep {arg} & echo started; done"
+
+
+async def pids_group(cells: Cells, guid: str) -> Path:
+    """The host directory of the container's pids cgroup."""
+    pid = await docker("inspect", "-f", "{{.State.Pid}}", await container_id(cells.cell, guid))
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return Path("/sys/fs/cgroup/pids" + path)
+        if controllers == "":
+            return Path("/sys/fs/cgroup" + path)
+    raise AssertionError(f"no pids cgroup for {guid}")
+
+
+async def test_max_pids_caps_a_fork_loop_and_says_so(cells: Cells, backend: DockerBackend) -> None:
+    """max_pids 20 is the container's PidsLimit: a loop starting 200 background sleeps
+    sees fork fail, the container never holds more than 20 processes (its init and
+    keepalive among them), and pids_limit_reached says so."""
+    assert backend.capabilities().pids_limit
+    guid = await cells.create(backend, max_pids=20)
+    group = await pids_group(cells, guid)
+    assert (group / "pids.max").read_text().strip() == "20"
+    assert backend.pids_limit_reached(guid) == 0
+    arg = sleep_arg()
+    status, out, err = await sh(backend, guid, fork_loop(arg))
+    assert status != 0
+    assert any("fork" in line for line in err), err
+    assert 0 < len(out) < 20, out
+    if (group / "pids.peak").exists():  # the kernel's own high-water mark (Linux 6.1 on)
+        assert 0 < int((group / "pids.peak").read_text()) <= 20
+    assert len(container_pids_with(arg, await container_id(cells.cell, guid))) == len(out)
+    assert backend.pids_limit_reached(guid) == 20
+
+
+async def test_without_max_pids_the_same_loop_runs_to_its_end(
+    cells: Cells, backend: DockerBackend
+) -> None:
+    """The limit is what stopped the loop: with none, all 200 sleeps start."""
+    guid = await cells.create(backend)
+    status, out, _ = await sh(backend, guid, fork_loop(sleep_arg()))
+    assert (status, len(out)) == (0, FORKS)
+    assert backend.pids_limit_reached(guid) == 0
+
+
 # ---------------------------------------------------------------- files
 
 

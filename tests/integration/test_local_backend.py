@@ -455,6 +455,86 @@ async def test_memory_limit_is_in_the_cgroup(backend: LocalBackend) -> None:
     assert any(line.split(":")[1] == "memory" and f"/{C1}/" in line for line in out)
 
 
+# ---------------------------------------------------------------- processes
+
+FORKS = 200
+"""Background sleeps a fork loop tries to start: ten times the limit the tests give."""
+
+
+def fork_loop(arg: str) -> str:
+    """A script starting ``sleep arg`` in the background FORKS times, saying "started"
+    after each fork that worked; a shell whose fork fails exits 2 at once."""
+    return f"for i in $(seq {FORKS}); do sleep {arg} & echo started; done"
+
+
+def pids_group(backend: LocalBackend, guid: str) -> Path:
+    """The container's group holding its process limit (v1 pids, or v2's unified one)."""
+    (group,) = [d for d in backend.cgroup_dirs(guid) if (d / "pids.max").exists()]
+    return group
+
+
+async def assert_forks_capped(backend: LocalBackend, guid: str, max_pids: int) -> None:
+    """A fork loop in ``guid`` is stopped by a failing fork, never passing ``max_pids``."""
+    arg = sleep_arg()
+    status, out, err = await sh(backend, guid, fork_loop(arg))
+    assert status != 0
+    assert any("fork" in line for line in err), err
+    # Every sleep started is alive at once (each sleeps 1000 s): fewer than the limit,
+    # which the shell, bubblewrap and the container's helpers share.
+    assert 0 < len(out) < max_pids, out
+    assert out == ["started"] * len(out)
+    peak = pids_group(backend, guid) / "pids.peak"
+    if peak.exists():  # the kernel's own high-water mark (Linux 6.1 on)
+        assert 0 < int(peak.read_text()) <= max_pids
+    assert backend.pids_limit_reached(guid) == max_pids
+
+
+async def test_max_pids_caps_a_fork_loop_and_says_so(backend: LocalBackend) -> None:
+    """max_pids 20: a loop starting 200 background sleeps sees fork fail, the container
+    never holds more than 20 processes, and pids_limit_reached says so."""
+    assert backend.capabilities().pids_limit
+    await backend.create(ContainerSpec(guid=C1, max_pids=20))
+    assert (pids_group(backend, C1) / "pids.max").read_text().strip() == "20"
+    assert backend.pids_limit_reached(C1) == 0
+    await assert_forks_capped(backend, C1, 20)
+
+
+async def test_without_max_pids_the_same_loop_runs_to_its_end(backend: LocalBackend) -> None:
+    """The limit is what stopped the loop: with none, all 200 sleeps start."""
+    await backend.create(ContainerSpec(guid=C1))
+    status, out, _ = await sh(backend, C1, fork_loop(sleep_arg()))
+    assert (status, len(out)) == (0, FORKS)
+    assert backend.pids_limit_reached(C1) == 0
+
+
+async def test_max_pids_holds_for_a_spare_container(spared: LocalBackend) -> None:
+    """A container made from a spare (groups made ahead, renamed) gets its limit too."""
+    await spared.create(ContainerSpec(guid=C1, max_pids=20))
+    assert (pids_group(spared, C1) / "pids.max").read_text().strip() == "20"
+    await assert_forks_capped(spared, C1, 20)
+
+
+async def test_max_pids_counts_every_process_of_the_container(backend: LocalBackend) -> None:
+    """The limit is the container's, not one process's: sleeps kept running by one
+    process use up what another may start."""
+    await backend.create(ContainerSpec(guid=C1, max_pids=20))
+    arg = sleep_arg()
+    holder = await backend.run(
+        C1,
+        ProcessSpec("/bin/sh", ("-c", f"for i in $(seq 10); do sleep {arg} & done; wait")),
+        discard,
+        discard,
+    )
+    try:
+        assert await eventually(lambda: len(sleeping(arg)) == 10)
+        status, out, _ = await sh(backend, C1, fork_loop(sleep_arg()))
+        assert status != 0
+        assert len(out) < 20 - 10
+    finally:
+        holder.kill()
+        await holder.wait()
+
+
 async def test_disk_limit_gives_enospc_and_df_shows_size(backend: LocalBackend) -> None:
     """disk_mb: writing past it fails with ENOSPC inside, and df shows about that size."""
     await backend.create(ContainerSpec(guid=C1, disk_mb=16))

@@ -253,6 +253,16 @@ async def test_run_out_of_memory_says_so(tmp_path: Path, backend: LocalBackend) 
     assert reason == "Exited with status 137 (out of memory)"
 
 
+async def test_run_stopped_by_max_pids_says_so(tmp_path: Path, backend: LocalBackend) -> None:
+    """A process whose fork fails at the container's max_pids fails naming the limit."""
+    capped = await make_cell(
+        tmp_path, ContainerSpec(guid=f"capped-{uuid.uuid4().hex[:8]}", max_pids=20), backend
+    )
+    script = f"for i in $(seq 200); do sleep {sleep_arg()} & done"
+    reason = await capped.fails(RunAction(path="/bin/sh", args=("-c", script)))
+    assert reason == "Exited with status 2 (process limit of 20 reached)"
+
+
 # ---------------------------------------------------------------- timeout
 
 

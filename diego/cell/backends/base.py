@@ -30,6 +30,7 @@ class ContainerSpec:
     memory_mb: int = 0  # 0: no limit
     disk_mb: int = 0  # 0: no limit
     cpu_weight: int = 100  # 1-100, relative to other containers
+    max_pids: int = 0  # the most processes (and threads) at once; 0: no limit
     privileged: bool = False
     network: bool = False  # False: loopback only
     env: tuple[tuple[str, str], ...] = ()
@@ -78,6 +79,7 @@ class Capabilities:
     user_namespaces: bool
     network_isolation: bool
     egress_rules: str  # how security group rules are honoured
+    pids_limit: bool = False  # whether max_pids is enforced
     notes: tuple[str, ...] = ()
     rootfs_providers: tuple[str, ...] = ("preloaded",)  # root_fs schemes the backend runs
     unprivileged: str = ""  # what privileged=false means here
@@ -162,6 +164,10 @@ class Backend(Protocol):
 
     def out_of_memory(self, guid: str) -> bool:
         """Whether the kernel killed a process of the container for memory."""
+        ...
+
+    def pids_limit_reached(self, guid: str) -> int:
+        """The container's ``max_pids`` if a fork in it has failed at that limit, else 0."""
         ...
 
     async def destroy(self, guid: str) -> None:

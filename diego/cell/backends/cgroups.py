@@ -1,11 +1,13 @@
-"""Control groups for containers: memory and CPU limits, OOM detection, kill-all.
+"""Control groups for containers: memory, CPU and process limits, OOM and fork-failure
+detection, kill-all.
 
 Both cgroup versions are handled. Containers get a group below the node's own,
-``<own group>/diego/<scope>/<guid>``, in each hierarchy used (v1: memory and cpu;
-v2: the unified one). The scope is the cell's: two cells may hold a container for
-the same guid (one reserved it, the other runs it), and one must never touch the
-other's processes. A process joins its groups by writing its pid to ``procs_files``
-before it execs, so nothing it does escapes the limits.
+``<own group>/diego/<scope>/<guid>``, in each hierarchy used (v1: memory, cpu and
+pids; v2: the unified one, with the pids controller where it is available). The
+scope is the cell's: two cells may hold a container for the same guid (one reserved
+it, the other runs it), and one must never touch the other's processes. A process
+joins its groups by writing its pid to ``procs_files`` before it execs, so nothing
+it does escapes the limits.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class ContainerGroups:
     dirs: list[Path]
     memory: Path | None
     version: int
+    pids_dir: Path | None = None  # the group holding the process limit, if any
 
     @property
     def procs_files(self) -> list[Path]:
@@ -63,6 +66,24 @@ class ContainerGroups:
                 return int(value) > 0
         return False
 
+    def pids_exhausted(self) -> bool:
+        """Whether a fork in this group failed at a process limit.
+
+        cgroup v1 counts the failure in the forking process's own group (a leaf:
+        read it before the leaf is removed), v2 in the group whose limit it hit.
+        """
+        if self.pids_dir is None:
+            return False
+        try:
+            text = (self.pids_dir / "pids.events").read_text()
+        except OSError:
+            return False
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "max" and value.strip().isdigit():
+                return int(value) > 0
+        return False
+
     def join(self, pid: int) -> None:
         """Move the process ``pid`` into the groups (slow on cgroup v1: see ``make_spare``)."""
         for procs in self.procs_files:
@@ -80,7 +101,8 @@ class ContainerGroups:
             child.mkdir(exist_ok=True)
             dirs.append(child)
         memory = self.memory / name if self.memory is not None else None
-        return ContainerGroups(dirs, memory, self.version)
+        pids = self.pids_dir / name if self.pids_dir is not None else None
+        return ContainerGroups(dirs, memory, self.version, pids)
 
     def groups(self) -> list[Path]:
         """The groups and every group below them, children before their parents.
@@ -144,10 +166,22 @@ class ContainerGroups:
 class Cgroups:
     """Makes container groups in whichever hierarchy this machine has."""
 
-    def __init__(self, version: int, memory_base: Path | None, cpu_base: Path | None) -> None:
+    def __init__(
+        self,
+        version: int,
+        memory_base: Path | None,
+        cpu_base: Path | None,
+        pids_base: Path | None = None,
+    ) -> None:
         self.version = version
         self.memory_base = memory_base
         self.cpu_base = cpu_base
+        self.pids_base = pids_base
+
+    @property
+    def bases(self) -> set[Path]:
+        """The scope's group in each hierarchy used (one on v2)."""
+        return {b for b in (self.memory_base, self.cpu_base, self.pids_base) if b is not None}
 
     @classmethod
     def detect(cls, scope: str, root: Path = ROOT) -> tuple[Cgroups | None, list[str]]:
@@ -168,19 +202,23 @@ class Cgroups:
                 notes.append(f"cgroup v2 not writable: {e.strerror}")
                 return None, notes
             base = parent / "diego" / scope
-            return cls(2, base, base), notes
+            pids = _v2_pids(parent, scope, notes)
+            return cls(2, base, base, base if pids else None), notes
         memory = _v1_base(root, "memory", own, scope, notes)
         cpu = _v1_base(root, "cpu", own, scope, notes)
-        if memory is None and cpu is None:
+        pids_base = _v1_base(root, "pids", own, scope, notes, ": max_pids is not enforced")
+        if memory is None and cpu is None and pids_base is None:
             return None, notes
-        return cls(1, memory, cpu), notes
+        return cls(1, memory, cpu, pids_base), notes
 
-    def create(self, guid: str, memory_mb: int, cpu_weight: int) -> ContainerGroups:
-        """Groups for container ``guid`` with its limits (0 memory: no limit)."""
+    def create(
+        self, guid: str, memory_mb: int, cpu_weight: int, max_pids: int = 0
+    ) -> ContainerGroups:
+        """Groups for container ``guid`` with its limits (0 memory or pids: no limit)."""
         groups = self.named(guid)
         for d in groups.dirs:
             d.mkdir(exist_ok=True)
-        self._limit(groups, memory_mb, cpu_weight)
+        self._limit(groups, memory_mb, cpu_weight, max_pids)
         return groups
 
     def named(self, name: str) -> ContainerGroups:
@@ -188,12 +226,19 @@ class Cgroups:
         if self.version == 2:
             assert self.memory_base is not None
             d = self.memory_base / name
-            return ContainerGroups([d], d, 2)
+            return ContainerGroups([d], d, 2, d if self.pids_base is not None else None)
         memory = self.memory_base / name if self.memory_base is not None else None
         cpu = self.cpu_base / name if self.cpu_base is not None else None
-        return ContainerGroups([d for d in (memory, cpu) if d is not None], memory, 1)
+        pids = self.pids_base / name if self.pids_base is not None else None
+        dirs = [d for d in (memory, cpu, pids) if d is not None]
+        return ContainerGroups(dirs, memory, 1, pids)
 
-    def _limit(self, groups: ContainerGroups, memory_mb: int, cpu_weight: int) -> None:
+    def _limit(
+        self, groups: ContainerGroups, memory_mb: int, cpu_weight: int, max_pids: int
+    ) -> None:
+        if max_pids and groups.pids_dir is not None:
+            # Hierarchical: every process below the container's group counts.
+            (groups.pids_dir / "pids.max").write_text(str(max_pids))
         if self.version == 2:
             (d,) = groups.dirs
             if memory_mb:
@@ -209,7 +254,7 @@ class Cgroups:
                 (groups.memory / "memory.memsw.limit_in_bytes").write_text(limit)
         if self.cpu_base is not None:
             shares = max(2, int(cpu_weight * V1_SHARES_PER_WEIGHT))
-            (groups.dirs[-1] / "cpu.shares").write_text(str(shares))
+            (self.cpu_base / groups.dirs[0].name / "cpu.shares").write_text(str(shares))
 
     # Spare groups: made ahead of a container, with its first process parked inside.
     # Joining a group (writing a pid to cgroup.procs) waits for an RCU grace period
@@ -223,7 +268,9 @@ class Cgroups:
             d.mkdir()
         return groups.leaf(SPARE_LEAF)
 
-    def claim(self, name: str, guid: str, memory_mb: int, cpu_weight: int) -> ContainerGroups:
+    def claim(
+        self, name: str, guid: str, memory_mb: int, cpu_weight: int, max_pids: int = 0
+    ) -> ContainerGroups:
         """The spare groups ``name``, renamed to container ``guid`` and limited (as
         ``create``); OSError if they cannot be (then they keep their name)."""
         spare, groups = self.named(name), self.named(guid)
@@ -237,15 +284,15 @@ class Cgroups:
                 with contextlib.suppress(OSError):
                     new.rename(old)
             raise
-        self._limit(groups, memory_mb, cpu_weight)
+        self._limit(groups, memory_mb, cpu_weight, max_pids)
         return groups
 
     def spares(self) -> list[ContainerGroups]:
         """Every spare's groups in this scope (those a previous run left, at start)."""
         names = {
             child.name
-            for base in (self.memory_base, self.cpu_base)
-            if base is not None and base.is_dir()
+            for base in self.bases
+            if base.is_dir()
             for child in base.iterdir()
             if child.name.startswith(SPARE_PREFIX)
         }
@@ -253,16 +300,16 @@ class Cgroups:
 
     def close(self) -> None:
         """Remove this scope's (empty) groups."""
-        for base in {b for b in (self.memory_base, self.cpu_base) if b is not None}:
+        for base in self.bases:
             with contextlib.suppress(OSError):
                 base.rmdir()
 
     def existing(self, guid: str) -> ContainerGroups:
         """The groups of a container made earlier (for cleaning up after a restart)."""
-        bases = {b for b in (self.memory_base, self.cpu_base) if b is not None}
-        dirs = [b / guid for b in bases if (b / guid).exists()]
+        dirs = [b / guid for b in self.bases if (b / guid).exists()]
         memory = self.memory_base / guid if self.memory_base else None
-        return ContainerGroups(dirs, memory, self.version)
+        pids = self.pids_base / guid if self.pids_base else None
+        return ContainerGroups(dirs, memory, self.version, pids)
 
 
 def _below(group: Path) -> list[Path]:
@@ -294,16 +341,36 @@ def _own_groups() -> dict[str, str]:
 
 
 def _v1_base(
-    root: Path, controller: str, own: dict[str, str], scope: str, notes: list[str]
+    root: Path,
+    controller: str,
+    own: dict[str, str],
+    scope: str,
+    notes: list[str],
+    unless: str = "",
 ) -> Path | None:
     mount = root / controller
     if not mount.is_dir():
-        notes.append(f"no {controller} cgroup")
+        notes.append(f"no {controller} cgroup{unless}")
         return None
     base = mount / own.get(controller, "/").lstrip("/") / "diego" / scope
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        notes.append(f"{controller} cgroup not writable: {e.strerror}")
+        notes.append(f"{controller} cgroup not writable: {e.strerror}{unless}")
         return None
     return base
+
+
+def _v2_pids(parent: Path, scope: str, notes: list[str]) -> bool:
+    """Whether the v2 pids controller is handed down to ``scope``'s groups (enabled here)."""
+    try:
+        if "pids" not in (parent / "cgroup.controllers").read_text().split():
+            notes.append("no pids controller in this cgroup: max_pids is not enforced")
+            return False
+        for level in (parent, parent / "diego", parent / "diego" / scope):
+            if "pids" not in (level / "cgroup.subtree_control").read_text().split():
+                (level / "cgroup.subtree_control").write_text("+pids")
+    except OSError as e:
+        notes.append(f"pids controller not enabled: {e.strerror}: max_pids is not enforced")
+        return False
+    return True

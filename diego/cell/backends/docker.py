@@ -12,6 +12,9 @@ unprivileged container's root is an unprivileged host uid, and a privileged one
 opts out (host user namespace, all devices). Without remapping an unprivileged
 container drops every capability and may gain none (no-new-privileges).
 
+max_pids is the engine's ``PidsLimit``: the container's pids cgroup, which its
+init and keepalive count in (two processes) with every exec.
+
 Network: none (loopback only) unless the container has security group rules; then
 it gets a bridge network of its own whose egress iptables limits to those rules
 (:mod:`diego.cell.backends.egress`).
@@ -141,6 +144,7 @@ class _Container:
     image: str = ""
     host: dict[str, Any] = attrs.Factory(dict)  # its HostConfig, for its siblings' limits
     env: tuple[str, ...] = ()
+    pids_events: Path | None = None  # the cgroup file counting forks failed at max_pids
     processes: set[DockerProcess | SiblingProcess] = attrs.Factory(set)
 
 
@@ -334,6 +338,9 @@ class DockerBackend:
                 "this node lacks " + ", ".join(missing) + ": privileged containers get "
                 "every capability it holds, unconfined, instead of Docker's privileged mode"
             )
+        pids_limit = bool(info.get("PidsLimit"))
+        if not pids_limit:
+            notes.append("the engine has no pids cgroup: max_pids is not enforced")
         if not self._disk_limit:
             notes.append(
                 f"storage driver {info.get('Driver', '?')} on "
@@ -349,6 +356,7 @@ class DockerBackend:
             network_isolation=True,
             egress_rules="per rule: a container with rules gets a network of its own "
             "whose egress iptables limits to them; one without has loopback only",
+            pids_limit=pids_limit,
             notes=tuple(notes),
             rootfs_providers=("docker", "preloaded"),
             unprivileged=(
@@ -424,6 +432,8 @@ class DockerBackend:
         }
         if spec.memory_mb:
             host["Memory"] = host["MemorySwap"] = spec.memory_mb * 1024 * 1024
+        if spec.max_pids:
+            host["PidsLimit"] = spec.max_pids
         if spec.disk_mb and self._disk_limit:
             host["StorageOpt"] = {"size": f"{spec.disk_mb}m"}
         if spec.privileged:
@@ -455,7 +465,15 @@ class DockerBackend:
             raise BackendError(f"{image}: {_message(e)}") from None
         pid = int(shown.get("State", {}).get("Pid") or 0)
         made = self._containers[spec.guid] = _Container(
-            spec, container.id, workdir, network, _memory_events(pid), image, host, env
+            spec,
+            container.id,
+            workdir,
+            network,
+            _memory_events(pid),
+            image,
+            host,
+            env,
+            pids_events=_pids_events(pid),
         )
         # One container's filesystem is shared by all its execs: a volume needs no
         # mount, only to exist.
@@ -576,6 +594,19 @@ class DockerBackend:
         if container is None or container.memory_events is None:
             return False
         return _oom_kills(_read(container.memory_events)) > 0
+
+    def pids_limit_reached(self, guid: str) -> int:
+        """The container's max_pids if a fork in it failed at that limit, else 0.
+
+        Every exec joins the container's own cgroup, so its ``pids.events`` counts
+        the failures (cgroup v1 in the forking group, v2 in the limited one: both
+        are that group). A process run in another image has a limit of its own,
+        not counted here.
+        """
+        container = self._containers.get(guid)
+        if container is None or container.pids_events is None or not container.spec.max_pids:
+            return 0
+        return container.spec.max_pids if _event_count(_read(container.pids_events), "max") else 0
 
     # ------------------------------------------------------------ processes
 
@@ -851,10 +882,26 @@ def _memory_events(pid: int) -> Path | None:
     return None
 
 
+def _pids_events(pid: int) -> Path | None:
+    """The file counting forks that failed at the limit of process ``pid``'s pids cgroup."""
+    for line in _read(f"/proc/{pid}/cgroup").splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return Path("/sys/fs/cgroup/pids" + path) / "pids.events"
+        if controllers == "" and Path("/sys/fs/cgroup/cgroup.controllers").exists():
+            return Path("/sys/fs/cgroup" + path) / "pids.events"
+    return None
+
+
 def _oom_kills(text: str) -> int:
+    return _event_count(text, "oom_kill")
+
+
+def _event_count(text: str, key: str) -> int:
+    """The count of ``key`` in a cgroup events file (``KEY N`` lines)."""
     for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "oom_kill":
+        name, _, value = line.partition(" ")
+        if name == key:
             return _int(value)
     return 0
 

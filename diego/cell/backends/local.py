@@ -15,6 +15,9 @@ Limits:
 
 - memory_mb and cpu_weight: a cgroup per container (v1 or v2), joined by each
   process before it execs; the kernel OOM-kills a container over its memory.
+- max_pids: the container's pids cgroup (v1, or v2's pids controller), counting
+  every process and thread of the container, bubblewrap's own included; a fork
+  past it fails with EAGAIN, counted in the group's ``pids.events``.
 - disk_mb: the writable paths are an ext4 image of that size, loop-mounted, so
   writes past it fail with ENOSPC.
 - privileged=false: bubblewrap runs as an unprivileged host uid in a new user
@@ -119,6 +122,7 @@ class _Container:
     volumes: tuple[Volume, ...] = ()
     processes: set[LocalProcess] = attrs.Factory(set)
     oom_killed: bool = False
+    pids_exhausted: bool = False  # a fork of one of its processes failed at max_pids
     spare: _Spare | None = None  # until its first process runs
 
     @property
@@ -151,10 +155,15 @@ class LocalProcess:
         leaf = self._leaf
         if leaf is not None:
             # Whatever is left in the process's own group goes with it (read the OOM
-            # count first: it goes with the group), on a thread, in one go if it can.
-            oom, gone = await asyncio.to_thread(lambda: (leaf.out_of_memory(), leaf.sweep()))
+            # and fork failure counts first: they go with the group), on a thread, in
+            # one go if it can.
+            oom, forks, gone = await asyncio.to_thread(
+                lambda: (leaf.out_of_memory(), leaf.pids_exhausted(), leaf.sweep())
+            )
             if oom:
                 self._owner.oom_killed = True
+            if forks:
+                self._owner.pids_exhausted = True
             if not gone:
                 await leaf.kill_and_remove()
         # The output ends when the last holder of the pipes exits; one that
@@ -235,6 +244,7 @@ class LocalBackend:
             user_namespaces=self._is_root,
             network_isolation=True,
             egress_rules="all-or-nothing: rules give the host's network, none gives loopback",
+            pids_limit=self._cgroups is not None and self._cgroups.pids_base is not None,
             notes=tuple(notes),
             rootfs_providers=("preloaded",),
             unprivileged=(
@@ -313,14 +323,16 @@ class LocalBackend:
         groups = None
         if self._cgroups is not None and spare is not None:
             try:
-                groups = self._cgroups.claim(spare.name, spec.guid, spec.memory_mb, spec.cpu_weight)
+                groups = self._cgroups.claim(
+                    spare.name, spec.guid, spec.memory_mb, spec.cpu_weight, spec.max_pids
+                )
             except OSError as e:
                 log.warning("spare-not-claimed guid=%s error=%s", spec.guid, e)
                 spare.discard()
                 self._cgroups.named(spare.name).sweep()
                 spare = None
         if self._cgroups is not None and groups is None:
-            groups = self._cgroups.create(spec.guid, spec.memory_mb, spec.cpu_weight)
+            groups = self._cgroups.create(spec.guid, spec.memory_mb, spec.cpu_weight, spec.max_pids)
         return _Container(spec, d, groups, mounted, volumes, spare=spare)
 
     async def _make_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
@@ -403,8 +415,7 @@ class LocalBackend:
         """The container's cgroup directories, one per hierarchy (made or not)."""
         if self._cgroups is None:
             return []
-        bases = {self._cgroups.memory_base, self._cgroups.cpu_base} - {None}
-        return sorted(base / guid for base in bases if base is not None)
+        return sorted(base / guid for base in self._cgroups.bases)
 
     def out_of_memory(self, guid: str) -> bool:
         """Whether the kernel OOM-killed a process of the container."""
@@ -412,6 +423,15 @@ class LocalBackend:
         if container is None:
             return False
         return container.oom_killed or bool(container.groups and container.groups.out_of_memory())
+
+    def pids_limit_reached(self, guid: str) -> int:
+        """The container's max_pids if a fork of one of its processes failed at it, else 0."""
+        container = self._containers.get(guid)
+        if container is None or not container.spec.max_pids:
+            return 0
+        groups = container.groups
+        hit = container.pids_exhausted or bool(groups and groups.pids_exhausted())
+        return container.spec.max_pids if hit else 0
 
     # ------------------------------------------------------------ processes
 
