@@ -94,6 +94,7 @@ class CellSettings:
     disk_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
     max_containers: int = attrs.field(default=256, metadata=rule_metadata(at_least(1)))
     container_uid: int = attrs.field(default=100_000, metadata=rule_metadata(at_least(1)))
+    allow_privileged: bool = False
     max_pids: int = attrs.field(default=1024, metadata=rule_metadata(between(0, INT32_MAX)))
     spare_containers: int = attrs.field(default=2, metadata=rule_metadata(at_least(0)))
     poll_interval: float = attrs.field(default=30.0, metadata=rule_metadata(_positive()))

@@ -155,6 +155,7 @@ async def build_cells(
             transfers,
             home / "scratch",
             monitor=monitor,
+            allow_privileged=config.allow_privileged,
             max_pids=config.max_pids,
         )
         zone = f"z{i % config.zones}"

@@ -190,6 +190,9 @@ class MonitorSettings:
 UNHEALTHY = "Instance became unhealthy"
 EXITED = "the process exited"
 INTERRUPTED = "interrupted: the cell restarted while the container ran"
+PRIVILEGED_REFUSED = (
+    "privileged containers are not allowed on this cell ([cell] allow_privileged = false)"
+)
 
 
 @attrs.define(eq=False)
@@ -222,9 +225,11 @@ class Executor:
         on_event: Callable[[ContainerEvent], None] = lambda _e: None,
         monitor: MonitorSettings | None = None,
         *,
+        allow_privileged: bool = False,
         max_pids: int = 0,
     ) -> None:
         self.monitor = monitor or MonitorSettings()
+        self.allow_privileged = allow_privileged
         self.max_pids = max_pids  # of a container whose work gives none; 0: no limit
         self.tes_tail_bytes = DEFAULT_TAIL_BYTES
         self.backend = backend
@@ -306,6 +311,10 @@ class Executor:
         spec = request.spec
         if not spec.max_pids and self.max_pids:
             spec = attrs.evolve(spec, max_pids=self.max_pids)
+        if spec.privileged and not self.allow_privileged:
+            # The API refuses such work; the cell refuses it too, whatever sent it.
+            self._complete(container, True, f"failed to create container: {PRIVILEGED_REFUSED}", "")
+            return None
         try:
             await self.backend.create(spec)
         except (BackendError, OSError) as e:

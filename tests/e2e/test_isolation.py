@@ -36,8 +36,9 @@ def cell_server(tmp_path: Path, backend: str) -> Iterator[CellServer]:
 
 @pytest.fixture
 def node(cell_server: CellServer) -> Node:
-    """A running node with one cell of the backend under test."""
-    return start_node(cell_server)
+    """A running node with one cell of the backend under test, which allows privileged
+    containers (a test below runs one)."""
+    return start_node(cell_server, cell={"allow_privileged": True})
 
 
 def output(node: Node, log_guid: str) -> list[str]:
@@ -71,6 +72,23 @@ def test_root_in_a_container_is_root_on_the_host_only_when_privileged(
         assert uid != 0
     assert node.request("POST", f"/v1/tasks/{guid}/cancel").status == 200
     node.wait_state(guid)
+
+
+def test_a_node_refuses_privileged_work_and_caps_processes_by_default(
+    cell_server: CellServer,
+) -> None:
+    """With the default [cell] settings but max_pids 20: a privileged Task is a 400 and
+    never stored; a Task forking 200 sleeps fails at the cell's process limit."""
+    node = start_node(cell_server, cell={"max_pids": 20})
+    guid = unique("priv")
+    reply = node.request("POST", "/v1/tasks", make_task(guid, run("true"), privileged=True))
+    assert reply.status == 400, reply.text
+    assert reply.body["errors"][0]["field"] == "privileged"
+    assert "allow_privileged" in reply.body["message"]
+    assert node.request("GET", f"/v1/tasks/{guid}").status == 404
+    done = node.run(make_task(unique("forks"), sh("for i in $(seq 200); do sleep 1000 & done")))
+    assert done["failed"] is True
+    assert done["failure_reason"] == "Exited with status 2 (process limit of 20 reached)"
 
 
 def test_container_without_rules_has_only_loopback(node: Node) -> None:

@@ -21,7 +21,10 @@ Limits:
 - disk_mb: the writable paths are an ext4 image of that size, loop-mounted, so
   writes past it fail with ENOSPC.
 - privileged=false: bubblewrap runs as an unprivileged host uid in a new user
-  namespace, so root in the container is that uid outside it.
+  namespace, so root in the container is that uid outside it. privileged=true:
+  bubblewrap runs as host root in the host's user namespace, and the process keeps
+  every capability the node has (it can remount the read-only root, read and write
+  any host file): host root in namespaces of its own, no more isolated than that.
 
 Where a mechanism is missing (no root, no cgroups, no loop devices) the backend
 says so in its capabilities and runs without that limit.
