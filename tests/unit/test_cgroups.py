@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from diego.cell.backends.cgroups import ContainerGroups
+from diego.cell.backends.cgroups import Cgroups, ContainerGroups
 
 
 def tree(root: Path, procs: bool = True) -> ContainerGroups:
@@ -39,3 +39,45 @@ async def test_kill_and_remove_removes_the_whole_tree(tmp_path: Path) -> None:
     groups = tree(tmp_path, procs=False)
     assert await groups.kill_and_remove()
     assert not (tmp_path / "c").exists()
+
+
+def v1_root(root: Path, *controllers: str) -> Path:
+    """A stand-in for a cgroup v1 mount: one plain directory per controller."""
+    for controller in controllers:
+        (root / controller).mkdir()
+    return root
+
+
+def test_v1_containers_get_a_pids_group_with_their_limit(tmp_path: Path) -> None:
+    """With a pids hierarchy, a container's groups include one there, holding its
+    max_pids; cpu shares still go to the cpu group."""
+    cgroups, notes = Cgroups.detect("cell", v1_root(tmp_path, "memory", "cpu", "pids"))
+    assert cgroups is not None
+    assert notes == []
+    assert cgroups.pids_base is not None
+    groups = cgroups.create("c1", memory_mb=64, cpu_weight=50, max_pids=20)
+    assert groups.pids_dir == cgroups.pids_base / "c1"
+    assert groups.pids_dir in groups.dirs
+    assert (groups.pids_dir / "pids.max").read_text() == "20"
+    assert cgroups.cpu_base is not None
+    assert (cgroups.cpu_base / "c1" / "cpu.shares").read_text() == "512"
+    assert groups.leaf("p1").pids_dir == groups.pids_dir / "p1"
+
+
+def test_v1_without_pids_says_max_pids_is_not_enforced(tmp_path: Path) -> None:
+    cgroups, notes = Cgroups.detect("cell", v1_root(tmp_path, "memory", "cpu"))
+    assert cgroups is not None
+    assert cgroups.pids_base is None
+    assert notes == ["no pids cgroup: max_pids is not enforced"]
+    groups = cgroups.create("c1", memory_mb=0, cpu_weight=100, max_pids=20)
+    assert groups.pids_dir is None
+    assert not groups.pids_exhausted()
+
+
+def test_pids_exhausted_reads_the_max_count_of_pids_events(tmp_path: Path) -> None:
+    groups = ContainerGroups([tmp_path], None, 1, tmp_path)
+    assert not groups.pids_exhausted()  # no file: no limit was hit
+    (tmp_path / "pids.events").write_text("max 0\n")
+    assert not groups.pids_exhausted()
+    (tmp_path / "pids.events").write_text("max 3\n")
+    assert groups.pids_exhausted()
