@@ -29,7 +29,7 @@ import attrs
 from diego.bus import follow
 from diego.cell.rep import EVACUATION_FAILURE
 from diego.cell.tes_job import report_of
-from diego.models.codec import decode
+from diego.models.codec import InvalidDocument, decode
 from diego.models.errors import DiegoError, InvalidRequest, TaskGuidAlreadyExists, TaskNotFound
 from diego.models.events import Event, TaskChanged, TaskCreated
 from diego.models.task import Task, TaskCreateRequest, TaskState
@@ -110,10 +110,14 @@ class TesService:
             creation_time=rfc3339(now),
             logs=(TesTaskLog(system_logs=tuple(notes)),),
         )
+        try:  # before anything is stored: a task diego cannot run costs nothing
+            internal = self._internal_task(stored, use_images)
+        except InvalidDocument as e:
+            raise InvalidRequest(f"cannot run this task: {e}") from None
         stored = await self.tes.create_tes_task(stored, now)
         try:
             with contextlib.suppress(TaskGuidAlreadyExists):  # catch_up desired it first
-                await self.bbs.desire_task(self._internal_task(stored, use_images))
+                await self.bbs.desire_task(internal)
         except DiegoError as e:
             await self._finish(stored.id or "", TesState.SYSTEM_ERROR, [f"not placed: {e}"])
             raise

@@ -10,13 +10,7 @@ from aiohttp import web
 from diego.api.json import json_response
 from diego.api.keys import CELLS_KEY
 from diego.api.routes import Param, Reply, Route
-from diego.models.errors import DiegoError
-
-
-class CellNotFound(DiegoError):
-    """No cell has that id."""
-
-    name = "CellNotFound"
+from diego.models.errors import CellNotFound
 
 
 async def list_cells(request: web.Request) -> web.Response:

@@ -32,6 +32,7 @@ STATUS: dict[type[errors.DiegoError], int] = {
     errors.ActualLRPAlreadyExists: 409,
     errors.InvalidActualLRPTransition: 409,
     errors.ActualLRPOnDifferentCell: 409,
+    errors.CellNotFound: 404,
 }
 
 HTTP_NAMES = {
@@ -80,7 +81,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         name = HTTP_NAMES.get(e.status, e.reason.replace(" ", ""))
         message = f"{e.reason}: {request.method} {request.path}"
-        return json_response({"name": name, "message": message}, status=e.status)
+        response = json_response({"name": name, "message": message}, status=e.status)
+        if isinstance(e, web.HTTPMethodNotAllowed):
+            response.headers["Allow"] = ", ".join(sorted(e.allowed_methods))
+        return response
     except Exception:
         log.exception("request-failed method=%s path=%s", request.method, request.path)
         body = {"name": "InternalError", "message": "the server failed; see its log"}

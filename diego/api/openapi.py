@@ -49,10 +49,18 @@ def document(routes: list[Route], limits: Limits) -> dict[str, Any]:
         }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        responses = {str(r.status): _reply(r, schemas, limits) for r in route.replies}
+        checked = route.request is not None or any(
+            p.bounds or p.type != "string" for p in route.params
+        )
+        if checked:
+            responses.setdefault("400", {"description": "a bad body or parameter, named"})
+        if route.request is not None:
+            responses.setdefault("413", {"description": "the body is over max_body_bytes"})
         operation: dict[str, Any] = {
             "operationId": route.operation_id,
             "summary": route.summary,
-            "responses": {str(r.status): _reply(r, schemas, limits) for r in route.replies},
+            "responses": responses,
         }
         if route.params:
             operation["parameters"] = [

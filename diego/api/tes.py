@@ -20,6 +20,7 @@ from diego.models.errors import DiegoError, InvalidFields, InvalidRequest, TesTa
 from diego.models.tes import (
     DEFAULT_VIEW,
     TesState,
+    TesTask,
     decode_create,
     service_info,
     view,
@@ -163,6 +164,7 @@ ROUTES = [
         create_task,
         "tesCreateTask",
         "Create a TES task (TES 1.1 tesTask); it is queued and run on a cell.",
+        request=TesTask,
         replies=(Reply(200, '{"id": ...}'), Reply(400, f"invalid task: {TES_ERROR}")),
     ),
     Route(

@@ -375,6 +375,15 @@ class _Map(_Type):
         return schema
 
 
+def _merge(schema: dict[str, Any], more: Mapping[str, Any]) -> None:
+    """Add ``more`` to ``schema``; an ``items`` schema in both is merged, not replaced."""
+    for key, value in more.items():
+        if key == "items" and isinstance(schema.get(key), dict):
+            schema[key] = {**schema[key], **value}
+        else:
+            schema[key] = value
+
+
 def _too_many(data: list[Any] | dict[str, Any], path: str, problems: Problems) -> bool:
     """Whether ``data`` has more entries than any array or object may (a problem then)."""
     if problems.limits is None or len(data) <= problems.limits.max_items:
@@ -515,9 +524,12 @@ class _Model(_Type):
                         if out.limits is not None:
                             prop.update(rule.schema(out.limits))
                     else:
-                        prop.update(rule.schema)
-                if not field.required and field.default is not None:
-                    prop["default"] = field.type.encode(field.default)
+                        _merge(prop, rule.schema)
+                if not field.required:
+                    # null is taken for absent, as Diego's JSON decoding takes it
+                    prop["nullable"] = True
+                    if field.default is not None:
+                        prop["default"] = field.type.encode(field.default)
                 properties[field.key] = prop
             body: dict[str, Any] = {
                 "type": "object",

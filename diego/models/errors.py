@@ -194,6 +194,12 @@ class ActualLRPOnDifferentCell(DiegoError):
         self.caller_instance_guid, self.caller_cell_id = caller
 
 
+class CellNotFound(DiegoError):
+    """No cell has that id."""
+
+    name = "CellNotFound"
+
+
 class TesTaskNotFound(DiegoError):
     """No GA4GH TES task has that id."""
 

@@ -56,7 +56,7 @@ def _ports() -> Rule:
         bad = [p for p in value if not 1 <= p <= 65535]
         return f"must be between 1 and 65535 (not {bad[0]})" if bad else None
 
-    return Rule(check)
+    return Rule(check, {"items": {"minimum": 1, "maximum": 65535}})
 
 
 @attrs.frozen(kw_only=True)

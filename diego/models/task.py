@@ -75,7 +75,10 @@ class SecurityGroupRule:
     protocol: str = attrs.field(metadata=rule_metadata(one_of(*PROTOCOLS)))
     destination: str = attrs.field(metadata=rule_metadata(destination()))
     port_range: PortRange | None = None
-    ports: tuple[int, ...] | None = None
+    ports: tuple[int, ...] | None = attrs.field(
+        default=None,  # checked in check(); the schema says the same
+        metadata=rule_metadata(Rule(lambda _: None, {"items": {"minimum": 1, "maximum": 65535}})),
+    )
     icmp_info: ICMPInfo | None = None
     log: bool = False
 

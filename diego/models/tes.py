@@ -250,7 +250,9 @@ class TesExecutor:
     ignore_error: bool = False
 
     def check(self, path: str, problems: Problems) -> None:
-        """Environment names are names: not empty, no ``=``."""
+        """The program is named; environment names are names: not empty, no ``=``."""
+        if not self.command[0]:
+            problems.add(f"{join(path, 'command')}[0]", "the program must not be empty")
         for name in self.env:
             if not name or "=" in name:
                 problems.add(join(join(path, "env"), name), "name must not be empty or hold =")

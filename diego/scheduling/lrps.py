@@ -88,33 +88,35 @@ class LRPController:
     async def remove(self, process_guid: str) -> DesiredLRP:
         """Delete a DesiredLRP and stop every instance of it."""
         removed = await self.bbs.remove_desired_lrp(process_guid)
-        for actual in await self.bbs.actual_lrps(process_guid=process_guid):
-            if not actual.evacuating:
-                await self.stop(actual)
+        actuals = await self.bbs.actual_lrps(process_guid=process_guid)
+        await self._stop_all([a for a in actuals if not a.evacuating])
         return removed
 
     async def converge(self, desired: DesiredLRP) -> None:
         """Create and start the missing indices of ``desired``; stop the extra ones."""
         actuals = await self.bbs.actual_lrps(process_guid=desired.process_guid)
         change = delta(desired.instances, actuals, self.max_creates)
-        created = []
-        for index in change.start:
-            try:
-                await self.bbs.create_unclaimed_actual_lrp(
-                    desired.process_guid, index, desired.domain
-                )
-            except DiegoError as e:
-                log.info(
-                    "actual-lrp-not-created guid=%s index=%d reason=%s",
-                    desired.process_guid,
-                    index,
-                    e,
-                )
-                continue
-            created.append(LRPWork.from_desired(desired, index))
-        self.start(created)
-        for actual in change.stop:
-            await self.stop(actual)
+        # One batch each way: 10,000 instances are a few statements, not 10,000.
+        missing = [(desired.process_guid, index, desired.domain) for index in change.start]
+        created = await self.bbs.create_unclaimed_actual_lrps(missing) if missing else []
+        if len(created) < len(missing):
+            log.info(
+                "actual-lrps-not-created guid=%s count=%d: they exist already",
+                desired.process_guid,
+                len(missing) - len(created),
+            )
+        self.start([LRPWork.from_desired(desired, a.index) for a in created])
+        await self._stop_all(change.stop)
+
+    async def _stop_all(self, actuals: Sequence[ActualLRP]) -> None:
+        """``stop`` each of ``actuals``; those on no cell are removed in one batch."""
+        on_cells = (ActualLRPState.CLAIMED, ActualLRPState.RUNNING)
+        idle = [(a.process_guid, a.index) for a in actuals if a.state not in on_cells]
+        if idle:
+            await self.bbs.remove_actual_lrps(idle)
+        for actual in actuals:
+            if actual.state in on_cells:
+                await self.stop(actual)
 
     async def stop(self, actual: ActualLRP) -> None:
         """Stop one instance: by its cell if it has one, else compare-and-delete it."""

@@ -534,6 +534,7 @@ def test_schema_carries_the_rules() -> None:
         "type": "array",
         "items": {"$ref": "#/components/schemas/EnvironmentVariable"},
         "default": [],
+        "nullable": True,  # null is taken for absent
     }
     sg = definitions["SecurityGroupRule"]["properties"]
     assert sg["protocol"]["enum"] == ["tcp", "udp", "icmp", "all"]

@@ -183,12 +183,18 @@ def test_schema_of_a_map() -> None:
         "type": "object",
         "additionalProperties": {"type": "string"},
         "default": {},
+        "nullable": True,
     }
     int64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
-    assert props["counts"] == {"type": "object", "additionalProperties": int64}
+    assert props["counts"] == {
+        "type": "object",
+        "additionalProperties": int64,
+        "nullable": True,
+    }
     assert props["points"] == {
         "type": "object",
         "additionalProperties": {"$ref": "#/components/schemas/Point"},
+        "nullable": True,
     }
     assert "Point" in definitions
 
