@@ -54,7 +54,13 @@ DEFAULT_TAIL_BYTES = 10 * 1024
 SHELLS = {"docker": ("/.diego/busybox", "sh"), "local": ("/bin/sh",)}
 """The shell each backend offers every container, for redirections."""
 
-REDIRECT = 'in="$1" out="$2" err="$3"; shift 3; exec "$@" <"${in:-/dev/null}" >"$out" 2>"$err"'
+REDIRECT = (
+    'in="$1" out="$2" err="$3"; shift 3; '
+    '[ -z "$out" ] || exec >"$out"; [ -z "$err" ] || exec 2>"$err"; '
+    'exec "$@" <"${in:-/dev/null}"'
+)
+"""Redirects only the streams named, so a stream left alone stays the pipe the cell
+reads: reopening /dev/stderr inside a sandbox of another uid is refused."""
 
 
 @attrs.frozen
@@ -209,8 +215,8 @@ class TesJob:
                 REDIRECT,
                 "tes",
                 executor.stdin or "",
-                executor.stdout or "/dev/stdout",
-                executor.stderr or "/dev/stderr",
+                executor.stdout or "",
+                executor.stderr or "",
                 *command,
             ]
         return ProcessSpec(

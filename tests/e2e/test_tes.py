@@ -12,6 +12,7 @@ until every task is final and (on Docker) its container is gone.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -659,6 +660,52 @@ def test_stdout_redirect_writes_the_file_and_its_tail_is_logged(
     assert log.exit_code == 0
     assert log.stdout == written[-TAIL_BYTES:]
     assert log.stderr == "oops\n"
+
+
+REDIRECTS = [
+    combination
+    for size in (1, 2, 3)
+    for combination in itertools.combinations(("stdin", "stdout", "stderr"), size)
+]
+
+
+def test_every_combination_of_redirects_on_both_backends(
+    client: tes.HTTPClient, roots: tuple[Path, Path]
+) -> None:
+    """One executor per combination of stdin, stdout and stderr redirected (the rest
+    left alone): each runs, reads its input when stdin is redirected, writes exactly
+    the files it redirects to, and its log holds both streams either way."""
+    _, outputs = roots
+    executors = []
+    for i, streams in enumerate(REDIRECTS):
+        files = {
+            "stdin": "/data/in.txt",
+            "stdout": f"/o/{i}.out",
+            "stderr": f"/o/{i}.err",
+        }
+        chosen = {stream: files[stream] for stream in streams}
+        executors.append(sh(f"cat; echo out-{i}; echo err-{i} >&2", **chosen))
+    task = tes.Task(
+        inputs=[tes.Input(content="input\n", path="/data/in.txt")],
+        executors=executors,
+        outputs=[tes.Output(path="/o", url=f"file://{outputs}/o", type="DIRECTORY")],
+        volumes=["/o"],
+    )
+    done = finish(client, client.create_task(task))
+    assert done.state == "COMPLETE", done.logs
+    logs = executor_logs(done)
+    for i, streams in enumerate(REDIRECTS):
+        read = "input\n" if "stdin" in streams else ""
+        assert (logs[i].exit_code, logs[i].stdout, logs[i].stderr) == (
+            0,
+            f"{read}out-{i}\n",
+            f"err-{i}\n",
+        ), streams
+        out, err = outputs / "o" / f"{i}.out", outputs / "o" / f"{i}.err"
+        assert out.exists() == ("stdout" in streams), streams
+        assert err.exists() == ("stderr" in streams), streams
+        if "stdout" in streams:
+            assert out.read_text() == f"{read}out-{i}\n"
 
 
 # ------------------------------------------------------------------ 10. an image per executor

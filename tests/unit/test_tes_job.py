@@ -117,7 +117,8 @@ def test_path_of_a_url_elsewhere_is_the_url() -> None:
 
 def test_redirect_takes_stdin_stdout_stderr_then_the_command() -> None:
     """The redirecting shell script reads its three files, then execs the command."""
-    assert REDIRECT.startswith('in="$1" out="$2" err="$3"; shift 3; exec "$@"')
+    assert REDIRECT.startswith('in="$1" out="$2" err="$3"; shift 3; ')
+    assert REDIRECT.endswith('exec "$@" <"${in:-/dev/null}"')
 
 
 # ---------------------------------------------------------------- tars
