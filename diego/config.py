@@ -195,11 +195,16 @@ class CallbackSettings:
     immediate_retries: int = attrs.field(default=3, metadata=rule_metadata(at_least(0)))
 
 
+DEFAULT_FILE_ROOT = "files"
+"""The file:// root a node has unless configured: ``files/`` in its data dir."""
+
+
 @attrs.frozen(kw_only=True)
 class TransferSettings:
     """Downloads and uploads."""
 
-    file_roots: tuple[str, ...] = ()
+    # Relative roots are below the data dir; () refuses every file URL.
+    file_roots: tuple[str, ...] = (DEFAULT_FILE_ROOT,)
     timeout: float = attrs.field(default=600.0, metadata=rule_metadata(_positive()))
     s3_endpoint_url: str = ""  # "": AWS's own endpoint for the region
     s3_region: str = "us-east-1"

@@ -195,7 +195,10 @@ async def serve(
     """Run a whole node until cancelled, or until ``stopping`` is set."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.store.url or sqlite_url(settings.data_dir))
-    transfers = Transfers.from_settings(settings.transfer)
+    for root in settings.transfer.file_roots:
+        if not Path(root).is_absolute():
+            (settings.data_dir / root).mkdir(parents=True, exist_ok=True)
+    transfers = Transfers.from_settings(settings.transfer, settings.data_dir.resolve())
     try:
         clock = SystemClock()
         bus: Bus[Event] = Bus(settings.events.queue_size)

@@ -51,9 +51,10 @@ class Transfers:
         self.storages = storages
 
     @classmethod
-    def from_settings(cls, settings: TransferSettings) -> Transfers:
-        """Transfers as ``[transfer]`` settings describe (file roots, timeout, S3)."""
-        return cls(storages=Storages.from_settings(settings))
+    def from_settings(cls, settings: TransferSettings, base: Path) -> Transfers:
+        """Transfers as ``[transfer]`` settings describe (file roots, relative ones
+        below ``base``; timeout; S3)."""
+        return cls(storages=Storages.from_settings(settings, base))
 
     async def fetch(self, url: str, into: Path, algorithm: str = "", expected: str = "") -> int:
         """Download ``url`` to the host file ``into``; its size. Checks the checksum."""

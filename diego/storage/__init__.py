@@ -41,11 +41,12 @@ class Storages:
         self.schemes = tuple(sorted(self._by_scheme))
 
     @classmethod
-    def from_settings(cls, settings: TransferSettings) -> Storages:
-        """The storages that ``[transfer]`` settings describe."""
+    def from_settings(cls, settings: TransferSettings, base: Path) -> Storages:
+        """The storages that ``[transfer]`` settings describe; relative file roots are
+        below ``base`` (the data dir)."""
         return cls(
             [
-                FileStorage(Path(p) for p in settings.file_roots),
+                FileStorage(base / p for p in settings.file_roots),
                 HttpStorage(settings.timeout),
                 S3Storage(
                     settings.s3_endpoint_url,

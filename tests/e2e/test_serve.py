@@ -41,11 +41,13 @@ def stopped_cleanly(log: str) -> bool:
 
 
 def test_ping_answers(server: Server) -> None:
-    """A started server answers GET /v1/ping with available: true."""
+    """A started server answers GET /v1/ping with available: true; its data dir has
+    the default file:// root, ``files/``."""
     reply = server.request("GET", "/v1/ping")
     assert reply.status == 200
     assert reply.body["available"] is True
     assert reply.body["version"]
+    assert (server.data_dir / "files").is_dir()
 
 
 def test_task_survives_kill_9_and_restart(server: Server) -> None:

@@ -367,7 +367,7 @@ async def test_storages_route_by_scheme(tmp_path: Path, roots: tuple[Path, Path]
     """Each URL goes to the storage of its scheme; an unknown one names those supported."""
     allowed, _ = roots
     settings = load(environ={"DIEGO_TRANSFER_FILE_ROOTS": str(allowed)}).transfer
-    storages = Storages.from_settings(settings)
+    storages = Storages.from_settings(settings, tmp_path)
     try:
         assert storages.schemes == ("file", "http", "https", "s3")
         assert isinstance(storages.storage_for("S3://b/k"), S3Storage)
@@ -395,7 +395,7 @@ async def test_s3_settings_from_the_environment(
             "DIEGO_TRANSFER_S3_SECRET_ACCESS_KEY": FAKE_SECRET,
         }
     ).transfer
-    storages = Storages.from_settings(settings)
+    storages = Storages.from_settings(settings, tmp_path)
     try:
         (tmp_path / "up").write_bytes(b"settings")
         assert await storages.put(tmp_path / "up", f"s3://{bucket}/k") == len(b"settings")
@@ -405,7 +405,7 @@ async def test_s3_settings_from_the_environment(
 
 
 @pytest.fixture
-async def transfers(moto_endpoint: str) -> AsyncIterator[Transfers]:
+async def transfers(moto_endpoint: str, tmp_path: Path) -> AsyncIterator[Transfers]:
     """Transfers as a node builds them, with S3 settings naming the moto server."""
     settings = load(
         overrides={
@@ -415,7 +415,7 @@ async def transfers(moto_endpoint: str) -> AsyncIterator[Transfers]:
         },
         environ={},
     ).transfer
-    made = Transfers.from_settings(settings)
+    made = Transfers.from_settings(settings, tmp_path)
     try:
         yield made
     finally:
@@ -461,3 +461,30 @@ async def test_transfers_keep_the_file_roots_rule(tmp_path: Path) -> None:
             await transfers.fetch(f"file://{tmp_path}/x", tmp_path / "y")
     finally:
         await transfers.close()
+
+
+async def test_relative_file_roots_are_below_the_data_dir_and_the_default_is_files(
+    tmp_path: Path,
+) -> None:
+    """With no [transfer] file_roots, file URLs under ``DATA_DIR/files`` are served
+    and others are refused naming that root; an empty list refuses every file URL."""
+    settings = load(environ={}).transfer
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "in.txt").write_bytes(b"default root")
+    (tmp_path / "elsewhere.txt").write_bytes(b"no")
+    storages = Storages.from_settings(settings, tmp_path)
+    try:
+        got = tmp_path / "got"
+        assert await storages.get(f"file://{tmp_path}/files/in.txt", got) == 12
+        with pytest.raises(StorageError, match=f"under transfer.file_roots \\({tmp_path}/files\\)"):
+            await storages.get(f"file://{tmp_path}/elsewhere.txt", got)
+    finally:
+        await storages.close()
+    none = Storages.from_settings(
+        load(overrides={"transfer.file_roots": []}, environ={}).transfer, tmp_path
+    )
+    try:
+        with pytest.raises(StorageError, match="none configured"):
+            await none.get(f"file://{tmp_path}/files/in.txt", tmp_path / "got")
+    finally:
+        await none.close()
