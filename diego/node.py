@@ -243,10 +243,12 @@ async def serve(
                 retention=t.retention,
                 prune_interval=t.prune_interval,
                 local_runs_without_image=t.local_runs_without_image,
+                tail_bytes=t.tail_bytes,
             ),
             docker_cells=lambda: any(
                 "docker" in rep.executor.backend.capabilities().rootfs_providers for rep in reps
             ),
+            logs=logs,
         )
         for rep in reps:
             rep.executor.tes_tail_bytes = t.tail_bytes

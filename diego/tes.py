@@ -22,13 +22,14 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
 from diego.bus import follow
 from diego.cell.rep import EVACUATION_FAILURE
-from diego.cell.tes_job import report_of
+from diego.cell.tes_job import logs_of_lines, report_of
+from diego.logs import LogLine
 from diego.models.codec import InvalidDocument, decode
 from diego.models.errors import DiegoError, InvalidRequest, TaskGuidAlreadyExists, TaskNotFound
 from diego.models.events import Event, TaskChanged, TaskCreated
@@ -48,8 +49,17 @@ from diego.state.tes_store import TesStore
 
 log = logging.getLogger("diego.tes")
 
+KEEP_ALL_LINES = 1 << 30
+"""A count past any log store's keep_lines: every line it still has."""
+
 SUPPORTED_BACKEND_PARAMETERS: tuple[str, ...] = ()
 """The resources.backend_parameters keys diego honours (none yet)."""
+
+
+class LogTail(Protocol):
+    """The recent log lines of a log guid (a TES task's are under its id)."""
+
+    def tail(self, log_guid: str, count: int) -> list[LogLine]: ...
 
 
 @attrs.frozen(kw_only=True)
@@ -60,6 +70,7 @@ class TesSettings:
     retention: float = 7 * 24 * 3600.0  # seconds a finished TES task stays listable
     prune_interval: float = 3600.0
     local_runs_without_image: bool = True  # no Docker cell: run on a local cell's root
+    tail_bytes: int = 10 * 1024  # of each executor's stdout and stderr in its log
 
 
 class TesService:
@@ -70,11 +81,13 @@ class TesService:
         bbs: BBS,
         settings: TesSettings,
         docker_cells: Callable[[], bool],
+        logs: LogTail,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.bbs = bbs
         self.settings = settings
         self.docker_cells = docker_cells
+        self.logs = logs
         self.clock = clock
 
     @property
@@ -147,6 +160,7 @@ class TesService:
         ]
         document = {
             "task_guid": task.id,
+            "log_guid": task.id,
             "domain": TES_DOMAIN,
             "stack": self.settings.stack,
             "root_fs": _docker_url(image) if use_images else "",
@@ -252,7 +266,11 @@ class TesService:
     async def _complete(self, task: Task) -> None:
         report = None if task.failed else report_of(task.result)
         if task.failure_reason == "cancelled":
-            await self._finish(task.task_guid, TesState.CANCELED, [], task.cell_id)
+            # No report: what the executors did is in the task's log lines.
+            now = self.clock()
+            lines = self.logs.tail(task.task_guid, KEEP_ALL_LINES)
+            executors = logs_of_lines(lines, self.settings.tail_bytes, now)
+            await self._finish(task.task_guid, TesState.CANCELED, [], task.cell_id, logs=executors)
         elif task.failed and task.failure_reason == EVACUATION_FAILURE:
             preempted = f"preempted: cell {task.cell_id} was evacuated ({EVACUATION_FAILURE})"
             await self._finish(task.task_guid, TesState.PREEMPTED, [preempted], task.cell_id)
@@ -305,9 +323,15 @@ class TesService:
         return await self.tes.update_tes_task(task_id, change, self.clock())
 
     async def _finish(
-        self, task_id: str, state: TesState, system_logs: Sequence[str], cell_id: str = ""
+        self,
+        task_id: str,
+        state: TesState,
+        system_logs: Sequence[str],
+        cell_id: str = "",
+        logs: tuple[TesExecutorLog, ...] = (),
     ) -> TesTask:
-        change = _ended(state, system_logs, cell_id, end_time=rfc3339(self.clock()))
+        attempt: dict[str, Any] = {"logs": logs} if logs else {}
+        change = _ended(state, system_logs, cell_id, end_time=rfc3339(self.clock()), **attempt)
         return await self.tes.update_tes_task(task_id, change, self.clock())
 
     async def _update(self, task_id: str, change: Callable[[TesTask], TesTask]) -> None:

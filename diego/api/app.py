@@ -86,9 +86,9 @@ def make_app(
     app[SETTINGS_KEY] = settings
     app[STREAMS_KEY] = OpenStreams()
     app[CELLS_KEY] = cells
-    app[LOGS_KEY] = logs if logs is not None else LogStore(bbs.clock)
+    app[LOGS_KEY] = logs = logs if logs is not None else LogStore(bbs.clock)
     app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, _no_cell)
-    app[tes_api.TES_KEY] = tes or TesService(bbs, TesSettings(), docker_cells=lambda: False)
+    app[tes_api.TES_KEY] = tes or TesService(bbs, TesSettings(), lambda: False, logs)
     evacuations: set[asyncio.Task[None]] = set()
     app[cells_api.EVACUATIONS_KEY] = evacuations
     register(app, all_routes())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from diego import __version__
-from diego.api.routes import Reply, Route
+from diego.api.routes import ANY_METHOD, Reply, Route
 from diego.models.codec import json_schema
 from diego.models.events import EVENT_DATA
 from diego.models.limits import Limits
@@ -49,6 +49,8 @@ def document(routes: list[Route], limits: Limits) -> dict[str, Any]:
         }
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        if route.method == ANY_METHOD:
+            continue
         responses = {str(r.status): _reply(r, schemas, limits) for r in route.replies}
         checked = route.request is not None or any(
             p.bounds or p.type != "string" for p in route.params
@@ -80,7 +82,7 @@ def document(routes: list[Route], limits: Limits) -> dict[str, Any]:
                     "application/json": {"schema": json_schema(route.request, schemas, limits)}
                 },
             }
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
+        paths.setdefault(route.template, {})[route.method.lower()] = operation
     return {
         "openapi": "3.0.3",
         "info": {"title": "diego", "version": __version__},

@@ -3,6 +3,7 @@ written from them, so the two cannot disagree."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -49,6 +50,16 @@ class Route:
     request: type | None = None
     params: tuple[Param, ...] = ()
     replies: tuple[Reply, ...] = ()
+
+    @property
+    def template(self) -> str:
+        """The path as OpenAPI writes it: ``{id}`` for aiohttp's ``{id:regex}``."""
+        return _PATTERN.sub(r"{\1}", self.path)
+
+
+_PATTERN = re.compile(r"\{(\w+):[^}]*\}")
+ANY_METHOD = "*"
+"""A route of every method the path's documented routes leave (405s): not documented."""
 
 
 def register(app: web.Application, routes: list[Route]) -> None:

@@ -14,7 +14,7 @@ from aiohttp import web
 from diego import __version__
 from diego.api.json import json_response, read_json
 from diego.api.keys import SETTINGS_KEY
-from diego.api.routes import Param, Reply, Route
+from diego.api.routes import ANY_METHOD, Param, Reply, Route
 from diego.models.codec import InvalidDocument
 from diego.models.errors import DiegoError, InvalidFields, InvalidRequest, TesTaskNotFound
 from diego.models.tes import (
@@ -28,6 +28,11 @@ from diego.models.tes import (
 from diego.tes import SUPPORTED_BACKEND_PARAMETERS, TesService
 
 BASE = "/ga4gh/tes/v1"
+LEGACY_SERVICE_INFO = "/v1/tasks/service-info"
+"""Where TES 0.x clients (py-tes 0.4) ask for service-info."""
+TASK_ID = "{id:[^/:]+}"
+"""A task id has no colon, so /tasks/x:cancel is the cancel's path alone (a GET of
+it is a 405 allowing POST, not a lookup of a task named "x:cancel")."""
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2048
 STORAGE = ["file://", "http://", "https://", "s3://"]
@@ -120,6 +125,11 @@ async def cancel_task(request: web.Request) -> web.Response:
     return json_response({})
 
 
+async def only_get(request: web.Request) -> web.Response:
+    """A 405 for any method but GET."""
+    raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+
+
 def _view(request: web.Request) -> str:
     kind = request.query.get("view", DEFAULT_VIEW.value)
     if kind not in ("MINIMAL", "BASIC", "FULL"):
@@ -159,6 +169,16 @@ ROUTES = [
         replies=(Reply(200, "the service-info document"),),
     ),
     Route(
+        "GET",
+        LEGACY_SERVICE_INFO,
+        get_service_info,
+        "tesServiceInfoLegacy",
+        f"The same as {BASE}/service-info, where TES 0.x clients (py-tes 0.4) ask.",
+        replies=(Reply(200, "the service-info document"),),
+    ),
+    # Else /v1/tasks/{task_guid} would take the path's other methods.
+    Route(ANY_METHOD, LEGACY_SERVICE_INFO, only_get, "tesServiceInfoLegacyOthers", ""),
+    Route(
         "POST",
         f"{BASE}/tasks",
         create_task,
@@ -197,7 +217,7 @@ ROUTES = [
     ),
     Route(
         "GET",
-        f"{BASE}/tasks/{{id}}",
+        f"{BASE}/tasks/{TASK_ID}",
         get_task,
         "tesGetTask",
         "One TES task.",
@@ -206,7 +226,7 @@ ROUTES = [
     ),
     Route(
         "POST",
-        f"{BASE}/tasks/{{id}}:cancel",
+        f"{BASE}/tasks/{TASK_ID}:cancel",
         cancel_task,
         "tesCancelTask",
         "Cancel a TES task.",

@@ -22,11 +22,12 @@ import collections
 import fnmatch
 import json
 import posixpath
+import re
 import shutil
 import tarfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ import attrs
 
 from diego.cell.backends.base import Backend, BackendError, ProcessSpec
 from diego.cell.transfer import TransferError, Transfers, extract_first_file, tar_as
+from diego.logs import LogLine
 from diego.models.codec import encode
 from diego.models.tes import (
     TesExecutor,
@@ -48,6 +50,9 @@ from diego.models.tes import (
     rfc3339,
 )
 
+TES_SOURCE = "TES"
+"""The log source of a TES task's own lines: which executor started, how it exited."""
+
 DEFAULT_TAIL_BYTES = 10 * 1024
 """How much of an executor's stdout and stderr its log keeps (the end)."""
 
@@ -61,6 +66,64 @@ REDIRECT = (
 )
 """Redirects only the streams named, so a stream left alone stays the pipe the cell
 reads: reopening /dev/stderr inside a sandbox of another uid is refused."""
+
+
+def executor_started(index: int) -> str:
+    """The TES source's line when executor ``index`` starts."""
+    return f"executor {index} started"
+
+
+def executor_exited(index: int, status: int) -> str:
+    """The TES source's line when executor ``index`` exits with ``status``."""
+    return f"executor {index} exited with status {status}"
+
+
+_STARTED = re.compile(r"executor (\d+) started")
+_EXITED = re.compile(r"executor (\d+) exited with status (-?\d+)")
+_EXECUTOR_SOURCE = re.compile(r"TES-EXEC-(\d+)")
+
+
+def logs_of_lines(
+    lines: Iterable[LogLine], tail_bytes: int, now: int
+) -> tuple[TesExecutorLog, ...]:
+    """The executor logs that a TES task's log lines tell, for a task that ended with no
+    report (cancelled): one for each executor up to the last that started, with its
+    times, its exit code and the end of its stdout and stderr. The one that was killed
+    has no exit code and ends ``now``. Lines the log store no longer keeps are missing."""
+    started: dict[int, int] = {}
+    exited: dict[int, tuple[int, int]] = {}
+    output: dict[tuple[int, str], list[str]] = collections.defaultdict(list)
+    for line in lines:
+        if line.source_type == TES_SOURCE:
+            if match := _STARTED.fullmatch(line.message):
+                started[int(match[1])] = line.timestamp
+            elif match := _EXITED.fullmatch(line.message):
+                exited[int(match[1])] = (line.timestamp, int(match[2]))
+        elif match := _EXECUTOR_SOURCE.fullmatch(line.source_type):
+            index = int(match[1])
+            started.setdefault(index, line.timestamp)
+            output[index, line.stream].append(line.message)
+    if not started:
+        return ()
+
+    def log_of(index: int) -> TesExecutorLog:
+        end, status = exited.get(index, (now, None))
+        start = started.get(index)
+        text = {
+            stream: "".join(f"{m}\n" for m in output[index, stream])[-tail_bytes:]
+            if tail_bytes
+            else ""
+            for stream in ("OUT", "ERR")
+        }
+        return TesExecutorLog(
+            start_time=rfc3339(start) if start is not None else None,
+            end_time=rfc3339(end),
+            stdout=text["OUT"],
+            stderr=text["ERR"],
+            exit_code=status,
+        )
+
+    return tuple(log_of(i) for i in range(max(started) + 1))
 
 
 @attrs.frozen
@@ -189,6 +252,7 @@ class TesJob:
 
         process = self._process(executor)
         start = rfc3339(self.clock())
+        self.log(TES_SOURCE, "OUT", executor_started(index))
         try:
             running = await self.backend.run(self.guid, process, sink("OUT"), sink("ERR"))
         except BackendError as e:
@@ -199,6 +263,7 @@ class TesJob:
             running.kill()
             raise
         end = rfc3339(self.clock())
+        self.log(TES_SOURCE, "OUT", executor_exited(index, status))
         stdout = await self._tail_of(executor.stdout) if executor.stdout else tails["OUT"].text()
         stderr = await self._tail_of(executor.stderr) if executor.stderr else tails["ERR"].text()
         return TesExecutorLog(

@@ -384,10 +384,12 @@ def test_cancel_of_a_sleeping_task_ends_canceled_and_its_process_gone(
     node: Node, client: tes.HTTPClient
 ) -> None:
     """A task running ``sleep 1000`` is RUNNING while its process runs on the host;
-    cancelled, it ends CANCELED and the process is gone."""
+    cancelled, it ends CANCELED and the process is gone. Its log keeps an entry for
+    each executor: the one that finished, and the one killed (with what it wrote)."""
     marker = unique("tes-mark")
-    executor = tes.Executor(image=IMAGE, command=["sleep", "1000"], env={MARK_ENV: marker})
-    task_id = client.create_task(tes.Task(name="sleeper", executors=[executor]))
+    first = sh("echo first done", env={MARK_ENV: marker})
+    executor = sh("echo sleeping; exec sleep 1000", env={MARK_ENV: marker})
+    task_id = client.create_task(tes.Task(name="sleeper", executors=[first, executor]))
     poll(
         lambda: running_command(marker, ["sleep", "1000"]) or None,
         DEADLINE,
@@ -405,7 +407,29 @@ def test_cancel_of_a_sleeping_task_ends_canceled_and_its_process_gone(
     )
     poll(lambda: not marked_processes(marker), 15.0, "the task's processes to end")
     client.cancel_task(task_id)  # cancelling a final task changes nothing
-    assert client.get_task(task_id, view="MINIMAL").state == "CANCELED"
+    done = client.get_task(task_id, view="FULL")
+    assert done.state == "CANCELED"
+    finished, killed = executor_logs(done)
+    assert (finished.stdout, finished.exit_code) == ("first done\n", 0)
+    assert finished.start_time
+    assert finished.end_time
+    assert killed.stdout == "sleeping\n"
+    assert killed.start_time
+    assert killed.end_time
+    assert killed.exit_code is None
+
+
+def test_get_of_cancel_is_405_and_the_legacy_service_info_path_answers(node: Node) -> None:
+    """``GET /tasks/{id}:cancel`` is 405 allowing POST (not a 404 for a task named
+    so); ``/v1/tasks/service-info`` (py-tes 0.4's) is the service-info document."""
+    reply = tes_request(node, "GET", "/tasks/some-task:cancel")
+    assert reply.status == 405, reply.text
+    assert reply.headers["Allow"] == "POST"
+    assert reply.body["name"] == "MethodNotAllowed"
+    info = tes_request(node, "GET", "/service-info")
+    legacy = http_request(node.url, "GET", "/v1/tasks/service-info")
+    assert legacy.status == 200, legacy.text
+    assert legacy.body == info.body
 
 
 def test_a_task_whose_cell_is_evacuated_under_it_is_preempted(

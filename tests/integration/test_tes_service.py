@@ -20,8 +20,9 @@ import pytest
 
 from diego.bus import Bus
 from diego.cell.rep import EVACUATION_FAILURE
-from diego.cell.tes_job import TesReport
+from diego.cell.tes_job import TES_SOURCE, TesReport, executor_exited, executor_started
 from diego.clock import FakeClock
+from diego.logs import LogStore
 from diego.models.errors import InvalidRequest, TaskNotFound, TesTaskNotFound
 from diego.models.events import Event
 from diego.models.task import TaskState
@@ -50,11 +51,14 @@ class World:
     clock: FakeClock
     bbs: BBS
     service: TesService
+    logs: LogStore
 
     def restarted(self, **settings: Any) -> TesService:
         """A new node's TES service over the same store (a new bus, nothing followed)."""
         bbs = BBS(self.store, Bus[Event](), self.clock)
-        return TesService(bbs, TesSettings(**settings), lambda: True, clock=self.clock.now)
+        return TesService(
+            bbs, TesSettings(**settings), lambda: True, LogStore(self.clock), clock=self.clock.now
+        )
 
     async def tes(self, task_id: str) -> TesTask:
         return await self.store.tes.get_tes_task(task_id)
@@ -67,8 +71,9 @@ class World:
 def make_world(store: Store, *, docker: bool = True, **settings: Any) -> World:
     clock = FakeClock()
     bbs = BBS(store, Bus[Event](), clock)
-    service = TesService(bbs, TesSettings(**settings), lambda: docker, clock=clock.now)
-    return World(store, clock, bbs, service)
+    logs = LogStore(clock)
+    service = TesService(bbs, TesSettings(**settings), lambda: docker, logs, clock=clock.now)
+    return World(store, clock, bbs, service, logs)
 
 
 @pytest.fixture
@@ -301,8 +306,42 @@ async def test_follow_of_a_cancelled_task_is_canceled(world: World) -> None:
     finished = await world.tes(stored.id)
     assert finished.state is TesState.CANCELED
     assert finished.logs[-1].end_time == rfc3339(world.clock.now())
+    assert finished.logs[-1].logs == ()  # it never reached an executor
     with pytest.raises(TaskNotFound):
         await world.bbs.get_task(stored.id)
+
+
+async def test_a_cancelled_task_keeps_the_logs_of_its_executors(world: World) -> None:
+    """Cancelled while its second executor ran: the TES task keeps a log for each
+    executor, from the task's log lines: the first with its exit code and output, the
+    killed one with its start, its output so far, no exit code, and the cancel's time."""
+    stored = await world.service.create(tes_task())
+    assert stored.id
+    await run_on_cell(world.bbs, stored.id)
+    emit = world.logs.emit
+    first_start = world.clock.now()
+    emit(stored.id, TES_SOURCE, executor_started(0))
+    emit(stored.id, "TES-EXEC-0", "one")
+    emit(stored.id, "TES-EXEC-0", "oops", "ERR")
+    world.clock.advance(1.0)
+    emit(stored.id, TES_SOURCE, executor_exited(0, 0))
+    second_start = world.clock.now()
+    emit(stored.id, TES_SOURCE, executor_started(1))
+    emit(stored.id, "TES-EXEC-1", "sleeping")
+    world.clock.advance(5.0)
+    await world.bbs.cancel_task(stored.id)
+    await world.follow(stored.id)
+    finished = await world.tes(stored.id)
+    assert finished.state is TesState.CANCELED
+    first, killed = finished.logs[-1].logs
+    assert (first.start_time, first.end_time) == (
+        rfc3339(first_start),
+        rfc3339(second_start),
+    )
+    assert (first.stdout, first.stderr, first.exit_code) == ("one\n", "oops\n", 0)
+    assert killed.start_time == rfc3339(second_start)
+    assert killed.end_time == rfc3339(world.clock.now())
+    assert (killed.stdout, killed.stderr, killed.exit_code) == ("sleeping\n", "", None)
 
 
 async def test_follow_of_a_failed_task_is_a_system_error(world: World) -> None:
@@ -620,6 +659,7 @@ async def test_prune_removes_only_old_finished_tasks(world: World) -> None:
         world.bbs,
         TesSettings(retention=HOUR, prune_interval=HOUR),
         lambda: True,
+        LogStore(world.clock),
         clock=world.clock.now,
     )
     old_done = await service.create(tes_task())
