@@ -23,6 +23,7 @@ import attrs
 from aiohttp import web
 
 from diego.api.app import make_app
+from diego.api.errors import BadRequestsInOneLine
 from diego.bus import Bus, follow
 from diego.callbacks import Resolver
 from diego.cell.backends.base import Backend
@@ -50,6 +51,11 @@ from diego.tes import TesService, TesSettings
 log = logging.getLogger("diego.node")
 
 
+HTTP_LOG = logging.getLogger("diego.http")
+"""The HTTP server's own log (connections, requests it could not parse)."""
+HTTP_LOG.addFilter(BadRequestsInOneLine())
+
+
 class ApiServer:
     """The HTTP API on its listening address."""
 
@@ -61,7 +67,7 @@ class ApiServer:
 
     async def run(self, on_listening: Callable[[str], None] | None = None) -> None:
         """Serve until cancelled."""
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, logger=HTTP_LOG)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)

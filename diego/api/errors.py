@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from diego.api.json import json_response
 from diego.api.keys import SETTINGS_KEY
@@ -89,3 +90,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         log.exception("request-failed method=%s path=%s", request.method, request.path)
         body = {"name": "InternalError", "message": "the server failed; see its log"}
         return json_response(body, status=500)
+
+
+class BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, say) with a
+    traceback at ERROR; the client got its 400. Make that one INFO line: a stray
+    client must not fill the node's log with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite a bad-request record in place; pass every other one as it is."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BadHttpMessage):
+            reason = " ".join(str(error.message).split())[:200]
+            record.msg, record.args = "bad-http-request %s", (reason,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
