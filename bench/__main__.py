@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "auction": "bench.auction",
     "tasks": "bench.tasks",
     "api": "bench.api",
+    "burst": "bench.burst",
     "converge": "bench.converge",
     "memory": "bench.memory",
     "docker": "bench.docker_task",

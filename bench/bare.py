@@ -1,17 +1,23 @@
-"""The api benchmark's yardstick: a bare aiohttp server answering ``GET /v1/tasks/{guid}``
-with the very bytes diego answers, from a dict, and nothing else.
+"""The benchmarks' yardstick: a bare aiohttp server answering with the very bytes
+diego answers, and doing nothing else.
 
     python -m bench.bare DATA_DIR GUIDS_FILE
+    python -m bench.bare create ANSWER_FILE
 
-reads the Tasks named in GUIDS_FILE (one guid a line) from the store in DATA_DIR,
-renders each as diego's handler does, then listens on a loopback port and prints
-``bare-listening url=URL`` on stdout. It runs in its own process, as the node does,
+The first (the api benchmark's) answers ``GET /v1/tasks/{guid}`` from a dict; it
+
+reads the Tasks named in GUIDS_FILE (one guid a line) from the store in DATA_DIR and
+renders each as diego's handler does. The second (the burst benchmark's) answers
+``POST /v1/tasks`` by reading and parsing the body, then sending ANSWER_FILE's
+bytes. Each listens on a loopback port and prints ``bare-listening url=URL`` on
+stdout. It runs in its own process, as the node does,
 so neither shares a loop with the benchmark's client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -53,9 +59,23 @@ def app(by_guid: dict[str, bytes]) -> web.Application:
     return application
 
 
-async def serve(data_dir: Path, guids: list[str]) -> None:
-    """Load the bodies, then serve them until killed."""
-    runner = web.AppRunner(app(await bodies(data_dir, guids)), access_log=None)
+def create_app(answer: bytes) -> web.Application:
+    """The bare create application: parse the body, answer ``answer``."""
+
+    async def create_task(request: web.Request) -> web.Response:
+        json.loads(await request.read())
+        return web.Response(
+            body=answer, status=201, content_type="application/json", charset="utf-8"
+        )
+
+    application = web.Application()
+    application.router.add_post("/v1/tasks", create_task)
+    return application
+
+
+async def serve(application: web.Application) -> None:
+    """Serve ``application`` until killed."""
+    runner = web.AppRunner(application, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -64,5 +84,14 @@ async def serve(data_dir: Path, guids: list[str]) -> None:
     await asyncio.Future()
 
 
+async def main(argv: list[str], named: str) -> None:
+    """Build the application the arguments name (``named``: the file's text), then
+    serve it."""
+    if argv[0] == "create":
+        await serve(create_app(named.encode()))
+    else:
+        await serve(app(await bodies(Path(argv[0]), sorted(set(named.split())))))
+
+
 if __name__ == "__main__":
-    asyncio.run(serve(Path(sys.argv[1]), sorted(set(Path(sys.argv[2]).read_text().split()))))
+    asyncio.run(main(sys.argv[1:], Path(sys.argv[2]).read_text()))
