@@ -7,7 +7,7 @@ from aiohttp import web
 
 from diego.api.json import decode_model, json_response, read_json, read_model
 from diego.api.keys import BBS_KEY, LRPS_KEY, SETTINGS_KEY
-from diego.api.policy import check_privileged
+from diego.api.policy import check_policy
 from diego.api.routes import Param, Reply, Route
 from diego.models.codec import Problem, encode
 from diego.models.errors import InvalidDesiredLRP, InvalidDomain, InvalidRequest
@@ -20,8 +20,7 @@ ERROR = "Error"
 async def desire_lrp(request: web.Request) -> web.Response:
     """Create a DesiredLRP; its instances are started."""
     desired = await read_model(request, DesiredLRP, InvalidDesiredLRP)
-    allowed = request.app[SETTINGS_KEY].cell.allow_privileged
-    check_privileged(desired.privileged, allowed, InvalidDesiredLRP)
+    check_policy(desired, request.app[SETTINGS_KEY].cell, InvalidDesiredLRP)
     created = await request.app[LRPS_KEY].desire(desired)
     return json_response(encode(created), status=201)
 

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from diego.api.json import json_response, json_text_response, read_model
 from diego.api.keys import BBS_KEY, SETTINGS_KEY
-from diego.api.policy import check_privileged
+from diego.api.policy import check_policy
 from diego.api.routes import Param, Reply, Route
 from diego.models.codec import encode
 from diego.models.errors import InvalidRequest, InvalidTask
@@ -21,8 +21,7 @@ ERROR = "Error"
 async def create_task(request: web.Request) -> web.Response:
     """Desire a Task from a TaskCreateRequest."""
     task_request = await read_model(request, TaskCreateRequest, InvalidTask)
-    allowed = request.app[SETTINGS_KEY].cell.allow_privileged
-    check_privileged(task_request.privileged, allowed, InvalidTask)
+    check_policy(task_request, request.app[SETTINGS_KEY].cell, InvalidTask)
     task = await request.app[BBS_KEY].desire_task(task_request)
     return json_response(encode(task), status=201)
 

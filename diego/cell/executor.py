@@ -309,7 +309,9 @@ class Executor:
         """Make the container (INITIALIZING → CREATED) and its steps' context; None if
         it could not be made (the container is then COMPLETED, failed, saying why)."""
         spec = request.spec
-        if not spec.max_pids and self.max_pids:
+        if self.max_pids and not 0 < spec.max_pids <= self.max_pids:
+            # The cell's limit, unless the work asks for less: the API refuses more,
+            # and the cell holds to it whatever sent the work.
             spec = attrs.evolve(spec, max_pids=self.max_pids)
         if spec.privileged and not self.allow_privileged:
             # The API refuses such work; the cell refuses it too, whatever sent it.

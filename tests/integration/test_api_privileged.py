@@ -58,6 +58,20 @@ async def test_privileged_work_is_accepted_where_the_cells_allow_it(tmp_path: Pa
         assert [t["task_guid"] for t in (await node.call("GET", "/v1/tasks"))[1]] == ["t1"]
 
 
+async def test_max_pids_over_the_cells_is_refused_naming_the_setting(node: Node) -> None:
+    """The cell's max_pids (1024 by default) is the most work may ask for: a Task or
+    LRP over it is a 400 naming the field and the setting, and nothing is stored."""
+    for path, body in (("/v1/tasks", TASK), ("/v1/desired_lrps", LRP)):
+        status, answer = await node.call("POST", path, json={**body, "max_pids": 1025})
+        assert status == 400, answer
+        [problem] = answer["errors"]
+        assert problem == {"field": "max_pids", "rule": "must be at most 1024 ([cell] max_pids)"}
+    assert await node.call("GET", "/v1/tasks") == (200, [])
+    assert await node.call("GET", "/v1/desired_lrps") == (200, [])
+    status, body = await node.call("POST", "/v1/tasks", json={**TASK, "max_pids": 1024})
+    assert (status, body["max_pids"]) == (201, 1024)
+
+
 async def test_max_pids_is_stored_and_range_checked(node: Node) -> None:
     """max_pids comes back as given; a negative one is a 400 naming it, not stored."""
     status, body = await node.call("POST", "/v1/tasks", json={**TASK, "max_pids": 20})

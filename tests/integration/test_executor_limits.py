@@ -108,11 +108,15 @@ async def test_a_privileged_task_runs_as_host_root_where_allowed(make: Callable[
 async def test_the_cell_default_max_pids_caps_work_that_gives_none(
     make: Callable[..., Any],
 ) -> None:
-    """A Task with no max_pids gets the cell's; one with its own gets that instead."""
+    """A Task with no max_pids gets the cell's, and so does one asking for more (the
+    cell's is a ceiling); one asking for less gets that."""
     events: list[ContainerEvent] = []
-    executor = make(events, max_pids=20)
+    executor = make(events, max_pids=300)
     view = await completed(executor, events, action=FORK_LOOP)
+    assert not view.failed, view.failure_reason
+    view = await completed(executor, events, action=FORK_LOOP, max_pids=20)
     assert view.failed
     assert view.failure_reason == "Exited with status 2 (process limit of 20 reached)"
-    view = await completed(executor, events, action=FORK_LOOP, max_pids=300)
-    assert not view.failed, view.failure_reason
+    capped = make(events, max_pids=20)
+    view = await completed(capped, events, action=FORK_LOOP, max_pids=100_000)
+    assert view.failure_reason == "Exited with status 2 (process limit of 20 reached)"
