@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
 
-from diego.api.policy import PRIVILEGED_REFUSED, check_privileged
+from diego.api.policy import PRIVILEGED_REFUSED, check_policy
 from diego.cell.executor import RunRequest, lrp_request
 from diego.config import ConfigError, load
 from diego.models.codec import InvalidDocument, Problem, decode, encode
@@ -108,8 +109,36 @@ def test_privileged_work_is_refused_unless_allowed(
 ) -> None:
     """Privileged and not allowed: the error names the field and the setting."""
     with pytest.raises(error) as caught:
-        check_privileged(True, False, error)
+        check_policy(_Work(True, 0), _Cell(False, 1024), error)
     assert caught.value.problems == (Problem("privileged", PRIVILEGED_REFUSED),)
     assert "[cell] allow_privileged = false" in caught.value.message
-    check_privileged(True, True, error)
-    check_privileged(False, False, error)
+    check_policy(_Work(True, 0), _Cell(True, 1024), error)
+    check_policy(_Work(False, 0), _Cell(False, 1024), error)
+
+
+@pytest.mark.parametrize("error", [InvalidTask, InvalidDesiredLRP])
+def test_max_pids_over_the_cells_is_refused_naming_both(
+    error: type[InvalidTask | InvalidDesiredLRP],
+) -> None:
+    """Over the cell's max_pids: the error names the field and the setting; at it, or
+    with a cell of no limit, it passes; both problems are named at once."""
+    with pytest.raises(error) as caught:
+        check_policy(_Work(True, 2000), _Cell(False, 1024), error)
+    assert caught.value.problems == (
+        Problem("privileged", PRIVILEGED_REFUSED),
+        Problem("max_pids", "must be at most 1024 ([cell] max_pids)"),
+    )
+    check_policy(_Work(False, 1024), _Cell(False, 1024), error)
+    check_policy(_Work(False, 10**6), _Cell(False, 0), error)
+
+
+@attrs.frozen
+class _Work:
+    privileged: bool
+    max_pids: int
+
+
+@attrs.frozen
+class _Cell:
+    allow_privileged: bool
+    max_pids: int
