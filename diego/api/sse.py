@@ -54,7 +54,11 @@ async def stream(
             await response.write(sse(event_id, *_rendered(render, item)))
         while follow:
             try:
-                item = await asyncio.wait_for(subscription.get(), heartbeat)
+                # (asyncio.timeout, not wait_for: on 3.11 wait_for loses a
+                # cancellation that arrives with an event, and a busy stream
+                # would outlive the node's shutdown.)
+                async with asyncio.timeout(heartbeat):
+                    item = await subscription.get()
             except TimeoutError:
                 await response.write(HEARTBEAT_COMMENT)
                 continue

@@ -508,7 +508,8 @@ class Rep:
         for ig in tuple(self._evacuating):
             await self._retire(ig)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.executor.wait_empty(), self.settings.evacuation_timeout)
+            async with asyncio.timeout(self.settings.evacuation_timeout):
+                await self.executor.wait_empty()
         for container in self.executor.containers():
             async with self._lock(container.guid):
                 with contextlib.suppress(DiegoError):

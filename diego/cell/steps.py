@@ -134,7 +134,8 @@ async def _kill(process: Process) -> None:
     """Kill a step's process and wait (a while) for it to be gone."""
     process.kill()
     with contextlib.suppress(TimeoutError, Exception):
-        await asyncio.wait_for(asyncio.shield(process.wait()), KILL_GRACE)
+        async with asyncio.timeout(KILL_GRACE):
+            await asyncio.shield(process.wait())
 
 
 async def _download(action: DownloadAction, ctx: StepContext, source: str) -> None:

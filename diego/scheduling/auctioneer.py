@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from diego.models.errors import DiegoError
+from diego.models.errors import ActualLRPNotFound, DiegoError
 from diego.models.lrp import ActualLRP
 from diego.models.task import Task
 from diego.scheduling.auction import CellSnapshot, LRPWork, TaskWork, schedule
@@ -52,6 +52,15 @@ class AuctionBBS(Protocol):
     ) -> tuple[ActualLRP, ActualLRP]: ...
 
 
+def _take(work: dict[str, Work], count: int) -> dict[str, Work]:
+    """Remove and return the first ``count`` items of ``work``."""
+    if len(work) <= count:
+        taken = dict(work)
+        work.clear()
+        return taken
+    return {key: work.pop(key) for key in list(itertools.islice(work, max(0, count)))}
+
+
 def _key(work: Work) -> str:
     if isinstance(work, LRPWork):
         return f"lrp {work.process_guid} {work.index}"
@@ -74,6 +83,10 @@ class Auctioneer:
         self.max_batch = max_batch
         """Work items in one auction, at most: the oldest first, the rest next."""
         self._pending: dict[str, Work] = {}
+        """Work not auctioned since it was submitted: auctioned as soon as possible."""
+        self._carried: dict[str, Work] = {}
+        """Work an auction could not place: tried again when capacity frees or the
+        retry interval ends, never in a tight loop."""
         self._placement_errors: dict[str, str] = {}
         self._wake = asyncio.Event()
         self.batches = 0
@@ -85,22 +98,32 @@ class Auctioneer:
     def submit_work(self, work: Sequence[Work]) -> None:
         """Ask for Tasks or LRP instances to be started."""
         for item in work:
-            self._pending[_key(item)] = item
+            key = _key(item)
+            self._carried.pop(key, None)
+            self._pending[key] = item
         if work:
             self._wake.set()
 
     def kick(self) -> None:
         """Capacity was freed somewhere: try carried-over work again now."""
-        if self._pending:
+        if self._carried:
             self._wake.set()
+
+    def waiting(self) -> int:
+        """Work items waiting for an auction: new and carried over."""
+        return len(self._pending) + len(self._carried)
 
     async def run(self) -> None:
         """Hold auctions until cancelled."""
         while True:
-            if self._pending:
-                # Carried-over work: retry when capacity frees or the interval ends.
+            if self._wake.is_set():
+                await asyncio.sleep(0)  # back-to-back batches still let the node run
+            elif self._carried:
+                # (asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                # cancellation that arrives as the event is set.)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.retry_interval)
+                    async with asyncio.timeout(self.retry_interval):
+                        await self._wake.wait()
             else:
                 await self._wake.wait()
             self._wake.clear()
@@ -110,13 +133,11 @@ class Auctioneer:
                 log.exception("auction-failed")
 
     async def auction(self) -> None:
-        """One batch: everything pending now, up to ``max_batch`` items (oldest first;
-        the rest is auctioned next, at once)."""
-        if len(self._pending) <= self.max_batch:
-            batch, self._pending = self._pending, {}
-        else:
-            keys = list(itertools.islice(self._pending, self.max_batch))
-            batch = {key: self._pending.pop(key) for key in keys}
+        """One batch: new work first, oldest first, then carried-over work, up to
+        ``max_batch`` items. New work left over is auctioned next, at once."""
+        batch = _take(self._pending, self.max_batch)
+        batch.update(_take(self._carried, self.max_batch - len(batch)))
+        if self._pending:
             self._wake.set()
         if not batch:
             return
@@ -129,8 +150,12 @@ class Auctioneer:
         result = schedule(cells, list(batch.values()))
         for rejection in result.rejections:
             await self._fail(rejection.work.task_guid, rejection.reason)
+        gone: set[str] = set()
         for lrp, reason in result.unplaced:
-            await self._unplaced(lrp, reason)
+            if not await self._unplaced(lrp, reason):
+                gone.add(_key(lrp))
+        if gone:
+            log.info("unplaced-work-dropped instances-gone=%d", len(gone))
         by_cell: dict[str, list[Work]] = {}
         for placement in result.placements:
             by_cell.setdefault(placement.cell_id, []).append(placement.work)
@@ -139,7 +164,10 @@ class Auctioneer:
             *(clients[cell].perform(work) for cell, work in by_cell.items()),
             return_exceptions=True,
         )
-        carried: list[Work] = [*result.carried_over, *(lrp for lrp, _ in result.unplaced)]
+        carried: list[Work] = [
+            *result.carried_over,
+            *(lrp for lrp, _ in result.unplaced if _key(lrp) not in gone),
+        ]
         for cell, answer in zip(by_cell, refused, strict=True):
             if isinstance(answer, BaseException):
                 # No answer: do not retry; the converger sorts out what happened.
@@ -147,7 +175,9 @@ class Auctioneer:
             else:
                 carried.extend(answer)
         for work in carried:
-            self._pending.setdefault(_key(work), work)
+            key = _key(work)
+            if key not in self._pending:  # submitted again meanwhile: the new one
+                self._carried.setdefault(key, work)
         log.debug(
             "auction-done placed=%d rejected=%d carried=%d",
             len(result.placements),
@@ -155,16 +185,22 @@ class Auctioneer:
             len(carried),
         )
 
-    async def _unplaced(self, lrp: LRPWork, reason: str) -> None:
+    async def _unplaced(self, lrp: LRPWork, reason: str) -> bool:
+        """Record why ``lrp`` fits nowhere; False when its instance is gone (the LRP
+        was deleted or scaled down), so it is not auctioned again."""
         # Written once per reason, not on every retry of the same instance.
         key = _key(lrp)
         if self._placement_errors.get(key) == reason:
-            return
-        self._placement_errors[key] = reason
+            return True
         try:
             await self.bbs.fail_actual_lrp_placement(lrp.process_guid, lrp.index, reason)
+        except ActualLRPNotFound:
+            self._placement_errors.pop(key, None)
+            return False
         except DiegoError as e:
             log.info("placement-error-not-recorded guid=%s reason=%s", lrp.process_guid, e)
+        self._placement_errors[key] = reason
+        return True
 
     async def _fail(self, guid: str, reason: str) -> None:
         try:

@@ -803,7 +803,8 @@ async def _pump(stream: Any, stdout: OutputSink, stderr: OutputSink) -> None:
         for stream_lines in lines.values():
             stream_lines.flush()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(stream.close(), PUMP_GRACE)
+            async with asyncio.timeout(PUMP_GRACE):
+                await stream.close()
 
 
 class _Lines:
