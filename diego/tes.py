@@ -31,7 +31,13 @@ from diego.cell.rep import EVACUATION_FAILURE
 from diego.cell.tes_job import logs_of_lines, report_of
 from diego.logs import LogLine
 from diego.models.codec import InvalidDocument, decode
-from diego.models.errors import DiegoError, InvalidRequest, TaskGuidAlreadyExists, TaskNotFound
+from diego.models.errors import (
+    DiegoError,
+    InvalidRequest,
+    TaskGuidAlreadyExists,
+    TaskNotFound,
+    TesTaskNotFound,
+)
 from diego.models.events import Event, TaskChanged, TaskCreated
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.models.tes import (
@@ -209,6 +215,8 @@ class TesService:
         if task is not None:
             try:
                 await self.follow(task)
+            except TesTaskNotFound:
+                log.info("tes-task-gone id=%s state=%s", task.task_guid, task.state.name)
             except Exception:
                 log.exception("tes-follow-failed id=%s", task.task_guid)
 

@@ -8,20 +8,28 @@ from diego.api.json import json_response, json_text_response, read_model
 from diego.api.keys import BBS_KEY, SETTINGS_KEY
 from diego.api.policy import check_policy
 from diego.api.routes import Param, Reply, Route
-from diego.models.codec import encode
+from diego.models.codec import Problem, encode
 from diego.models.errors import InvalidRequest, InvalidTask
 from diego.models.task import Task, TaskCreateRequest
+from diego.models.tes import TES_DOMAIN
 
 MAX_PAGE_SIZE = 10_000
 NEXT_PAGE_HEADER = "Diego-Next-Page-Token"
 
 ERROR = "Error"
 
+TES_DOMAIN_RESERVED = (
+    f"must not be {TES_DOMAIN!r}: reserved for the Tasks of TES tasks (POST /ga4gh/tes/v1/tasks)"
+)
+
 
 async def create_task(request: web.Request) -> web.Response:
     """Desire a Task from a TaskCreateRequest."""
     task_request = await read_model(request, TaskCreateRequest, InvalidTask)
     check_policy(task_request, request.app[SETTINGS_KEY].cell, InvalidTask)
+    if task_request.domain == TES_DOMAIN:
+        # Its Tasks are TES jobs to the cells and TES tasks to the TES service.
+        raise InvalidTask((Problem("domain", TES_DOMAIN_RESERVED),))
     task = await request.app[BBS_KEY].desire_task(task_request)
     return json_response(encode(task), status=201)
 

@@ -35,6 +35,11 @@ def rule_metadata(*rules: Rule | Limit) -> dict[str, Any]:
     return {RULES_KEY: rules}
 
 
+def read_only() -> Rule:
+    """A field the server writes: a client may send it back, and it is ignored."""
+    return Rule(lambda v: None, {"readOnly": True})
+
+
 def non_empty() -> Rule:
     """A string or sequence that must not be empty."""
     return Rule(lambda v: None if len(v) else "must not be empty", {"minLength": 1})

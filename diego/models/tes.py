@@ -36,6 +36,7 @@ from diego.models.rules import (
     non_empty,
     non_empty_items,
     pattern,
+    read_only,
     rule_metadata,
 )
 
@@ -298,8 +299,8 @@ class TesTaskLog:
 class TesTask:
     """A TES task: what the client asked for, and (read-only) how it went."""
 
-    id: str | None = None
-    state: TesState = TesState.UNKNOWN
+    id: str | None = attrs.field(default=None, metadata=rule_metadata(read_only()))
+    state: TesState = attrs.field(default=TesState.UNKNOWN, metadata=rule_metadata(read_only()))
     name: str | None = None
     description: str | None = None
     inputs: tuple[TesInput, ...] = ()
@@ -308,8 +309,8 @@ class TesTask:
     executors: tuple[TesExecutor, ...] = attrs.field(metadata=rule_metadata(non_empty_items()))
     volumes: tuple[str, ...] = ()
     tags: Mapping[str, str] = map_field()
-    logs: tuple[TesTaskLog, ...] = ()
-    creation_time: str | None = None
+    logs: tuple[TesTaskLog, ...] = attrs.field(default=(), metadata=rule_metadata(read_only()))
+    creation_time: str | None = attrs.field(default=None, metadata=rule_metadata(read_only()))
 
     def check(self, path: str, problems: Problems) -> None:
         """Volumes are absolute paths, like every other path in the container."""

@@ -60,7 +60,7 @@ def test_generated_requests_find_no_500_and_no_undocumented_answer(tmp_path: Pat
         timeout=180,
         check=False,
     )
-    out = result.stdout[-20000:] + result.stderr[-5000:]
-    assert result.returncode == 0, out
     log = (tmp_path / "serve.log").read_text()
+    out = result.stdout[-20000:] + result.stderr[-5000:] + "\nnode log:\n" + log[-5000:]
+    assert result.returncode == 0, out
     assert "Traceback" not in log, log[-5000:]

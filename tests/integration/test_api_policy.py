@@ -1,5 +1,6 @@
-"""Privileged work over HTTP: refused at create time with a 400 naming the field and
-the setting, nothing stored, unless the node's ``[cell] allow_privileged`` is on."""
+"""What a node refuses at create time, with a 400 naming the field and the rule and
+nothing stored: privileged work unless ``[cell] allow_privileged`` is on, and Tasks
+in the domain of TES's own Tasks."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from diego.api.policy import PRIVILEGED_REFUSED
+from diego.api.tasks import TES_DOMAIN_RESERVED
 from tests.integration.test_api import TASK, Node, start_node
 
 LRP = {
@@ -80,3 +82,12 @@ async def test_max_pids_is_stored_and_range_checked(node: Node) -> None:
     status, body = await node.call("POST", "/v1/desired_lrps", json={**LRP, "max_pids": -1})
     assert (status, body["errors"][0]["field"]) == (400, "max_pids")
     assert await node.call("GET", "/v1/desired_lrps") == (200, [])
+
+
+async def test_a_task_in_the_tes_domain_is_refused_and_not_stored(node: Node) -> None:
+    # A cell runs such a Task as a TES job, and the TES service follows it as a TES task.
+    status, body = await node.call("POST", "/v1/tasks", json={**TASK, "domain": "tes"})
+    refused = [{"field": "domain", "rule": TES_DOMAIN_RESERVED}]
+    assert (status, body["name"], body["errors"]) == (400, "InvalidTask", refused)
+    assert "reserved" in body["message"]
+    assert await node.call("GET", "/v1/tasks") == (200, [])

@@ -258,6 +258,14 @@ def test_read_only_fields_are_ignored_not_trusted() -> None:
     assert set(READ_ONLY_FIELDS) == {"id", "state", "logs", "creation_time"}
 
 
+def test_the_document_marks_exactly_the_read_only_fields() -> None:
+    # So a generated client (or schemathesis) does not send them, nor link from them.
+    schemas: dict[str, Any] = {}
+    json_schema(TesTask, schemas)
+    marked = {k for k, v in schemas["TesTask"]["properties"].items() if v.get("readOnly")}
+    assert marked == set(READ_ONLY_FIELDS)
+
+
 def test_a_fetched_task_can_be_sent_back() -> None:
     """A FULL view POSTed again is a valid request, its read-only parts dropped."""
     model = decode_create(FULL_TASK)
