@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "converge": "bench.converge",
     "memory": "bench.memory",
     "docker": "bench.docker_task",
+    "crash": "bench.crash",
 }
 """Benchmark name → its module, imported only when it runs."""
 

@@ -29,6 +29,7 @@ from diego.callbacks import Resolver
 from diego.cell.backends.base import Backend
 from diego.cell.backends.docker import DockerBackend, DockerOptions, remove_strays
 from diego.cell.backends.local import LocalBackend
+from diego.cell.backends.local import remove_strays as remove_local_strays
 from diego.cell.executor import Executor, MonitorSettings
 from diego.cell.rep import Rep, RepSettings
 from diego.cell.transfer import Transfers
@@ -163,13 +164,20 @@ async def build_cells(
             monitor=monitor,
             allow_privileged=config.allow_privileged,
             max_pids=config.max_pids,
+            journals=home / "journals",
         )
         zone = f"z{i % config.zones}"
         reps.append(Rep(cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings))
+    ours = {rep.cell_id for rep in reps}
     if config.backend == "docker":
         options = DockerOptions(url=settings.docker.url, node=node_identity(settings))
-        for name in await remove_strays(options, {rep.cell_id for rep in reps}):
+        for name in await remove_strays(options, ours):
             log.info("container-of-a-cell-gone-removed name=%s", name)
+    else:
+        hide = (data_dir,)
+        strays = await remove_local_strays(data_dir / "cells", ours, hide, config.container_uid)
+        for guid in strays:
+            log.info("container-of-a-cell-gone-removed guid=%s", guid)
     return reps
 
 
@@ -265,7 +273,7 @@ async def serve(
                 api.run(on_listening),
                 feed_auctioneer(bbs, auctioneer),
                 auctioneer.run(),
-                converger.run(),
+                _once_present(reps, converger.run),
                 resolver.run(),
                 lrps.run(),
                 tes.run(),
@@ -278,6 +286,13 @@ async def serve(
         await transfers.close()
         await store.close()
         log.info("node-stopped")
+
+
+async def _once_present(reps: Sequence[Rep], part: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``part`` once every embedded cell has announced itself: a restarted node's
+    converger must not take its own cells, not back yet, for gone."""
+    await asyncio.gather(*(rep.present.wait() for rep in reps))
+    await part()
 
 
 async def _run_parts(

@@ -5,6 +5,10 @@ INITIALIZING while the backend makes it, CREATED, RUNNING while its action tree
 runs, COMPLETED with a result. The executor reports RUNNING and COMPLETED as
 events and never decides anything about Tasks: the rep does. A container can be
 deleted in any state; deleting frees its capacity.
+
+A Task's container outlives its cell (the backend's processes run on, see
+``reopen``): its steps are journaled, and a restarted cell resumes its action
+tree where it was (``adopt_previous_run``, then ``resume``) instead of failing it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import attrs
 
 from diego.cell.backends.base import Backend, BackendError, ContainerSpec
+from diego.cell.journal import Journal
 from diego.cell.reconcile import ContainerState, ContainerView
 from diego.cell.reconcile_lrp import LRPContainerView
 from diego.cell.steps import StepContext, StepFailed, perform
@@ -207,6 +212,8 @@ class _Container:
     runner: asyncio.Task[None] | None = None
     lrp: LRPTags | None = None
     shutdown: bool = False  # completed because it was told to stop, not by a crash
+    journal: Journal | None = None  # a resumable container's steps
+    adopted: bool = False  # left by an earlier run of the cell, waiting to be resumed
 
     def view(self) -> ContainerView:
         return ContainerView(self.guid, self.state, self.failed, self.failure_reason, self.result)
@@ -227,6 +234,7 @@ class Executor:
         *,
         allow_privileged: bool = False,
         max_pids: int = 0,
+        journals: Path | None = None,
     ) -> None:
         self.monitor = monitor or MonitorSettings()
         self.allow_privileged = allow_privileged
@@ -237,6 +245,8 @@ class Executor:
         self.logs = logs
         self.transfers = transfers
         self.scratch = scratch
+        self.journals = journals
+        """Where Tasks' step journals are kept; None: a restarted cell resumes nothing."""
         self.on_event = on_event
         self._containers: dict[str, _Container] = {}
         self._empty = asyncio.Event()
@@ -302,17 +312,23 @@ class Executor:
             raise ValueError(f"container {guid} is not reserved")
         container.state = ContainerState.INITIALIZING
         container.lrp = request.lrp
+        if request.lrp is None and request.tes is None and self.journals is not None:
+            container.journal = Journal(self.journals / guid)
         life = self._live_lrp if request.lrp is not None else self._live
         container.runner = asyncio.create_task(life(container, request), name=guid)
 
-    async def _make(self, container: _Container, request: RunRequest) -> StepContext | None:
-        """Make the container (INITIALIZING → CREATED) and its steps' context; None if
-        it could not be made (the container is then COMPLETED, failed, saying why)."""
+    def _spec(self, request: RunRequest) -> ContainerSpec:
         spec = request.spec
         if self.max_pids and not 0 < spec.max_pids <= self.max_pids:
             # The cell's limit, unless the work asks for less: the API refuses more,
             # and the cell holds to it whatever sent the work.
             spec = attrs.evolve(spec, max_pids=self.max_pids)
+        return spec
+
+    async def _make(self, container: _Container, request: RunRequest) -> StepContext | None:
+        """Make the container (INITIALIZING → CREATED) and its steps' context; None if
+        it could not be made (the container is then COMPLETED, failed, saying why)."""
+        spec = self._spec(request)
         if spec.privileged and not self.allow_privileged:
             # The API refuses such work; the cell refuses it too, whatever sent it.
             self._complete(container, True, f"failed to create container: {PRIVILEGED_REFUSED}", "")
@@ -323,6 +339,9 @@ class Executor:
             self._complete(container, True, f"failed to create container: {e}", "")
             return None
         container.state = ContainerState.CREATED
+        return await self._context(container, request)
+
+    async def _context(self, container: _Container, request: RunRequest) -> StepContext:
         scratch = self.scratch / container.guid
         if _uses_scratch(request):
             await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
@@ -331,11 +350,17 @@ class Executor:
             self.logs.emit(request.log_guid, source, message, stream)
 
         return StepContext(
-            self.backend, container.guid, emit, self.transfers, scratch, request.log_source
+            self.backend,
+            container.guid,
+            emit,
+            self.transfers,
+            scratch,
+            request.log_source,
+            container.journal,
         )
 
-    async def _live(self, container: _Container, request: RunRequest) -> None:
-        context = await self._make(container, request)
+    async def _live(self, container: _Container, request: RunRequest, made: bool = False) -> None:
+        context = await (self._context if made else self._make)(container, request)
         if context is None:
             return
         # No monitor for a Task: it is RUNNING as soon as its action starts.
@@ -503,35 +528,65 @@ class Executor:
             await self.backend.destroy(guid)
         finally:
             self._forget(guid)
+            if container.journal is not None:
+                container.journal.remove()
 
     def _forget(self, guid: str) -> None:
         self._containers.pop(guid, None)
         if not self._containers:
             self._empty.set()
 
-    async def adopt_previous_run(self) -> None:
-        """Take into the registry the containers an earlier life of this cell left.
+    async def adopt_previous_run(self) -> list[str]:
+        """Take into the registry the containers an earlier life of this cell left;
+        the guids of the Tasks' ones, which wait for ``resume`` (or ``interrupt``).
 
-        Their action trees died with that life and cannot be resumed, so each is
-        adopted COMPLETED and failed (:data:`INTERRUPTED`): the rep's tables then
-        fail its Task or crash its ActualLRP if the BBS still puts them here, and
-        delete the container in every case. Nothing is left running unowned, and
-        nothing runs twice.
+        An LRP's is adopted COMPLETED and failed (:data:`INTERRUPTED`): its monitor
+        died with that life. The rep's tables then crash its ActualLRP if the BBS
+        still puts it here, and delete the container in every case. A Task's is
+        adopted RUNNING: its processes may still run, and the rep resumes it if its
+        Task still runs here. Nothing is left running unowned, and nothing runs twice.
         """
+        waiting = []
         for leftover in await self.backend.existing():
             if leftover.guid in self._containers:
                 continue
+            lrp = LRPTags.from_labels(leftover.labels)
             log.info("container-from-previous-run-adopted guid=%s", leftover.guid)
-            self._containers[leftover.guid] = _Container(
-                leftover.guid,
-                leftover.memory_mb,
-                leftover.disk_mb,
-                state=ContainerState.COMPLETED,
-                failed=True,
-                failure_reason=INTERRUPTED,
-                lrp=LRPTags.from_labels(leftover.labels),
-            )
+            container = _Container(leftover.guid, leftover.memory_mb, leftover.disk_mb, lrp=lrp)
+            if lrp is None:
+                container.state, container.adopted = ContainerState.RUNNING, True
+                waiting.append(leftover.guid)
+            else:
+                container.state, container.failed = ContainerState.COMPLETED, True
+                container.failure_reason = INTERRUPTED
+            self._containers[leftover.guid] = container
             self._empty.clear()
+        return waiting
+
+    async def resume(self, guid: str, request: RunRequest) -> bool:
+        """Go on with an adopted Task container's action tree, where the earlier life
+        left it; False (and the container interrupted) where that cannot be done."""
+        container = self._containers.get(guid)
+        if container is None or not container.adopted:
+            return False
+        resumable = request.lrp is None and request.tes is None and self.journals is not None
+        if not resumable or not await self.backend.reopen(self._spec(request)):
+            self.interrupt(guid)
+            return False
+        container.adopted = False
+        assert self.journals is not None
+        container.journal = Journal.resume(self.journals / guid)
+        log.info("container-resumed guid=%s", guid)
+        container.runner = asyncio.create_task(self._live(container, request, True), name=guid)
+        return True
+
+    def interrupt(self, guid: str) -> None:
+        """An adopted container that will not be resumed: COMPLETED, failed as
+        :data:`INTERRUPTED` (the rep's table then deletes it)."""
+        container = self._containers.get(guid)
+        if container is not None and container.adopted:
+            container.adopted = False
+            self._complete(container, True, INTERRUPTED, "")
 
     async def close(self) -> None:
         """Delete every container."""

@@ -431,7 +431,8 @@ class Rep:
             except Exception:
                 log.exception("presence-announcement-failed cell=%s", self.cell_id)
                 await asyncio.sleep(self.settings.presence_ttl / 3)
-        await self.executor.adopt_previous_run()
+        for guid in await self.executor.adopt_previous_run():
+            await self._resume(guid)
         subscription = self.bus.subscribe(self._concerns_a_container, name=f"rep {self.cell_id}")
         try:
             async with asyncio.TaskGroup() as group:
@@ -445,6 +446,19 @@ class Rep:
             with contextlib.suppress(Exception):
                 await self.bbs.remove_cell_presence(self.cell_id)
             await self.executor.close()
+
+    async def _resume(self, guid: str) -> None:
+        """Go on with a container an earlier life of this cell left, if its Task still
+        runs here; otherwise it is interrupted, and the table settles the rest."""
+        async with self._lock(guid):
+            try:
+                task = await self.bbs.get_task(guid)
+                ours = task.state is TaskState.RUNNING and task.cell_id == self.cell_id
+                if ours and await self.executor.resume(guid, await self._request_for(task)):
+                    return
+            except DiegoError as e:
+                log.info("container-not-resumed guid=%s reason=%s", guid, e)
+            self.executor.interrupt(guid)
 
     async def _poll(self) -> None:
         while True:

@@ -5,6 +5,11 @@ failure raises ``StepFailed`` with the reason worded as Diego words it
 (``Exited with status 3``, ``exceeded 5s timeout``). Cancellation (a timeout, a
 codependent sibling failing, the Task being cancelled) arrives as
 ``asyncio.CancelledError`` and kills the step's processes on its way out.
+
+With a journal in the context (``diego.cell.journal``) every step is keyed by its
+path in the tree and its end recorded, so a restarted cell resumes the tree: the
+steps that ended are not performed again, and a run step that had started is
+attached to, not started again.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
-from diego.cell.backends.base import Backend, BackendError, Process, ProcessSpec
+from diego.cell.backends.base import Backend, BackendError, Process, ProcessSpec, kill_and_wait
+from diego.cell.journal import Journal
 from diego.cell.transfer import TransferError, Transfers, as_tar, extract_first_file, file_name_of
 from diego.models.actions import (
     Action,
@@ -35,9 +42,6 @@ from diego.models.actions import (
 
 LogFn = Callable[[str, str, str], None]
 """log(source, stream, message): one line into the Task's log."""
-
-KILL_GRACE = 5.0
-"""Seconds a killed process is waited for before the step stops waiting."""
 
 
 class StepFailed(Exception):
@@ -58,37 +62,59 @@ class StepContext:
     transfers: Transfers
     scratch: Path  # a host directory for this container's transfers
     source: str  # the default log source
+    journal: Journal | None = None  # where a resumable tree records its steps
 
 
-async def perform(action: Action, ctx: StepContext, source: str | None = None) -> None:
-    """Run ``action`` in the container; raise StepFailed if it fails."""
+async def perform(
+    action: Action, ctx: StepContext, source: str | None = None, key: str = "0"
+) -> None:
+    """Run ``action`` (step ``key`` of the tree) in the container; raise StepFailed
+    if it fails."""
+    journal = ctx.journal
+    if journal is None:
+        await _perform(action, ctx, source, key)
+        return
+    ended = journal.outcome(key)
+    if ended is not None:  # in an earlier run of the cell
+        if ended:
+            raise StepFailed(ended)
+        return
+    try:
+        await _perform(action, ctx, source, key)
+    except StepFailed as e:
+        journal.ended(key, e.reason)
+        raise
+    journal.ended(key, "")
+
+
+async def _perform(action: Action, ctx: StepContext, source: str | None, key: str) -> None:
     source = action.log_source or source or ctx.source
     match action:
         case RunAction():
-            await _run(action, ctx, source)
+            await _run(action, ctx, source, key)
         case DownloadAction():
             await _download(action, ctx, source)
         case UploadAction():
             await _upload(action, ctx, source)
         case TimeoutAction():
-            await _timeout(action, ctx, source)
+            await _timeout(action, ctx, source, key)
         case SerialAction():
-            for child in action.actions:
-                await perform(child, ctx, source)
+            for i, child in enumerate(action.actions):
+                await perform(child, ctx, source, f"{key}.{i}")
         case ParallelAction():
-            await _parallel(action, ctx, source)
+            await _parallel(action, ctx, source, key)
         case CodependentAction():
-            await _codependent(action, ctx, source)
+            await _codependent(action, ctx, source, key)
         case TryAction():
             try:
-                await perform(action.action, ctx, source)
+                await perform(action.action, ctx, source, f"{key}.0")
             except StepFailed as e:
                 ctx.log(source, "OUT", f"Failed to run: {e.reason}; carrying on")
         case EmitProgressAction():
-            await _emit_progress(action, ctx, source)
+            await _emit_progress(action, ctx, source, key)
 
 
-async def _run(action: RunAction, ctx: StepContext, source: str) -> None:
+async def _run(action: RunAction, ctx: StepContext, source: str, key: str) -> None:
     def sink(stream: str) -> Callable[[str], None]:
         if action.suppress_log_output:
             return lambda _line: None
@@ -101,22 +127,25 @@ async def _run(action: RunAction, ctx: StepContext, source: str) -> None:
         env=tuple((e.name, e.value) for e in action.env),
         user=action.user,
         nofile=action.resource_limits.nofile if action.resource_limits else None,
+        key=key if ctx.journal is not None else "",
     )
     # A spawn is never abandoned half way: cancelled inside it, asyncio would
     # kill only the direct child and wait for pipes a surviving sandbox holds.
-    spawn = asyncio.ensure_future(ctx.backend.run(ctx.guid, spec, sink("OUT"), sink("ERR")))
+    spawn = asyncio.ensure_future(_start(ctx, spec, sink("OUT"), sink("ERR")))
     try:
         process = await asyncio.shield(spawn)
     except asyncio.CancelledError:
         with contextlib.suppress(Exception):
-            await _kill(await spawn)
+            await kill_and_wait(await spawn)
+        raise
+    except StepFailed:
         raise
     except BackendError as e:
         raise StepFailed(f"failed to start {action.path}: {e}") from None
     try:
         status = await process.wait()
     except asyncio.CancelledError:
-        await _kill(process)
+        await kill_and_wait(process)
         raise
     if status != 0:
         reason = f"Exited with status {status}"
@@ -130,12 +159,21 @@ async def _run(action: RunAction, ctx: StepContext, source: str) -> None:
         raise StepFailed(reason)
 
 
-async def _kill(process: Process) -> None:
-    """Kill a step's process and wait (a while) for it to be gone."""
-    process.kill()
-    with contextlib.suppress(TimeoutError, Exception):
-        async with asyncio.timeout(KILL_GRACE):
-            await asyncio.shield(process.wait())
+async def _start(
+    ctx: StepContext,
+    spec: ProcessSpec,
+    stdout: Callable[[str], None],
+    stderr: Callable[[str], None],
+) -> Process:
+    """Start the step's process; or, resuming, find the one an earlier run started."""
+    if ctx.journal is not None and ctx.journal.resumed:
+        try:
+            attached = await ctx.backend.attach(ctx.guid, spec.key, stdout, stderr)
+        except BackendError as e:
+            raise StepFailed(f"interrupted: {e}") from None
+        if attached is not None:
+            return attached
+    return await ctx.backend.run(ctx.guid, spec, stdout, stderr)
 
 
 async def _download(action: DownloadAction, ctx: StepContext, source: str) -> None:
@@ -174,11 +212,15 @@ async def _upload(action: UploadAction, ctx: StepContext, source: str) -> None:
         ctx.log(source, "OUT", f"Uploaded {action.artifact} ({_size(size)})")
 
 
-async def _timeout(action: TimeoutAction, ctx: StepContext, source: str) -> None:
-    limit = asyncio.timeout(action.timeout_ms / 1000)
+async def _timeout(action: TimeoutAction, ctx: StepContext, source: str, key: str) -> None:
+    seconds = action.timeout_ms / 1000
+    if ctx.journal is not None:  # a resumed timeout keeps the deadline it began with
+        now = time.time()
+        seconds -= now - ctx.journal.began(key, now)
+    limit = asyncio.timeout(max(0.0, seconds))
     try:
         async with limit:
-            await perform(action.action, ctx, source)
+            await perform(action.action, ctx, source, f"{key}.0")
     except TimeoutError:
         if not limit.expired():
             raise
@@ -187,9 +229,10 @@ async def _timeout(action: TimeoutAction, ctx: StepContext, source: str) -> None
         raise StepFailed(reason) from None
 
 
-async def _parallel(action: ParallelAction, ctx: StepContext, source: str) -> None:
+async def _parallel(action: ParallelAction, ctx: StepContext, source: str, key: str) -> None:
     results = await asyncio.gather(
-        *(perform(child, ctx, source) for child in action.actions), return_exceptions=True
+        *(perform(child, ctx, source, f"{key}.{i}") for i, child in enumerate(action.actions)),
+        return_exceptions=True,
     )
     reasons = []
     for result in results:
@@ -201,12 +244,12 @@ async def _parallel(action: ParallelAction, ctx: StepContext, source: str) -> No
         raise StepFailed("; ".join(reasons))
 
 
-async def _codependent(action: CodependentAction, ctx: StepContext, source: str) -> None:
+async def _codependent(action: CodependentAction, ctx: StepContext, source: str, key: str) -> None:
     first: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as group:
-            for child in action.actions:
-                group.create_task(perform(child, ctx, source))
+            for i, child in enumerate(action.actions):
+                group.create_task(perform(child, ctx, source, f"{key}.{i}"))
     except* StepFailed as failures:
         # The first failure cancelled the rest; it is the reason.
         first = failures.exceptions[0]
@@ -216,11 +259,13 @@ async def _codependent(action: CodependentAction, ctx: StepContext, source: str)
         raise StepFailed(first.reason)
 
 
-async def _emit_progress(action: EmitProgressAction, ctx: StepContext, source: str) -> None:
+async def _emit_progress(
+    action: EmitProgressAction, ctx: StepContext, source: str, key: str
+) -> None:
     if action.start_message:
         ctx.log(source, "OUT", action.start_message)
     try:
-        await perform(action.action, ctx, source)
+        await perform(action.action, ctx, source, f"{key}.0")
     except StepFailed as e:
         if action.failure_message_prefix:
             ctx.log(source, "ERR", f"{action.failure_message_prefix}: {e.reason}")

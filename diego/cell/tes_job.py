@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from diego.cell.backends.base import Backend, BackendError, ProcessSpec
+from diego.cell.backends.base import Backend, BackendError, ProcessSpec, kill_and_wait
 from diego.cell.transfer import TransferError, Transfers, extract_first_file, tar_as
 from diego.logs import LogLine
 from diego.models.codec import encode
@@ -260,7 +260,7 @@ class TesJob:
         try:
             status = await running.wait()
         except asyncio.CancelledError:
-            running.kill()
+            await kill_and_wait(running)  # its output up to the kill is its log
             raise
         end = rfc3339(self.clock())
         self.log(TES_SOURCE, "OUT", executor_exited(index, status))

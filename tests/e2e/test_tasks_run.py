@@ -439,9 +439,52 @@ def test_sigterm_evacuates_and_fails_the_running_task(cell_server: CellServer) -
     assert done["failure_reason"] == EVACUATION_FAILURE
 
 
+RESUMED_STEPS = [
+    sh("echo a >> /tmp/steps"),
+    sh("[ ! -e /tmp/ran ] || exit 3; touch /tmp/ran; sleep $NAP; echo b >> /tmp/steps"),
+    sh("echo c >> /tmp/steps"),
+]
+"""Three steps; the second naps (a second run of it would fail), and the result is
+what each step appended, once each."""
+
+
+def test_kill_9_and_restart_resume_the_tasks_where_they_were(cell_server: CellServer) -> None:
+    """kill -9 of a node with Tasks mid-way (their first step done, the second napping):
+    their processes run on without it, and the restarted node resumes each action tree
+    where it was. Every Task succeeds with each step run once, whether its nap ended
+    while the node was down or after it came back; then nothing of theirs is left."""
+    if cell_server.backend != "local":
+        pytest.skip("Docker cells do not resume (an exec does not outlive its client)")
+    node = start_node(cell_server)
+    marker = unique("mark")
+    naps = {unique("resume"): nap for nap in ("0.5", "0.5", "6", "6", "6")}
+    for guid, nap in naps.items():
+        env = [{"name": "NAP", "value": nap}]
+        request = task(
+            guid, {"serial": {"actions": RESUMED_STEPS}}, marker=marker, result_file="/tmp/steps"
+        )
+        request["env"] = [*request["env"], *env]
+        node.create(request)
+    poll(lambda: len(running_command(marker, ["sleep", "6"])) == 3, 15.0, "the long naps")
+    poll(lambda: len(running_command(marker, ["sleep", "0.5"])) == 2, 15.0, "the short naps")
+
+    assert cell_server.kill() == -9
+    assert len(running_command(marker, ["sleep", "6"])) == 3  # they outlive the node
+    time.sleep(0.6)  # the short naps end while the node is down
+    node.restart()
+    for guid in naps:
+        done = node.wait_state(guid, deadline=30.0)
+        assert (done["failed"], done["failure_reason"]) == (False, ""), done
+        assert done["result"] == "a\nb\nc\n", done
+    poll(lambda: not marked_processes(marker), 5.0, "the Tasks' processes to be gone")
+    assert "container-resumed" in cell_server.stderr
+
+
 def test_kill_9_and_restart_fail_the_task_without_running_it_again(cell_server: CellServer) -> None:
-    """After kill -9 with a sleeping Task and a restart on the same data dir, the Task ends
-    COMPLETED and failed, and is never run a second time."""
+    """On Docker cells, after kill -9 with a sleeping Task and a restart on the same data
+    dir, the Task ends COMPLETED and failed, and is never run a second time."""
+    if cell_server.backend != "docker":
+        pytest.skip("local cells resume the Task instead (the test above)")
     node = start_node(cell_server)
     guid, marker, log_guid = unique("kill9"), unique("mark"), unique("kill9-log")
     start_line = f"started-{marker}"

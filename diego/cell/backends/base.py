@@ -10,6 +10,7 @@ cannot reach the host.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +67,9 @@ class ProcessSpec:
     user: str = "root"
     nofile: int | None = None
     image: str = ""  # another image to run in (Docker); "" or unsupported: the container's
+    # A name for the process, unique in its container, that a restarted cell can
+    # find it again by (``Backend.attach``); "" for a process nobody looks for again.
+    key: str = ""
 
 
 @attrs.frozen
@@ -137,6 +141,18 @@ class Process(Protocol):
         ...
 
 
+KILL_GRACE = 5.0
+"""Seconds a killed process is waited for (its end, the rest of its output)."""
+
+
+async def kill_and_wait(process: Process) -> None:
+    """Kill ``process`` and wait (a while) for it to be gone and its output read."""
+    process.kill()
+    with contextlib.suppress(TimeoutError, Exception):
+        async with asyncio.timeout(KILL_GRACE):
+            await asyncio.shield(process.wait())
+
+
 class Backend(Protocol):
     """Makes containers and runs processes in them."""
 
@@ -152,6 +168,20 @@ class Backend(Protocol):
         self, guid: str, process: ProcessSpec, stdout: OutputSink, stderr: OutputSink
     ) -> Process:
         """Start ``process`` in container ``guid``; its output goes to the sinks."""
+        ...
+
+    async def reopen(self, spec: ContainerSpec) -> bool:
+        """Take back container ``spec.guid``, left by an earlier run of this cell with
+        its processes running on: False if this backend cannot (or it is gone)."""
+        ...
+
+    async def attach(
+        self, guid: str, key: str, stdout: OutputSink, stderr: OutputSink
+    ) -> Process | None:
+        """The process an earlier run of the cell started as ``key`` in a reopened
+        container, running or exited (its whole output goes to the sinks); None if
+        none was started. A process that ended leaving no exit status (the machine
+        restarted) is a BackendError."""
         ...
 
     async def stream_in(self, guid: str, directory: str, tar: Path) -> None:

@@ -50,6 +50,7 @@ from diego.cell.backends.base import (
     GuidLocks,
     Leftover,
     OutputSink,
+    Process,
     ProcessSpec,
 )
 from diego.cell.backends.egress import setup_commands, teardown_commands
@@ -549,6 +550,17 @@ class DockerBackend:
                 raise BackendError(f"removing container {guid}: {_message(e)}") from None
         if container is None or container.network:
             await self._remove_network(guid)
+
+    async def reopen(self, spec: ContainerSpec) -> bool:
+        """Not here: an exec's output and status do not outlive the client that
+        started it, so a restarted cell cannot report them (its Tasks fail)."""
+        return False
+
+    async def attach(
+        self, guid: str, key: str, stdout: OutputSink, stderr: OutputSink
+    ) -> Process | None:
+        """None: no container is ever reopened here."""
+        return None
 
     async def existing(self) -> list[Leftover]:
         """This cell's containers from an earlier run; its networks left without one go.

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import hashlib
 import json
 import logging
@@ -48,8 +50,9 @@ import shutil
 import signal
 import threading
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Collection, Iterable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import attrs
 
@@ -76,7 +79,15 @@ MADE_BY_SANDBOX = frozenset({"proc", "dev", "tmp", "home"})
 """Top-level directories the sandbox makes itself rather than taking the host's."""
 PARKED = ". /dev/stdin"
 """A spare container's parked first process: a shell that runs the command line
-written to its stdin, an ``exec`` of the container's process in its place."""
+written to its stdin, the shim of the container's first process."""
+ARGS = '"$@"'
+"""The shim's command, when the command is the shell's arguments."""
+TAIL_INTERVALS = (0.02, 0.5)
+"""Seconds between reads of a process's output files: the least (while output
+comes) and the most (the wait doubles while none does)."""
+PUNCH_AT = 1024 * 1024
+"""Bytes of an output file read and not yet freed, at most: the node frees the
+disk blocks of what it has read (the file keeps its length, as a hole)."""
 VOLUME_RULE = (
     "a volume must be an absolute path under a top-level directory the host does not have"
     f" (such as /data or /outputs), or under /tmp or {HOME}"
@@ -138,23 +149,37 @@ class _Container:
 
 
 class LocalProcess:
-    """A process in a local container (bubblewrap and everything under it)."""
+    """A process in a local container (its shim, bubblewrap and everything under it).
+
+    The shim is a shell in a session of its own, the process's parent: it sends the
+    output to files in the process's directory and writes the exit status there,
+    so the process neither dies with the node nor loses its end. The node reads
+    the files as they grow (``_tail``).
+    """
 
     def __init__(
         self,
-        proc: asyncio.subprocess.Process,
-        pumps: list[asyncio.Task[None]],
+        pid: int,
+        status: Awaitable[int],
+        files: ProcessFiles,
         owner: _Container,
         leaf: ContainerGroups | None,
+        sinks: tuple[OutputSink, OutputSink],
     ) -> None:
-        self._proc = proc
-        self._pumps = pumps
+        self._pid = pid
+        self._status = status
+        self._files = files
         self._owner = owner
         self._leaf = leaf
+        self._exited = asyncio.Event()
+        self._tail = asyncio.create_task(_tail(files, sinks, self._exited))
 
     async def wait(self) -> int:
         """The exit status; 128 + N when killed by signal N."""
-        code = await self._proc.wait()
+        try:
+            code = await self._status
+        finally:
+            self._exited.set()
         leaf = self._leaf
         if leaf is not None:
             # Whatever is left in the process's own group goes with it (read the OOM
@@ -169,26 +194,61 @@ class LocalProcess:
                 self._owner.pids_exhausted = True
             if not gone:
                 await leaf.kill_and_remove()
-        # The output ends when the last holder of the pipes exits; one that
-        # outlives bubblewrap must not hold this wait forever.
-        _, late = await asyncio.wait(self._pumps, timeout=PUMP_GRACE)
-        for pump in late:
-            pump.cancel()
+        await asyncio.shield(self._tail)  # the files' last bytes: there is no pipe to wait on
         self._owner.processes.discard(self)
-        return 128 - code if code < 0 else code
+        if not self._files.kept:
+            await asyncio.to_thread(shutil.rmtree, self._files.dir, True)
+        return code
 
     def kill(self) -> None:
-        """Kill the process group: the wrapper, bubblewrap and its pid namespace's init.
+        """Kill the process group: the shim, bubblewrap and its pid namespace's init.
 
         The init's death takes every process of the pid namespace with it. The
-        group is killed, not only our child, because a kill may land while the
-        wrapper is still exec'ing its way to bubblewrap, or just after bubblewrap
+        group is killed, not only the shim, because a kill may land while the
+        shim is still exec'ing its way to bubblewrap, or just after bubblewrap
         forked the namespace's init.
         """
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)
+            os.killpg(self._pid, signal.SIGKILL)
         if self._leaf is not None:
             self._leaf.kill_all()
+
+
+@attrs.frozen
+class ProcessFiles:
+    """Where a process's shim keeps its output and status: ``procs/NAME`` in the
+    container's directory (the host's, out of the container's sight)."""
+
+    dir: Path
+    kept: bool  # a keyed process's stay (a restarted cell looks for them)
+
+    @property
+    def out(self) -> Path:
+        return self.dir / "out"
+
+    @property
+    def err(self) -> Path:
+        return self.dir / "err"
+
+    @property
+    def exit(self) -> Path:
+        return self.dir / "exit"
+
+    @property
+    def pid(self) -> Path:
+        return self.dir / "pid"
+
+    @property
+    def leaf(self) -> Path:
+        return self.dir / "leaf"
+
+    def shim(self, command: str) -> str:
+        """The shell text that runs ``command`` (shell words) and records its end."""
+        out, err, status = (shlex.quote(str(p)) for p in (self.out, self.err, self.exit))
+        return (
+            f"{command} </dev/null >>{out} 2>>{err}; s=$?;"
+            f" echo $s >{status}.tmp && mv {status}.tmp {status}; exit $s"
+        )
 
 
 class LocalBackend:
@@ -217,6 +277,7 @@ class LocalBackend:
         self._cgroups, notes = Cgroups.detect(scope) if self._is_root else (None, ["not root"])
         self._locks = GuidLocks()
         self._processes_started = 0
+        self._life = uuid.uuid4().hex[:8]  # names this run's processes apart from others'
         self._counter = threading.Lock()  # processes are prepared on threads
         # Containers made ahead (see Cgroups.make_spare): only worth it with cgroups.
         self.spares = spares if self._cgroups is not None else 0
@@ -444,30 +505,75 @@ class LocalBackend:
         """Start ``process`` in the container; its output lines go to the sinks."""
         container = self._get(guid)
         spare, container.spare = container.spare, None
+        files = self._process_files(container, process.key)  # made on the thread below
         if spare is not None:
-            # The parked shell, in the container's groups already, execs the process.
-            leaf = await asyncio.to_thread(self._hand_over, spare, container, process)
+            # The parked shell, in the container's groups already, becomes the shim.
+            leaf = await asyncio.to_thread(self._hand_over, spare, container, process, files)
             proc = spare.proc
             self._replenish()
         else:
-            leaf, argv = await asyncio.to_thread(self._prepare, container, process)
+            leaf, argv = await asyncio.to_thread(self._prepare, container, process, files)
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
-                limit=MAX_LINE,
             )
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        pumps = [
-            asyncio.create_task(_pump(proc.stdout, stdout)),
-            asyncio.create_task(_pump(proc.stderr, stderr)),
-        ]
-        running = LocalProcess(proc, pumps, container, leaf)
+        _write_pid(files, proc.pid)  # two small writes: not worth a thread's round trip
+        running = LocalProcess(proc.pid, _status_of(proc), files, container, leaf, (stdout, stderr))
         container.processes.add(running)
         return running
+
+    async def reopen(self, spec: ContainerSpec) -> bool:
+        """Take back a container an earlier run of this cell made: its directory, disk
+        and groups are where that run left them, and its processes run on."""
+        d = self.root / spec.guid
+        if spec.guid in self._containers or not (d / "spec.json").is_file():
+            return False
+        try:
+            volumes = plan_volumes(spec.volumes)
+        except BackendError:
+            return False
+        groups = self._cgroups.existing(spec.guid) if self._cgroups is not None else None
+        mounted = (d / "rw").is_mount()
+        self._containers[spec.guid] = _Container(spec, d, groups, mounted, volumes)
+        return True
+
+    async def attach(
+        self, guid: str, key: str, stdout: OutputSink, stderr: OutputSink
+    ) -> LocalProcess | None:
+        """The process an earlier run started as ``key``, running or exited."""
+        container = self._get(guid)
+        files = self._process_files(container, key)
+        if not files.dir.is_dir():
+            return None
+        status: Awaitable[int]
+        code = _exit_status(files)
+        if code is not None:
+            status, pid = _done(code), 0
+        else:
+            live = _live_pid(files)
+            if live is None:
+                raise BackendError(
+                    "the process ended while the cell was down and left no exit status"
+                )
+            status, pid = _status_after(live, files), live
+        leaf = None
+        if container.groups is not None and files.leaf.is_file():
+            leaf = container.groups.leaf(files.leaf.read_text().strip())
+        running = LocalProcess(pid, status, files, container, leaf, (stdout, stderr))
+        container.processes.add(running)
+        log.info("process-reattached guid=%s key=%s running=%s", guid, key, code is None)
+        return running
+
+    def _process_files(self, container: _Container, key: str) -> ProcessFiles:
+        """The files of process ``key`` (or, unkeyed, of a new name) in ``container``."""
+        if key:
+            name, kept = f"k-{key}", True
+        else:
+            name, kept = self._unique_name(), False
+        return ProcessFiles(container.dir / "procs" / name, kept)
 
     async def stream_in(self, guid: str, directory: str, tar: Path) -> None:
         """Unpack ``tar`` into ``directory``, with tar running inside the container."""
@@ -486,7 +592,7 @@ class LocalBackend:
     ) -> None:
         container = self._get(guid)
         process = ProcessSpec(path=command[0], args=command[1:])
-        leaf, argv = await asyncio.to_thread(self._prepare, container, process)
+        leaf, argv = await asyncio.to_thread(self._prepare, container, process, None)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=stdin if stdin is not None else asyncio.subprocess.DEVNULL,  # type: ignore[arg-type]
@@ -514,23 +620,47 @@ class LocalBackend:
         return self._is_root and not spec.privileged
 
     def _prepare(
-        self, container: _Container, process: ProcessSpec
+        self, container: _Container, process: ProcessSpec, files: ProcessFiles | None
     ) -> tuple[ContainerGroups | None, list[str]]:
-        """A new process's own group and command line (blocking: cgroupfs, stat)."""
-        leaf = self._leaf(container)
-        return leaf, self._argv(container, process, leaf)
+        """A new process's own group and command line (blocking: cgroupfs, stat): under
+        a shim keeping ``files``, or (None) exec'd with the node's own stdio."""
+        if files is not None:
+            files.dir.mkdir(parents=True, exist_ok=True)
+        leaf = None
+        if container.groups is not None:
+            name = files.dir.name if files is not None else self._unique_name()
+            if files is not None:
+                files.leaf.write_text(name)
+            leaf = container.groups.leaf(name)
+        command = self._argv(container, process)
+        joins = ""
+        if leaf is not None:
+            # Join the process's groups (under the container's) before it starts, so
+            # no byte escapes the limits and a kill reaches everything it starts.
+            joins = " ".join(f'echo $$ > "{p}" &&' for p in leaf.procs_files)
+        run = files.shim(ARGS) if files is not None else f"exec {ARGS}"
+        return leaf, ["/bin/sh", "-c", f"{joins} {run}", "sh", *command]
+
+    def _unique_name(self) -> str:
+        """A process name no other process of this cell has had, in any of its lives."""
+        with self._counter:
+            self._processes_started += 1
+            return f"p-{self._life}-{self._processes_started}"
 
     def _hand_over(
-        self, spare: _Spare, container: _Container, process: ProcessSpec
+        self, spare: _Spare, container: _Container, process: ProcessSpec, files: ProcessFiles
     ) -> ContainerGroups | None:
-        """Have a spare's parked shell exec ``process`` (blocking); the leaf it is in.
+        """Have a spare's parked shell run ``process`` as its shim (blocking); the leaf
+        it is in.
 
         Its stdin is /dev/null once it runs, as a process started anew has. A shell
         that died meanwhile runs nothing and the process fails to start; that is
         what a process killed at once would do too.
         """
-        argv = self._argv(container, process, None)
-        command = f"exec {shlex.join(argv)} </dev/null\n".encode()
+        argv = self._argv(container, process)
+        command = f"{files.shim(shlex.join(argv))}\n".encode()
+        files.dir.mkdir(parents=True, exist_ok=True)
+        files.leaf.write_text(SPARE_LEAF)
         try:
             view = memoryview(command)
             while view:
@@ -601,10 +731,9 @@ class LocalBackend:
                 "-c",
                 PARKED,
                 stdin=read,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
-                limit=MAX_LINE,
             )
         except BaseException:
             os.close(command)
@@ -629,17 +758,8 @@ class LocalBackend:
             await self._cgroups.named(spare.name).kill_and_remove()
         await asyncio.to_thread(shutil.rmtree, spare.dir, True)
 
-    def _leaf(self, container: _Container) -> ContainerGroups | None:
-        if container.groups is None:
-            return None
-        with self._counter:
-            self._processes_started += 1
-            name = f"p{self._processes_started}"
-        return container.groups.leaf(name)
-
-    def _argv(
-        self, container: _Container, process: ProcessSpec, leaf: ContainerGroups | None
-    ) -> list[str]:
+    def _argv(self, container: _Container, process: ProcessSpec) -> list[str]:
+        """The command that runs ``process`` in the sandbox, as the container's user."""
         spec = container.spec
         unprivileged = self._unprivileged(spec)
         uid, gid = _user_ids(process.user)
@@ -667,11 +787,6 @@ class LocalBackend:
         if unprivileged:
             ids = str(self.container_uid)
             prefix = ["setpriv", f"--reuid={ids}", f"--regid={ids}", "--clear-groups", "--"]
-        if leaf is not None:
-            # Join the process's groups (under the container's) before exec, so no
-            # byte escapes the limits and a kill reaches everything it starts.
-            joins = " ".join(f'echo $$ > "{p}" &&' for p in leaf.procs_files)
-            return ["/bin/sh", "-c", f'{joins} exec "$@"', "sh", *prefix, *bwrap]
         return [*prefix, *bwrap]
 
     def _filesystem(self, container: _Container, unprivileged: bool) -> list[str]:
@@ -727,6 +842,35 @@ class LocalBackend:
 
 
 FALLBACK_ROOT = Path("/var/lib/diego")
+
+
+async def remove_strays(
+    cells: Path, keep: Collection[str], hide: tuple[Path, ...], container_uid: int
+) -> list[str]:
+    """Destroy the containers of the cells under ``cells`` (``cells/CELL/containers``)
+    not named in ``keep``: an earlier run's cells, under other names. Their processes
+    outlive the node that started them, and no cell of this one would ever end them.
+    The guids destroyed."""
+    removed: list[str] = []
+    for home in await asyncio.to_thread(_other_cells, cells, keep):
+        backend = LocalBackend(
+            home / "containers", hide=hide, container_uid=container_uid, name=home.name
+        )
+        for leftover in await backend.existing():
+            await backend.destroy(leftover.guid)
+            removed.append(leftover.guid)
+        await backend.close()
+    return removed
+
+
+def _other_cells(cells: Path, keep: Collection[str]) -> list[Path]:
+    if not cells.is_dir():
+        return []
+    return [
+        home
+        for home in sorted(cells.iterdir())
+        if home.name not in keep and (home / "containers").is_dir()
+    ]
 
 
 def plan_volumes(paths: Iterable[str]) -> tuple[Volume, ...]:
@@ -879,24 +1023,150 @@ def _user_ids(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-async def _pump(stream: asyncio.StreamReader, sink: OutputSink) -> None:
-    """Hand each line of ``stream`` to ``sink``; over-long lines in pieces."""
-    continued = False  # the last piece was cut from a longer line
-    while True:
+def _write_pid(files: ProcessFiles, pid: int) -> None:
+    """Record the shim's pid and start time, for a restarted cell to find it by."""
+    tmp = files.pid.with_suffix(".tmp")
+    tmp.write_text(f"{pid} {_start_time(pid)}")
+    tmp.rename(files.pid)
+
+
+def _start_time(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot), or "" if it is gone: a pid
+    reused by another process has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _live_pid(files: ProcessFiles) -> int | None:
+    """The shim's pid if it still runs, else None."""
+    try:
+        pid, started = files.pid.read_text().split()
+    except (OSError, ValueError):
+        return None
+    return int(pid) if _start_time(int(pid)) == started else None
+
+
+def _exit_status(files: ProcessFiles) -> int | None:
+    """The status the shim wrote, or None if it wrote none (yet)."""
+    try:
+        return int(files.exit.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+async def _done(code: int) -> int:
+    return code
+
+
+async def _status_of(proc: asyncio.subprocess.Process) -> int:
+    """The shim's exit status: the process's, or 128 + N if the shim was killed."""
+    code = await proc.wait()
+    return 128 - code if code < 0 else code
+
+
+async def _status_after(pid: int, files: ProcessFiles) -> int:
+    """The status of a shim this node did not start, once it exits (a pidfd tells)."""
+    loop = asyncio.get_running_loop()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        pidfd = -1
+    if pidfd >= 0:
+        gone: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(pidfd, lambda: None if gone.done() else gone.set_result(None))
         try:
-            line = await stream.readuntil(b"\n")
-        except asyncio.IncompleteReadError as e:
-            if e.partial:
-                sink(e.partial.decode(errors="replace"))
-            return
-        except asyncio.LimitOverrunError as e:
-            sink((await stream.readexactly(e.consumed)).decode(errors="replace"))
-            continued = True
-            continue
-        text = line.decode(errors="replace").rstrip("\n")
-        if text or not continued:
-            sink(text)
-        continued = False
+            await gone
+        finally:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+    code = _exit_status(files)
+    return 128 + signal.SIGKILL if code is None else code  # killed before it could write
+
+
+class _Lines:
+    """Reads one output file as it grows and hands each line to a sink."""
+
+    def __init__(self, path: Path, sink: OutputSink) -> None:
+        self.fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+        self.sink = sink
+        self.pending = b""
+        self.unfreed = 0
+        with contextlib.suppress(OSError):  # what an earlier run freed reads as a hole
+            os.lseek(self.fd, os.lseek(self.fd, 0, os.SEEK_DATA), os.SEEK_SET)
+
+    def read(self) -> bool:
+        """Hand over what was written since the last read; whether there was any."""
+        got = False
+        while chunk := os.read(self.fd, MAX_LINE):
+            got = True
+            self.unfreed += len(chunk)
+            *lines, self.pending = (self.pending + chunk).split(b"\n")
+            for line in lines:
+                self.sink(line.decode(errors="replace"))
+            while len(self.pending) >= MAX_LINE:
+                self.sink(self.pending[:MAX_LINE].decode(errors="replace"))
+                self.pending = self.pending[MAX_LINE:]
+        if self.unfreed >= PUNCH_AT:
+            _punch(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))
+            self.unfreed = 0
+        return got
+
+    def close(self) -> None:
+        if self.pending:
+            self.sink(self.pending.decode(errors="replace"))
+        os.close(self.fd)
+
+
+async def _tail(
+    files: ProcessFiles, sinks: tuple[OutputSink, OutputSink], exited: asyncio.Event
+) -> None:
+    """Hand the lines of the process's output files to the sinks until it has exited
+    and they are read to their end."""
+    readers: list[_Lines] = []
+    try:
+        readers += [_Lines(files.out, sinks[0]), _Lines(files.err, sinks[1])]
+    except OSError as e:  # the container went while the process started
+        log.info("output-not-read dir=%s error=%s", files.dir, e)
+        for reader in readers:
+            reader.close()
+        return
+    least, most = TAIL_INTERVALS
+    delay = least
+    try:
+        while True:
+            finished = exited.is_set()
+            got = [r.read() for r in readers]
+            if finished:
+                return
+            delay = least if any(got) else min(delay * 2, most)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await exited.wait()
+    finally:
+        for reader in readers:
+            reader.close()
+
+
+_FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+
+
+def _punch(fd: int, upto: int) -> None:
+    """Free the disk blocks of the first ``upto`` bytes of ``fd`` (best effort)."""
+    length = upto - upto % 4096
+    fallocate = _libc_fallocate()
+    if length > 0 and fallocate is not None:
+        fallocate(fd, _FALLOC_PUNCH, ctypes.c_long(0), ctypes.c_long(length))
+
+
+@functools.cache
+def _libc_fallocate() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
 
 
 async def _run(*argv: str) -> tuple[int, str]:

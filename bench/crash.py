@@ -1,0 +1,199 @@
+"""crash: ``kill -9`` of a node with Tasks in flight, then a restart on its data dir.
+
+A real ``diego serve`` with one local cell takes ``--tasks`` Tasks (POSTed at
+concurrency 50). Each runs three steps: the first appends ``a`` to /tmp/steps,
+the second naps (a few seconds, spread over the Tasks, so that some naps end
+while the node is down and some after it is back; run a second time, it exits 3)
+and appends ``b``, the third appends ``c``; its result_file is /tmp/steps. Once
+every Task is RUNNING (or the placement deadline passed), the node is killed -9,
+the Tasks' processes on the host are counted (they must outlive it), and the node
+is started again on the same data dir. Then every Task is followed to COMPLETED.
+
+Counted: lost (no longer known to the node), run twice (a step ran again: exit 3,
+or a result other than ``a b c``), failed otherwise, and host processes of the
+Tasks left once all are done and deleted. Target: 0 of each, every Task succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.node import DIEGO, _wait_listening, bench_home
+
+CONCURRENCY = 50
+DOMAIN = "crash"
+MARK = "DIEGO_CRASH_BENCH"
+CONFIG = """\
+[cell]
+count = 1
+memory_mb = 65536
+disk_mb = 65536
+max_containers = {count}
+spare_containers = 2
+presence_ttl = 10.0
+"""
+STEP_2 = "[ ! -e /tmp/ran ] || exit 3; touch /tmp/ran; sleep $NAP; echo b >> /tmp/steps"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options."""
+    parser.add_argument("--tasks", type=int, default=1000, help="Tasks in flight at the kill")
+    parser.add_argument("--quick", action="store_true", help="200 Tasks")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Tasks in flight through kill -9 and a restart: 0 lost, 0 twice, 0 failed, 0 left."""
+    count = 200 if args.quick else args.tasks
+    home = bench_home()
+    marker = f"m{os.getpid()}"
+    try:
+        (home / "diego.toml").write_text(CONFIG.format(count=count))
+        first, url = _start(home, "serve-1.log")
+        guids, placed_s = asyncio.run(_submit(url, count, marker))
+        alive_before = len(_marked(marker))
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        time.sleep(0.5)
+        alive_after = len(_marked(marker))
+        second, url = _start(home, "serve-2.log")
+        try:
+            outcome = asyncio.run(_follow(url, guids))
+            deadline = time.monotonic() + 30
+            while _marked(marker) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            left = len(_marked(marker))
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(60)
+        resumed = (home / "serve-2.log").read_text(errors="replace").count("container-resumed")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    figures: dict[str, Any] = {
+        "benchmark": "crash",
+        "tasks": count,
+        "seconds_to_running": round(placed_s, 1),
+        "processes_before_kill": alive_before,
+        "processes_after_kill": alive_after,
+        "resumed": resumed,
+        **outcome,
+        "left_on_host": left,
+        "target": "0 lost, 0 twice, 0 failed, 0 left",
+    }
+    figures["meets_target"] = (
+        not (figures["lost"] or figures["twice"] or figures["failed"] or left)
+        and figures["succeeded"] == count
+    )
+    print(f"kill -9 of a node with {count} Tasks in flight, then a restart")
+    print(f"  their processes: {alive_before} before the kill, {alive_after} after it")
+    print(
+        f"  after the restart: {resumed} resumed; {figures['succeeded']} succeeded,"
+        f" {figures['lost']} lost, {figures['twice']} run twice, {figures['failed']} failed"
+    )
+    print(f"  left on the host once done: {left} processes")
+    print(json.dumps(figures))
+    return figures
+
+
+def _start(home: Path, log_name: str) -> tuple[subprocess.Popen[bytes], str]:
+    log = home / log_name
+    command = [str(DIEGO), "serve", "--data-dir", str(home / "data"), "--listen", "127.0.0.1:0"]
+    command += ["--config", str(home / "diego.toml")]
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+    return proc, _wait_listening(proc, log)
+
+
+def _request(guid: str, marker: str, nap: str) -> dict[str, Any]:
+    steps = ["echo a >> /tmp/steps", STEP_2, "echo c >> /tmp/steps"]
+    return {
+        "task_guid": guid,
+        "domain": DOMAIN,
+        "stack": "cflinuxfs4",
+        "memory_mb": 32,
+        "env": [{"name": MARK, "value": marker}, {"name": "NAP", "value": nap}],
+        "action": {
+            "serial": {"actions": [{"run": {"path": "/bin/sh", "args": ["-c", s]}} for s in steps]}
+        },
+        "result_file": "/tmp/steps",
+    }
+
+
+async def _submit(url: str, count: int, marker: str) -> tuple[list[str], float]:
+    """POST the Tasks, wait until all are RUNNING (at most 120 s); guids, seconds."""
+    guids = [f"crash-{i}" for i in range(count)]
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        queue = list(enumerate(guids))
+
+        async def client() -> None:
+            while queue:
+                i, guid = queue.pop()
+                nap = str(3 + (i % 5) * 2)  # 3 to 11 s
+                body = _request(guid, marker, nap)
+                async with session.post(f"{url}/v1/tasks", json=body) as reply:
+                    assert reply.status == 201, await reply.text()
+
+        await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+        while time.monotonic() - started < 120:
+            async with session.get(f"{url}/v1/tasks?domain={DOMAIN}") as reply:
+                tasks = await reply.json()
+            if sum(t["state"] == "RUNNING" for t in tasks) == count:
+                break
+            await asyncio.sleep(0.2)
+    return guids, time.monotonic() - started
+
+
+async def _follow(url: str, guids: list[str]) -> dict[str, int]:
+    """Wait (at most 300 s) until every Task is COMPLETED; count what became of them."""
+    counts = {"succeeded": 0, "lost": 0, "twice": 0, "failed": 0, "unfinished": 0}
+    deadline = time.monotonic() + 300
+    async with aiohttp.ClientSession() as session:
+        for guid in guids:
+            while True:
+                async with session.get(f"{url}/v1/tasks/{guid}") as reply:
+                    task = await reply.json() if reply.status == 200 else None
+                if task is None:
+                    counts["lost"] += 1
+                    break
+                if task["state"] == "COMPLETED":
+                    if not task["failed"] and task["result"] == "a\nb\nc\n":
+                        counts["succeeded"] += 1
+                    elif not task["failed"] or "status 3" in task["failure_reason"]:
+                        counts["twice"] += 1
+                    else:
+                        counts["failed"] += 1
+                        print(f"  failed: {guid} {task['failure_reason']}")
+                    async with session.delete(f"{url}/v1/tasks/{guid}"):
+                        pass
+                    break
+                if time.monotonic() > deadline:
+                    counts["unfinished"] += 1
+                    break
+                await asyncio.sleep(0.2)
+    return counts
+
+
+def _marked(marker: str) -> list[int]:
+    """Pids of host processes whose environment carries the bench's marker."""
+    needle = f"{MARK}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
