@@ -119,7 +119,7 @@ def _request(guid: str, marker: str, nap: str) -> dict[str, Any]:
     return {
         "task_guid": guid,
         "domain": DOMAIN,
-        "stack": "cflinuxfs4",
+        "stack": "linux",
         "memory_mb": 32,
         "env": [{"name": MARK, "value": marker}, {"name": "NAP", "value": nap}],
         "action": {
@@ -148,7 +148,7 @@ async def _submit(url: str, count: int, marker: str) -> tuple[list[str], float]:
         while time.monotonic() - started < 120:
             async with session.get(f"{url}/v1/tasks?domain={DOMAIN}") as reply:
                 tasks = await reply.json()
-            if sum(t["state"] == "RUNNING" for t in tasks) == count:
+            if sum(t["state"] in ("RUNNING", "COMPLETED") for t in tasks) == count:
                 break
             await asyncio.sleep(0.2)
     return guids, time.monotonic() - started

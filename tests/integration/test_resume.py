@@ -191,7 +191,7 @@ async def test_a_process_gone_without_a_status_is_an_interrupted_step(
     lines: list[str] = []
     life = asyncio.create_task(perform(sh("sleep 1000"), context(backend, guid, journal, lines)))
     pid_file = backend.root / guid / "procs" / "k-0" / "pid"
-    while not pid_file.exists():
+    while not pid_file.exists() or not pid_file.read_text().strip():
         await asyncio.sleep(0.02)
     life.cancel()  # kills the shim and everything under it, as a reboot would
     with pytest.raises(asyncio.CancelledError):
@@ -226,8 +226,11 @@ async def test_a_shim_is_in_a_session_of_its_own(backend: LocalBackend) -> None:
     """Nothing sent to the node's session or group reaches a container's process."""
     guid = f"session-{uuid.uuid4().hex[:8]}"
     await backend.create(ContainerSpec(guid=guid))
-    proc = await backend.run(guid, ProcessSpec("/bin/sleep", ("0.2",), key="0"), print, print)
-    pid = int((backend.root / guid / "procs" / "k-0" / "pid").read_text().split()[0])
+    proc = await backend.run(guid, ProcessSpec("/bin/sleep", ("1",), key="0"), print, print)
+    pid_file = backend.root / guid / "procs" / "k-0" / "pid"
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        await asyncio.sleep(0.02)
+    pid = int(pid_file.read_text().split()[0])
     assert os.getsid(pid) == os.getpgid(pid) == pid != os.getsid(0)
     assert await proc.wait() == 0
     await backend.destroy(guid)

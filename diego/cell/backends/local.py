@@ -243,11 +243,16 @@ class ProcessFiles:
         return self.dir / "leaf"
 
     def shim(self, command: str) -> str:
-        """The shell text that runs ``command`` (shell words) and records its end."""
-        out, err, status = (shlex.quote(str(p)) for p in (self.out, self.err, self.exit))
+        """The shell text that records the shim's pid and start time (field 22 of its
+        /proc stat: a reused pid has another), runs ``command`` (shell words) and
+        records its exit status; builtins only, so no process more is started."""
+        pid, out, err, status = (
+            shlex.quote(str(p)) for p in (self.pid, self.out, self.err, self.exit)
+        )
+        skip = " ".join(["_"] * 21)
         return (
-            f"{command} </dev/null >>{out} 2>>{err}; s=$?;"
-            f" echo $s >{status}.tmp && mv {status}.tmp {status}; exit $s"
+            f'read -r {skip} t _ </proc/$$/stat; echo "$$ $t" >{pid};'
+            f" {command} </dev/null >>{out} 2>>{err}; s=$?; echo $s >{status}; exit $s"
         )
 
 
@@ -520,7 +525,6 @@ class LocalBackend:
                 stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
             )
-        _write_pid(files, proc.pid)  # two small writes: not worth a thread's round trip
         running = LocalProcess(proc.pid, _status_of(proc), files, container, leaf, (stdout, stderr))
         container.processes.add(running)
         return running
@@ -546,7 +550,9 @@ class LocalBackend:
         """The process an earlier run started as ``key``, running or exited."""
         container = self._get(guid)
         files = self._process_files(container, key)
-        if not files.dir.is_dir():
+        if not files.pid.is_file() and not files.exit.is_file():
+            # Never started: the earlier run died before its shim began (a shim
+            # records its pid before anything else, within moments of its spawn).
             return None
         status: Awaitable[int]
         code = _exit_status(files)
@@ -658,7 +664,9 @@ class LocalBackend:
         what a process killed at once would do too.
         """
         argv = self._argv(container, process)
-        command = f"{files.shim(shlex.join(argv))}\n".encode()
+        # A function called on the last line: a node killed mid-write leaves a text
+        # that defines nothing or calls nothing, never a command cut short.
+        command = f"shim() {{ {files.shim(shlex.join(argv))}; }}\nshim\n".encode()
         files.dir.mkdir(parents=True, exist_ok=True)
         files.leaf.write_text(SPARE_LEAF)
         try:
@@ -1021,13 +1029,6 @@ def _user_ids(user: str) -> tuple[int, int]:
     except KeyError:
         raise BackendError(f"unknown user {user!r}") from None
     return entry.pw_uid, entry.pw_gid
-
-
-def _write_pid(files: ProcessFiles, pid: int) -> None:
-    """Record the shim's pid and start time, for a restarted cell to find it by."""
-    tmp = files.pid.with_suffix(".tmp")
-    tmp.write_text(f"{pid} {_start_time(pid)}")
-    tmp.rename(files.pid)
 
 
 def _start_time(pid: int) -> str:
