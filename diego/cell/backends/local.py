@@ -167,17 +167,22 @@ class LocalProcess:
         sinks: tuple[OutputSink, OutputSink],
     ) -> None:
         self._pid = pid
-        self._status = status
         self._files = files
         self._owner = owner
         self._leaf = leaf
         self._exited = asyncio.Event()
         self._tail = asyncio.create_task(_tail(files, sinks, self._exited))
+        # Its end is followed whether anyone waits or not, once: a wait cancelled
+        # (a cancelled step, which then kills and waits again) leaves it running.
+        self._end = asyncio.ensure_future(self._ended(status))
 
     async def wait(self) -> int:
-        """The exit status; 128 + N when killed by signal N."""
+        """The exit status; 128 + N when killed by signal N (its output all read)."""
+        return await asyncio.shield(self._end)
+
+    async def _ended(self, status: Awaitable[int]) -> int:
         try:
-            code = await self._status
+            code = await status
         finally:
             self._exited.set()
         leaf = self._leaf
@@ -194,7 +199,7 @@ class LocalProcess:
                 self._owner.pids_exhausted = True
             if not gone:
                 await leaf.kill_and_remove()
-        await asyncio.shield(self._tail)  # the files' last bytes: there is no pipe to wait on
+        await self._tail  # the files' last bytes: there is no pipe to wait on
         self._owner.processes.discard(self)
         if not self._files.kept:
             await asyncio.to_thread(shutil.rmtree, self._files.dir, True)
