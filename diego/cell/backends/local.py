@@ -213,8 +213,9 @@ class LocalProcess:
         shim is still exec'ing its way to bubblewrap, or just after bubblewrap
         forked the namespace's init.
         """
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._pid, signal.SIGKILL)
+        if self._pid > 0 and not self._exited.is_set():  # 0: attached, already ended
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pid, signal.SIGKILL)
         if self._leaf is not None:
             self._leaf.kill_all()
 
@@ -649,8 +650,9 @@ class LocalBackend:
             # Join the process's groups (under the container's) before it starts, so
             # no byte escapes the limits and a kill reaches everything it starts.
             joins = " ".join(f'echo $$ > "{p}" &&' for p in leaf.procs_files)
+        # Braced: a failed join runs nothing, not the command outside its limits.
         run = files.shim(ARGS) if files is not None else f"exec {ARGS}"
-        return leaf, ["/bin/sh", "-c", f"{joins} {run}", "sh", *command]
+        return leaf, ["/bin/sh", "-c", f"{joins} {{ {run}; }}", "sh", *command]
 
     def _unique_name(self) -> str:
         """A process name no other process of this cell has had, in any of its lives."""
