@@ -30,20 +30,12 @@ from typing import Any
 
 import aiohttp
 
-from bench.node import bench_home, cpu_seconds, started_node
+from bench.node import QUIET, bench_home, cpu_seconds, started_node
 from bench.seed import SEED, seed, size_of
 
 CONCURRENCY = 64
 TARGET_RATIO = 0.3
 ROUNDS = 2
-CONFIG = """\
-[converger]
-interval = 86400.0
-
-[auction]
-retry_interval = 86400.0
-"""
-"""A quiet node: no converger pass and no auction retry during the run."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     warm = [rng.choice(seeded.task_guids) for _ in range(min(1000, count))]
     (home / "guids").write_text("\n".join(guids + warm))
     with (
-        started_node("--cells", "0", config=CONFIG, home=home) as node,
+        started_node("--cells", "0", config=QUIET, home=home) as node,
         _Bare(home) as (bare_url, bare_pid),
     ):
         measured = asyncio.run(

@@ -25,19 +25,11 @@ from typing import Any
 
 import aiohttp
 
-from bench.node import bench_home, cpu_seconds, started_node
+from bench.node import QUIET, bench_home, cpu_seconds, started_node
 
 CONCURRENCY = 50
 TARGET_P99_MS = 250.0
 WARM = 200
-CONFIG = """\
-[converger]
-interval = 86400.0
-
-[auction]
-retry_interval = 86400.0
-"""
-"""A quiet node: no converger pass and no auction retry during the run."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """POST /v1/tasks at concurrency 50: diego's p99 ≤ 250 ms, 0 errors; bare beside it."""
     count = 2_000 if args.quick else args.creates
     home = bench_home()
-    with started_node("--cells", "0", config=CONFIG, home=home) as node:
+    with started_node("--cells", "0", config=QUIET, home=home) as node:
         sample = asyncio.run(_sample(node.url))
         (home / "answer").write_bytes(sample)
         with _Bare(home / "answer") as (bare_url, bare_pid):

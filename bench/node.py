@@ -18,6 +18,14 @@ import attrs
 
 LISTENING = re.compile(r"api-listening url=(\S+)")
 DIEGO = Path(sys.executable).parent / "diego"
+QUIET = """\
+[converger]
+interval = 86400.0
+
+[auction]
+retry_interval = 86400.0
+"""
+"""A quiet node's settings: no converger pass and no auction retry during a run."""
 
 
 @attrs.frozen

@@ -312,10 +312,19 @@ class Executor:
             raise ValueError(f"container {guid} is not reserved")
         container.state = ContainerState.INITIALIZING
         container.lrp = request.lrp
-        if request.lrp is None and request.tes is None and self.journals is not None:
-            container.journal = Journal(self.journals / guid)
+        if self._resumable(request):
+            container.journal = Journal(self._journal_path(guid))
         life = self._live_lrp if request.lrp is not None else self._live
         container.runner = asyncio.create_task(life(container, request), name=guid)
+
+    def _resumable(self, request: RunRequest) -> bool:
+        """Whether a restarted cell can go on with this work: a plain Task's tree (an
+        LRP's monitor and a TES job keep no journal), where journals are kept."""
+        return request.lrp is None and request.tes is None and self.journals is not None
+
+    def _journal_path(self, guid: str) -> Path:
+        assert self.journals is not None
+        return self.journals / guid
 
     def _spec(self, request: RunRequest) -> ContainerSpec:
         spec = request.spec
@@ -569,13 +578,11 @@ class Executor:
         container = self._containers.get(guid)
         if container is None or not container.adopted:
             return False
-        resumable = request.lrp is None and request.tes is None and self.journals is not None
-        if not resumable or not await self.backend.reopen(self._spec(request)):
+        if not self._resumable(request) or not await self.backend.reopen(self._spec(request)):
             self.interrupt(guid)
             return False
         container.adopted = False
-        assert self.journals is not None
-        container.journal = Journal.resume(self.journals / guid)
+        container.journal = Journal.resume(self._journal_path(guid))
         log.info("container-resumed guid=%s", guid)
         container.runner = asyncio.create_task(self._live(container, request, True), name=guid)
         return True

@@ -470,7 +470,11 @@ def test_kill_9_and_restart_resume_the_tasks_where_they_were(cell_server: CellSe
 
     assert cell_server.kill() == -9
     assert len(running_command(marker, ["sleep", "6"])) == 3  # they outlive the node
-    time.sleep(0.6)  # the short naps end while the node is down
+    poll(
+        lambda: not running_command(marker, ["sleep", "0.5"]),
+        10.0,
+        "the short naps to end while the node is down",
+    )
     node.restart()
     for guid in naps:
         done = node.wait_state(guid, deadline=30.0)

@@ -2,7 +2,7 @@
 backend's processes found again (``reopen``, ``attach``) by a backend made anew on the
 same directory, as a restarted node makes it."""
 
-# ruff: noqa: ASYNC110
+# ruff: noqa: ASYNC110, F811  (F811: the fixtures imported from test_local_backend)
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +11,6 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,34 @@ from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.transfer import Transfers
 from diego.models.actions import RunAction, SerialAction, TimeoutAction
-from tests.integration.test_local_backend import CONTAINER_UID, clean
+from tests.integration.test_local_backend import (  # the fixtures, not written again
+    CONTAINER_UID,
+    _needs_root,  # noqa: F401
+    backend,  # noqa: F401
+)
 
 
-@pytest.fixture(autouse=True)
-def _needs_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the local backend's isolation needs root")
+async def made(backend: LocalBackend, name: str) -> ContainerSpec:
+    """A new container of ``backend``, its guid unique to this test."""
+    spec = ContainerSpec(guid=f"{name}-{uuid.uuid4().hex[:8]}")
+    await backend.create(spec)
+    return spec
 
 
-@pytest.fixture
-async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
-    made = LocalBackend(tmp_path / "containers", container_uid=CONTAINER_UID)
-    try:
-        yield made
-    finally:
-        await clean(made)
+async def reopened(backend: LocalBackend, spec: ContainerSpec) -> LocalBackend:
+    """A backend made anew on ``backend``'s directory, as a restarted cell makes it,
+    with ``spec``'s container taken back."""
+    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
+    assert await restarted.reopen(spec)
+    return restarted
+
+
+async def shim_pid(backend: LocalBackend, guid: str, key: str = "0") -> int:
+    """The pid process ``key``'s shim records, once it has."""
+    pid_file = backend.root / guid / "procs" / f"k-{key}" / "pid"
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        await asyncio.sleep(0.02)
+    return int(pid_file.read_text().split()[0])
 
 
 def sh(script: str) -> RunAction:
@@ -140,10 +151,9 @@ async def test_a_resumed_tree_skips_what_ended_and_attaches_to_what_runs(
             pass
     first.kill()  # the cell dies in the second step
     await first.wait()
-    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
-    assert [c.guid for c in await restarted.existing()] == [guid]
     spec = ContainerSpec(guid=guid)
-    assert await restarted.reopen(spec)
+    assert [c.guid for c in await backend.existing()] == [guid]
+    restarted = await reopened(backend, spec)
     assert not await restarted.reopen(spec)  # once
     resumed = Journal.resume(journal)
     assert resumed.outcome("0.0") == ""
@@ -161,16 +171,13 @@ async def test_a_resumed_tree_skips_what_ended_and_attaches_to_what_runs(
 async def test_a_step_that_ended_while_the_cell_was_down_ends_as_it_ended(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
-    guid = f"ended-{uuid.uuid4().hex[:8]}"
-    spec = ContainerSpec(guid=guid)
-    await backend.create(spec)
-    key = "0"
+    spec = await made(backend, "ended")
+    guid, key = spec.guid, "0"
     proc = await backend.run(
         guid, ProcessSpec("/bin/sh", ("-c", "echo out; exit 7"), key=key), print, print
     )
     assert await proc.wait() == 7
-    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
-    assert await restarted.reopen(spec)
+    restarted = await reopened(backend, spec)
     lines: list[str] = []
     attached = await restarted.attach(guid, key, lines.append, lines.append)
     assert attached is not None
@@ -184,20 +191,16 @@ async def test_a_process_gone_without_a_status_is_an_interrupted_step(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
     """The machine restarted (say): the shim left no exit status, and no process runs."""
-    guid = f"lost-{uuid.uuid4().hex[:8]}"
-    spec = ContainerSpec(guid=guid)
-    await backend.create(spec)
+    spec = await made(backend, "lost")
+    guid = spec.guid
     journal = Journal(tmp_path / "journal")
     lines: list[str] = []
     life = asyncio.create_task(perform(sh("sleep 1000"), context(backend, guid, journal, lines)))
-    pid_file = backend.root / guid / "procs" / "k-0" / "pid"
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        await asyncio.sleep(0.02)
+    await shim_pid(backend, guid)
     life.cancel()  # kills the shim and everything under it, as a reboot would
     with pytest.raises(asyncio.CancelledError):
         await life
-    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
-    assert await restarted.reopen(spec)
+    restarted = await reopened(backend, spec)
     with pytest.raises(BackendError, match="left no exit status"):
         await restarted.attach(guid, "0", print, print)
     resumed = Journal.resume(tmp_path / "journal")
@@ -209,28 +212,22 @@ async def test_a_process_gone_without_a_status_is_an_interrupted_step(
 async def test_a_resumed_timeout_keeps_the_deadline_it_began_with(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
-    guid = f"deadline-{uuid.uuid4().hex[:8]}"
-    await backend.create(ContainerSpec(guid=guid))
+    # An hour's timeout that began an hour and a second ago: kept, it fails at once;
+    # started afresh, the test would outlast its own timeout.
+    guid = (await made(backend, "deadline")).guid
     path = tmp_path / "journal"
-    path.write_text(json.dumps({"k": "0", "t": time.time() - 10}) + "\n")  # 10 s ago
-    tree = TimeoutAction(action=sh("sleep 1000"), timeout_ms=5000)
-    lines: list[str] = []
-    started = time.monotonic()
-    with pytest.raises(StepFailed, match="exceeded 5s timeout"):
-        await perform(tree, context(backend, guid, Journal.resume(path), lines))
-    assert time.monotonic() - started < 4  # not 5 s more
+    path.write_text(json.dumps({"k": "0", "t": time.time() - 3601}) + "\n")
+    tree = TimeoutAction(action=sh("sleep 1000"), timeout_ms=3_600_000)
+    with pytest.raises(StepFailed, match="exceeded 1h0m0s timeout"):
+        await perform(tree, context(backend, guid, Journal.resume(path), []))
     await backend.destroy(guid)
 
 
 async def test_a_shim_is_in_a_session_of_its_own(backend: LocalBackend) -> None:
     """Nothing sent to the node's session or group reaches a container's process."""
-    guid = f"session-{uuid.uuid4().hex[:8]}"
-    await backend.create(ContainerSpec(guid=guid))
+    guid = (await made(backend, "session")).guid
     proc = await backend.run(guid, ProcessSpec("/bin/sleep", ("1",), key="0"), print, print)
-    pid_file = backend.root / guid / "procs" / "k-0" / "pid"
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        await asyncio.sleep(0.02)
-    pid = int(pid_file.read_text().split()[0])
+    pid = await shim_pid(backend, guid)
     assert os.getsid(pid) == os.getpgid(pid) == pid != os.getsid(0)
     assert await proc.wait() == 0
     await backend.destroy(guid)

@@ -30,6 +30,12 @@ class PlacementErrors:
         return None  # type: ignore[return-value]  # the auctioneer does not read it
 
 
+async def turns(count: int) -> None:
+    """Let the loop run ``count`` times round (the auctioneer's loop among them)."""
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 def work(guid: str, index: int) -> LRPWork:
     return LRPWork(guid, index, "d", "s", "docker:///busybox", 1, 1)
 
@@ -53,8 +59,7 @@ async def test_a_busy_auctioneer_stops_when_cancelled() -> None:
     auctioneer = Auctioneer(bbs, lambda: [], retry_interval=3600, max_batch=1)
     auctioneer.submit_work([work("busy", i) for i in range(50)])
     running = asyncio.create_task(auctioneer.run())
-    for _ in range(20):
-        await asyncio.sleep(0)
+    await turns(20)
     assert auctioneer.batches >= 10
     running.cancel()
     done, _ = await asyncio.wait([running], timeout=5)
@@ -67,13 +72,11 @@ async def test_work_that_fits_nowhere_waits_for_a_kick_not_a_loop() -> None:
     auctioneer = Auctioneer(bbs, lambda: [], retry_interval=3600, max_batch=2)
     auctioneer.submit_work([work("big", i) for i in range(5)])
     running = asyncio.create_task(auctioneer.run())
-    for _ in range(100):
-        await asyncio.sleep(0)
+    await turns(100)
     assert auctioneer.batches == 3
     assert auctioneer.waiting() == 5
     auctioneer.kick()
-    for _ in range(100):
-        await asyncio.sleep(0)
+    await turns(100)
     assert auctioneer.batches == 4  # a kick: one batch of carried work, then a wait
     running.cancel()
     await asyncio.wait([running], timeout=5)

@@ -54,9 +54,12 @@ from diego.cell.backends.base import (
     ProcessSpec,
 )
 from diego.cell.backends.egress import setup_commands, teardown_commands
-from diego.cell.backends.local import HOME, MAX_LINE, PUMP_GRACE, _run, _system_tool
+from diego.cell.backends.local import HOME, MAX_LINE, _run, _system_tool
 
 log = logging.getLogger("diego.cell.docker")
+
+PUMP_GRACE = 1.0
+"""Seconds an exec's output is still read after the process exited."""
 
 LABEL = "org.diego."
 """The prefix of every label diego puts on a container or network."""

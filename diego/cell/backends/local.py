@@ -71,8 +71,6 @@ log = logging.getLogger("diego.cell.local")
 
 HOME = "/home/vcap"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-PUMP_GRACE = 1.0
-"""Seconds the output is still read after the process exited."""
 MAX_LINE = 64 * 1024
 """Longer output lines are split; a process cannot make the cell buffer without end."""
 MADE_BY_SANDBOX = frozenset({"proc", "dev", "tmp", "home"})
