@@ -82,7 +82,11 @@ ARGS = '"$@"'
 """The shim's command, when the command is the shell's arguments."""
 TAIL_INTERVALS = (0.02, 0.5)
 """Seconds between reads of a process's output files: the least (while output
-comes) and the most (the wait doubles while none does)."""
+comes, and for the process's first TAIL_EAGER seconds) and the most (the wait
+doubles while none comes)."""
+TAIL_EAGER = 1.0
+"""Seconds a new process's output is read at the least interval, quiet or not: a
+short process's lines arrive as they would through a pipe."""
 PUNCH_AT = 1024 * 1024
 """Bytes of an output file read and not yet freed, at most: the node frees the
 disk blocks of what it has read (the file keeps its length, as a hole)."""
@@ -1140,6 +1144,8 @@ async def _tail(
             reader.close()
         return
     least, most = TAIL_INTERVALS
+    loop = asyncio.get_running_loop()
+    eager_until = loop.time() + TAIL_EAGER
     delay = least
     try:
         while True:
@@ -1147,7 +1153,8 @@ async def _tail(
             got = [r.read() for r in readers]
             if finished:
                 return
-            delay = least if any(got) else min(delay * 2, most)
+            quiet = not any(got) and loop.time() > eager_until
+            delay = min(delay * 2, most) if quiet else least
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await exited.wait()
