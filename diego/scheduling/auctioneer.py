@@ -14,7 +14,6 @@ interval, whichever comes first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Callable, Sequence
@@ -87,6 +86,9 @@ class Auctioneer:
         self._carried: dict[str, Work] = {}
         """Work an auction could not place: tried again when capacity frees or the
         retry interval ends, never in a tight loop."""
+        self._retry_due = False
+        """Whether the next auction takes carried-over work too (a kick, or the retry
+        interval passed); new work alone does not: it cannot make room."""
         self._placement_errors: dict[str, str] = {}
         self._wake = asyncio.Event()
         self.batches = 0
@@ -107,6 +109,7 @@ class Auctioneer:
     def kick(self) -> None:
         """Capacity was freed somewhere: try carried-over work again now."""
         if self._carried:
+            self._retry_due = True
             self._wake.set()
 
     def waiting(self) -> int:
@@ -121,22 +124,30 @@ class Auctioneer:
             elif self._carried:
                 # (asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
                 # cancellation that arrives as the event is set.)
-                with contextlib.suppress(TimeoutError):
+                try:
                     async with asyncio.timeout(self.retry_interval):
                         await self._wake.wait()
+                except TimeoutError:
+                    self._retry_due = True
             else:
                 await self._wake.wait()
             self._wake.clear()
+            due, self._retry_due = self._retry_due, False
             try:
-                await self.auction()
+                await self.auction(with_carried=due)
             except Exception:
                 log.exception("auction-failed")
 
-    async def auction(self) -> None:
-        """One batch: new work first, oldest first, then carried-over work, up to
-        ``max_batch`` items. New work left over is auctioned next, at once."""
+    async def auction(self, with_carried: bool = True) -> None:
+        """One batch: new work first, oldest first, then (``with_carried``) carried-over
+        work, up to ``max_batch`` items. New work left over is auctioned next, at once.
+
+        The loop takes carried-over work only when it is due (a kick, the retry
+        interval): auctioning it again with every new item made a burst of creates
+        onto full (or no) cells quadratic."""
         batch = _take(self._pending, self.max_batch)
-        batch.update(_take(self._carried, self.max_batch - len(batch)))
+        if with_carried:
+            batch.update(_take(self._carried, self.max_batch - len(batch)))
         if self._pending:
             self._wake.set()
         if not batch:

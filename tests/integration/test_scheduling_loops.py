@@ -127,6 +127,24 @@ async def test_auction_loop_retries_carried_work_when_kicked(bbs: BBS) -> None:
         loop.cancel()
 
 
+async def test_new_work_alone_does_not_auction_carried_work_again(bbs: BBS) -> None:
+    """Work carried over waits for a kick (or the retry interval): a new Task cannot
+    make room, and auctioning everything carried with each new one was quadratic."""
+    cell = SimulatedCell("a", memory_mb=100, refuse=True)
+    auctioneer = Auctioneer(bbs, lambda: [cell], retry_interval=3600)
+    loop = asyncio.create_task(auctioneer.run())
+    try:
+        auctioneer.submit([await bbs.desire_task(request("t"))])
+        await _until(lambda: auctioneer.batches == 1)
+        cell.refuse = False
+        auctioneer.submit([await bbs.desire_task(request("u"))])
+        await _until(lambda: cell.given == ["u"])  # not "t": it waits for a kick
+        auctioneer.kick()
+        await _until(lambda: cell.given == ["u", "t"])
+    finally:
+        loop.cancel()
+
+
 async def test_converger_fails_tasks_of_vanished_cells(bbs: BBS) -> None:
     """A RUNNING Task whose cell has no live presence is failed; one on a live cell is not."""
     for guid in ("lost", "kept"):
