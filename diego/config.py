@@ -8,6 +8,7 @@ refused with its name, never ignored. ``config/diego.toml`` documents them all.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 import typing
@@ -29,6 +30,7 @@ from diego.models.rules import (
     one_of,
     rule_metadata,
 )
+from diego.models.task import SecurityGroupRule
 
 ENV_PREFIX = "DIEGO_"
 
@@ -144,6 +146,7 @@ class TesSettingsSection:
     prune_interval: float = attrs.field(default=3600.0, metadata=rule_metadata(_positive()))
     local_runs_without_image: bool = True
     tail_bytes: int = attrs.field(default=10 * 1024, metadata=rule_metadata(at_least(0)))
+    egress: tuple[SecurityGroupRule, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -294,6 +297,12 @@ def load(
         raise ConfigError(str(e)) from None
     except ValueError as e:
         raise ConfigError(f"crash: {e}") from None
+    if settings.tes.egress and settings.cell.backend == "local":
+        raise ConfigError(
+            "tes.egress: local cells honour security group rules all-or-nothing (any rule "
+            'gives the host\'s whole network), so TES egress needs [cell] backend = "docker", '
+            "whose containers get exactly their rules"
+        )
     return settings
 
 
@@ -322,9 +331,13 @@ def _coerce(section: str, key: str, text: str) -> Any:
             return int(text)
         if kind is float:
             return float(text)
+        if typing.get_origin(kind) is tuple and typing.get_args(kind)[0] is not str:
+            return json.loads(text)  # a list of tables, as JSON
         if typing.get_origin(kind) is tuple:
             return [item.strip() for item in text.split(",") if item.strip()]
     except ValueError:
         words: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number"}
+        if typing.get_origin(kind) is tuple:
+            words[kind] = "a JSON list"
         raise ConfigError(f"{name}: {text!r} is not {words.get(kind, 'valid')}") from None
     return text

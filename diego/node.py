@@ -258,6 +258,7 @@ async def serve(
                 prune_interval=t.prune_interval,
                 local_runs_without_image=t.local_runs_without_image,
                 tail_bytes=t.tail_bytes,
+                egress=t.egress,
             ),
             docker_cells=lambda: any(
                 "docker" in rep.executor.backend.capabilities().rootfs_providers for rep in reps

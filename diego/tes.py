@@ -30,7 +30,7 @@ from diego.bus import follow
 from diego.cell.rep import EVACUATION_FAILURE
 from diego.cell.tes_job import logs_of_lines, report_of
 from diego.logs import LogLine
-from diego.models.codec import InvalidDocument, decode
+from diego.models.codec import InvalidDocument, decode, encode
 from diego.models.errors import (
     DiegoError,
     InvalidRequest,
@@ -39,7 +39,7 @@ from diego.models.errors import (
     TesTaskNotFound,
 )
 from diego.models.events import Event, TaskChanged, TaskCreated
-from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.models.task import SecurityGroupRule, Task, TaskCreateRequest, TaskState
 from diego.models.tes import (
     FINAL_STATES,
     TES_DOMAIN,
@@ -77,6 +77,7 @@ class TesSettings:
     prune_interval: float = 3600.0
     local_runs_without_image: bool = True  # no Docker cell: run on a local cell's root
     tail_bytes: int = 10 * 1024  # of each executor's stdout and stderr in its log
+    egress: tuple[SecurityGroupRule, ...] = ()  # where a TES task may connect: none by default
 
 
 class TesService:
@@ -175,6 +176,7 @@ class TesService:
             "cpu_weight": min(100, 10 * cores),
             "zones": list(resources.zones) if resources else [],
             "annotation": f"GA4GH TES task {task.name or task.id}",
+            "security_group_rules": [encode(rule) for rule in self.settings.egress],
             # For readers of /v1/tasks: the cell runs the TES document itself.
             "action": {"serial": {"actions": steps}},
         }

@@ -25,7 +25,7 @@ from diego.clock import FakeClock
 from diego.logs import LogStore
 from diego.models.errors import InvalidRequest, TaskNotFound, TesTaskNotFound
 from diego.models.events import Event
-from diego.models.task import TaskState
+from diego.models.task import SecurityGroupRule, TaskState
 from diego.models.tes import (
     TES_DOMAIN,
     TesExecutorLog,
@@ -165,6 +165,21 @@ async def test_create_stores_queued_and_desires_an_internal_task(world: World) -
     assert (internal.memory_mb, internal.disk_mb, internal.cpu_weight) == (1536, 256, 20)
     assert internal.root_fs == "docker:///python#3.11-slim"
     assert internal.stack == "linux"
+
+
+async def test_a_tes_task_gets_no_network_unless_the_node_gives_tes_egress(store: Store) -> None:
+    """By default the internal Task has no security group rules (loopback only); with
+    ``[tes] egress`` it has exactly those rules, whatever the task asks."""
+    closed = make_world(store)
+    stored = await closed.service.create(tes_task())
+    assert stored.id
+    assert (await closed.bbs.get_task(stored.id)).security_group_rules == ()
+
+    rule = SecurityGroupRule(protocol="tcp", destination="10.9.8.7", ports=(9000,))
+    opened = make_world(store, egress=(rule,))
+    stored = await opened.service.create(tes_task())
+    assert stored.id
+    assert (await opened.bbs.get_task(stored.id)).security_group_rules == (rule,)
 
 
 async def test_create_places_by_the_tasks_zones(world: World) -> None:

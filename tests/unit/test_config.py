@@ -9,6 +9,7 @@ import pytest
 
 from diego.config import ConfigError, Settings, load
 from diego.models.codec import encode
+from diego.models.task import SecurityGroupRule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,6 +94,28 @@ def test_bad_environment_value_names_the_variable() -> None:
     """An environment value of the wrong type names the variable."""
     with pytest.raises(ConfigError, match="DIEGO_EVENTS_QUEUE_SIZE: 'many' is not an integer"):
         load(environ={"DIEGO_EVENTS_QUEUE_SIZE": "many"})
+
+
+def test_tes_egress_is_rules_from_the_file_or_json_in_the_environment(tmp_path: Path) -> None:
+    """``[tes] egress`` takes security group rules as tables (DIEGO_TES_EGRESS as a JSON
+    list), checked like a Task's; with local cells it is refused, naming why."""
+    text = (
+        '[cell]\nbackend = "docker"\n[tes]\n'
+        'egress = [{ protocol = "tcp", destination = "10.0.0.5", ports = [9000] }]\n'
+    )
+    rule = SecurityGroupRule(protocol="tcp", destination="10.0.0.5", ports=(9000,))
+    assert load(write(tmp_path, text), environ={}).tes.egress == (rule,)
+    env = {
+        "DIEGO_CELL_BACKEND": "docker",
+        "DIEGO_TES_EGRESS": '[{"protocol": "tcp", "destination": "10.0.0.5", "ports": [9000]}]',
+    }
+    assert load(environ=env).tes.egress == (rule,)
+    with pytest.raises(ConfigError, match=r"tes\.egress\[0\]\.port_range: required"):
+        load(environ={**env, "DIEGO_TES_EGRESS": '[{"protocol": "tcp", "destination": "1.2.3.4"}]'})
+    with pytest.raises(ConfigError, match="DIEGO_TES_EGRESS: '\\[' is not a JSON list"):
+        load(environ={**env, "DIEGO_TES_EGRESS": "["})
+    with pytest.raises(ConfigError, match=r"tes\.egress: local cells .* all-or-nothing"):
+        load(environ={**env, "DIEGO_CELL_BACKEND": "local"})
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
