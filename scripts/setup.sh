@@ -25,6 +25,10 @@ command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v setpriv >/dev/null && command -v prlimit >/dev/null || missing+=(util-linux)
 command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
 command -v mount >/dev/null || missing+=(mount)
+# The Snakemake e2e test: Debian's own Python (its image carries it), and ip(8)
+# for the network namespace that plays the storage host.
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3 python3-venv)
+command -v ip >/dev/null || missing+=(iproute2)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   apt_install "${missing[@]}"
@@ -39,4 +43,19 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q -e '.[dev]'
   touch "$stamp"
+fi
+
+# Snakemake and its TES executor, for tests/e2e/test_tes_snakemake.py, in a venv of
+# Debian's Python (the test's image carries both), with a wheelhouse of the S3
+# storage plugin at the same versions: each job pip-installs it, offline there.
+smk=.venv-snakemake
+requirements=tests/e2e/snakemake/requirements.txt
+if [[ ! -f $smk/.diego-installed || $requirements -nt $smk/.diego-installed ]]; then
+  rm -rf "$smk"
+  /usr/bin/python3 -m venv "$smk"
+  "$smk/bin/pip" install -q -r "$requirements"
+  "$smk/bin/pip" freeze >"$smk/constraints.txt"
+  "$smk/bin/pip" download -q -d "$smk/wheels" -c "$smk/constraints.txt" \
+    "$(grep -o '^snakemake-storage-plugin-s3==[^ ]*' "$requirements")"
+  touch "$smk/.diego-installed"
 fi

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -40,12 +40,16 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def moto_server() -> Iterator[str]:
-    """moto's S3-compatible server on 127.0.0.1 while the block runs; its endpoint URL."""
+def moto_server(host: str = "127.0.0.1", wrap: Sequence[str] = ()) -> Iterator[str]:
+    """moto's S3-compatible server on ``host`` while the block runs; its endpoint URL.
+
+    ``wrap`` goes before the server's command line: ``ip netns exec NAME`` runs it in a
+    network namespace of the test's own (where ``host`` is then an address).
+    """
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [*wrap, sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

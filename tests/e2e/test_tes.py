@@ -13,7 +13,6 @@ until every task is final and (on Docker) its container is gone.
 from __future__ import annotations
 
 import itertools
-import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,14 +39,11 @@ from .helpers_cells import (
     start_node,
     unique,
 )
+from .helpers_tes import DEADLINE, clean_up, tes_request
 
-BASE = "/ga4gh/tes/v1"
 IMAGE = "alpine:latest"
-DEADLINE = 30.0
-"""How long a TES task may take from creation to a final state."""
 TAIL_BYTES = 256
 """The node's ``[tes] tail_bytes``: how much of an executor's output its log keeps."""
-FINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 HTTP_INPUT = "from an http URL\n"
 
 
@@ -149,12 +145,6 @@ def finish(client: tes.HTTPClient, task_id: str, deadline: float = DEADLINE) -> 
     return client.get_task(task_id, view="FULL")
 
 
-def tes_request(node: Node, method: str, path: str, body: Any = None) -> Any:
-    """One plain HTTP request below /ga4gh/tes/v1; the reply."""
-    data = None if body is None else json.dumps(body)
-    return http_request(node.url, method, BASE + path, data)
-
-
 def listed_ids(node: Node, *query: tuple[str, str]) -> list[str]:
     """The ids of GET /tasks with ``query`` (one page, big enough), in the order given."""
     reply = tes_request(node, "GET", "/tasks?" + urlencode([("page_size", "2048"), *query]))
@@ -176,56 +166,6 @@ def executor_logs(task: tes.Task) -> list[ExecutorLog]:
     assert task.logs is not None
     assert len(task.logs) == 1
     return list(task.logs[0].logs or [])
-
-
-def diego_container_guids() -> set[str]:
-    """The guids of every container diego labelled, running or not."""
-    listed = subprocess.run(
-        [
-            DOCKER,
-            "ps",
-            "-a",
-            "--filter",
-            "label=org.diego.cell",
-            "--format",
-            '{{.Label "org.diego.guid"}}',
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return set(listed.stdout.split())
-
-
-def clean_up(node: Node, backend: str) -> None:
-    """Cancel every unfinished TES task of the node; wait until all are final and (on
-    Docker) none has a container left."""
-    if node.server.proc is None or node.server.proc.poll() is not None:
-        return
-    reply = tes_request(node, "GET", "/tasks?page_size=2048")
-    assert reply.status == 200, reply.text
-    ids = [t["id"] for t in reply.body["tasks"]]
-    for task in reply.body["tasks"]:
-        if task["state"] not in FINAL:
-            tes_request(node, "POST", f"/tasks/{task['id']}:cancel")
-
-    def all_final() -> bool:
-        states = [
-            t["state"] for t in tes_request(node, "GET", "/tasks?page_size=2048").body["tasks"]
-        ]
-        return all(state in FINAL for state in states)
-
-    poll(all_final, DEADLINE, "every TES task to be final", interval=0.1)
-    if backend == "docker":
-        poll(
-            lambda: not diego_container_guids() & set(ids),
-            DEADLINE,
-            "the TES tasks' containers to be removed",
-            interval=0.2,
-        )
-
-
-# ------------------------------------------------------------------ 1. inputs
 
 
 def test_inputs_by_content_file_http_and_directory_reach_the_executor(
