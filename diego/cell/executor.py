@@ -539,6 +539,8 @@ class Executor:
             self._forget(guid)
             if container.journal is not None:
                 container.journal.remove()
+            elif self.journals is not None:  # an adopted one's, never resumed
+                self._journal_path(guid).unlink(missing_ok=True)
 
     def _forget(self, guid: str) -> None:
         self._containers.pop(guid, None)

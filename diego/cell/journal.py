@@ -79,5 +79,8 @@ class Journal:
         # line, and the step then runs (or is found in the backend) again.
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            # A new tree's journal starts empty: one an earlier container of the
+            # same guid left (its cell died before deleting it) is not this one's.
+            fresh = 0 if self.resumed else os.O_TRUNC
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | fresh, 0o600)
         os.write(self._fd, (json.dumps(entry) + "\n").encode())

@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 
 from diego.cell.backends.base import BackendError, ContainerSpec, ProcessSpec
-from diego.cell.backends.local import LocalBackend
+from diego.cell.backends.local import MAX_LINE, PUNCH_AT, READ_BUDGET, LocalBackend, _Lines
+from diego.cell.executor import Executor
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.transfer import Transfers
+from diego.clock import SystemClock
+from diego.logs import LogStore
 from diego.models.actions import RunAction, SerialAction, TimeoutAction
+from diego.scheduling.auction import Resources
 from tests.integration.test_local_backend import (  # the fixtures, not written again
     CONTAINER_UID,
     _needs_root,  # noqa: F401
@@ -102,7 +106,7 @@ FIRST_LIFE = """
 import asyncio, sys
 from pathlib import Path
 from diego.cell.backends.base import ContainerSpec
-from diego.cell.backends.local import LocalBackend
+from diego.cell.backends.local import MAX_LINE, PUNCH_AT, READ_BUDGET, LocalBackend, _Lines
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, perform
 from diego.cell.transfer import Transfers
@@ -231,3 +235,148 @@ async def test_a_shim_is_in_a_session_of_its_own(backend: LocalBackend) -> None:
     assert os.getsid(pid) == os.getpgid(pid) == pid != os.getsid(0)
     assert await proc.wait() == 0
     await backend.destroy(guid)
+
+
+async def test_a_process_spawned_as_the_cell_died_is_never_run_again(
+    backend: LocalBackend,
+) -> None:
+    """Its directory is there but its shim recorded nothing: whether it ran cannot be
+    told, so attach refuses (interrupted) instead of saying it never started."""
+    spec = await made(backend, "spawning")
+    (backend.root / spec.guid / "procs" / "k-0").mkdir(parents=True)
+    restarted = await reopened(backend, spec)
+    with pytest.raises(BackendError, match="restarted as the process started"):
+        await restarted.attach(spec.guid, "0", print, print)
+    await restarted.destroy(spec.guid)
+
+
+async def test_a_container_whose_disk_or_groups_are_gone_is_not_reopened(
+    backend: LocalBackend,
+) -> None:
+    """After a reboot a container's disk is unmounted and its cgroups are gone: taken
+    back, it would run without its limits, so reopen says no."""
+    spec = ContainerSpec(guid=f"rebooted-{uuid.uuid4().hex[:8]}", disk_mb=16)
+    await backend.create(spec)
+    rw = backend.root / spec.guid / "rw"
+    if not rw.is_mount():
+        pytest.skip("no loop devices: disk_mb is not enforced here")
+    umount = await asyncio.create_subprocess_exec("umount", str(rw))
+    assert await umount.wait() == 0
+    assert not await LocalBackend(backend.root, container_uid=CONTAINER_UID).reopen(spec)
+    await backend.destroy(spec.guid)
+
+    spec = await made(backend, "ungrouped")
+    dirs = [d for d in backend.cgroup_dirs(spec.guid) if d.is_dir()]
+    if not dirs:
+        pytest.skip("no cgroups here")
+    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+        for sub in sorted(d.rglob("*/"), key=lambda p: len(p.parts), reverse=True):
+            if sub.is_dir():
+                sub.rmdir()
+        d.rmdir()
+    assert not await LocalBackend(backend.root, container_uid=CONTAINER_UID).reopen(spec)
+    await backend.destroy(spec.guid)
+
+
+async def test_destroy_kills_an_earlier_runs_shims_it_never_reattached(
+    backend: LocalBackend,
+) -> None:
+    """A container left by an earlier run and destroyed without being reopened: its
+    recorded shims are killed by their pids, whether or not a cgroup holds them."""
+    spec = await made(backend, "orphan")
+    await backend.run(spec.guid, ProcessSpec("/bin/sleep", ("1000",), key="0"), print, print)
+    pid = await shim_pid(backend, spec.guid)
+    other = LocalBackend(backend.root, container_uid=CONTAINER_UID)  # knows no container
+    await other.destroy(spec.guid)
+    for _ in range(500):
+        if _gone(pid):
+            break
+        await asyncio.sleep(0.01)
+    assert _gone(pid)
+    await backend.destroy(spec.guid)
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (gone, or a zombie its parent has not reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_a_new_journal_does_not_take_a_stale_ones_entries(tmp_path: Path) -> None:
+    """A container made again under a guid whose journal an earlier life left starts
+    with an empty journal."""
+    path = tmp_path / "journal"
+    path.write_text(json.dumps({"k": "0", "r": ""}) + "\n")
+    journal = Journal(path)
+    journal.ended("1", "")
+    journal.close()
+    again = Journal.resume(path)
+    assert (again.outcome("0"), again.outcome("1")) == (None, "")
+
+
+def test_output_read_again_after_a_restart_starts_at_a_whole_line(tmp_path: Path) -> None:
+    """A reader frees what it has read up to the start of a line and records where: a
+    reader made again (a restarted node) starts there, with no line torn and none of
+    what was freed; an unended line comes once it is whole; a line of exactly
+    MAX_LINE is one line; one read takes READ_BUDGET bytes at most."""
+    out = tmp_path / "out"
+    line = b"z" * 99 + b"\n"
+    count = PUNCH_AT // len(line) + 2
+    with out.open("ab") as f:
+        f.write(line * count + b"unen")
+    lines: list[str] = []
+    first = _Lines(out, lines.append)
+    while first.read():
+        pass
+    assert lines == ["z" * 99] * count
+    first.close(final=False)  # the node died: "unen" is not handed over
+
+    with out.open("ab") as f:
+        f.write(b"ded\n" + b"x" * MAX_LINE + b"\n")
+    again: list[str] = []
+    second = _Lines(out, again.append)
+    while second.read():
+        pass
+    second.close(final=True)
+    assert again[-2:] == ["unended", "x" * MAX_LINE]
+    assert set(again[:-2]) == {"z" * 99}  # whole lines only
+    assert len(again) - 2 < count  # what was freed is not read again
+
+
+def test_one_read_takes_a_budget_at_most(tmp_path: Path) -> None:
+    """A process writing faster than the node reads cannot hold the event loop."""
+    out = tmp_path / "out"
+    out.write_bytes(b"y" * (READ_BUDGET * 3))
+    lines: list[str] = []
+    reader = _Lines(out, lines.append)
+    assert reader.read()
+    assert sum(map(len, lines)) <= READ_BUDGET
+    while reader.read():
+        pass
+    reader.close(final=True)
+    assert "".join(lines) == "y" * (READ_BUDGET * 3)
+
+
+async def test_the_journal_of_an_interrupted_container_goes_with_it(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    """A container adopted from an earlier run and not resumed: deleting it removes the
+    journal that run left, so journals do not pile up across restarts."""
+    spec = await made(backend, "interrupted")
+    journals = tmp_path / "journals"
+    Journal(journals / spec.guid).ended("0", "")
+    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
+    executor = Executor(
+        restarted,
+        Resources(10_000, 10_000, 20),
+        LogStore(SystemClock()),
+        Transfers(),
+        tmp_path / "scratch",
+        journals=journals,
+    )
+    assert await executor.adopt_previous_run() == [spec.guid]
+    executor.interrupt(spec.guid)
+    await executor.delete(spec.guid)
+    assert not (journals / spec.guid).exists()

@@ -90,6 +90,9 @@ short process's lines arrive as they would through a pipe."""
 PUNCH_AT = 1024 * 1024
 """Bytes of an output file read and not yet freed, at most: the node frees the
 disk blocks of what it has read (the file keeps its length, as a hole)."""
+READ_BUDGET = 16 * MAX_LINE
+"""Bytes of one output file read in one go, at most: a process that writes faster
+than the node reads cannot hold the event loop."""
 VOLUME_RULE = (
     "a volume must be an absolute path under a top-level directory the host does not have"
     f" (such as /data or /outputs), or under /tmp or {HOME}"
@@ -172,7 +175,8 @@ class LocalProcess:
         self._files = files
         self._owner = owner
         self._leaf = leaf
-        self._exited = asyncio.Event()
+        self._reaped = False  # the shim is gone: its pid may be another's now
+        self._exited = asyncio.Event()  # and so is all else in its group: output is complete
         self._tail = asyncio.create_task(_tail(files, sinks, self._exited))
         # Its end is followed whether anyone waits or not, once: a wait cancelled
         # (a cancelled step, which then kills and waits again) leaves it running.
@@ -186,7 +190,18 @@ class LocalProcess:
         try:
             code = await status
         finally:
+            self._reaped = True
+        try:
+            await self._sweep()
+        finally:
             self._exited.set()
+        await self._tail  # the files' last bytes: there is no pipe to wait on
+        self._owner.processes.discard(self)
+        if not self._files.kept:
+            await asyncio.to_thread(shutil.rmtree, self._files.dir, True)
+        return code
+
+    async def _sweep(self) -> None:
         leaf = self._leaf
         if leaf is not None:
             # Whatever is left in the process's own group goes with it (read the OOM
@@ -201,11 +216,6 @@ class LocalProcess:
                 self._owner.pids_exhausted = True
             if not gone:
                 await leaf.kill_and_remove()
-        await self._tail  # the files' last bytes: there is no pipe to wait on
-        self._owner.processes.discard(self)
-        if not self._files.kept:
-            await asyncio.to_thread(shutil.rmtree, self._files.dir, True)
-        return code
 
     def kill(self) -> None:
         """Kill the process group: the shim, bubblewrap and its pid namespace's init.
@@ -215,7 +225,7 @@ class LocalProcess:
         shim is still exec'ing its way to bubblewrap, or just after bubblewrap
         forked the namespace's init.
         """
-        if self._pid > 0 and not self._exited.is_set():  # 0: attached, already ended
+        if self._pid > 0 and not self._reaped:  # 0: attached, already ended
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._pid, signal.SIGKILL)
         if self._leaf is not None:
@@ -450,8 +460,9 @@ class LocalBackend:
         groups = container.groups if container else None
         if groups is None and self._cgroups is not None:
             groups = self._cgroups.existing(guid)
-        removed = groups.sweep() if groups is not None else True
         d = self.root / guid
+        _kill_recorded_shims(d / "procs")  # an earlier run's: no cgroup may hold them
+        removed = groups.sweep() if groups is not None else True
         mounted = (d / "rw").is_mount()
         if not mounted:
             shutil.rmtree(d, True)
@@ -549,6 +560,10 @@ class LocalBackend:
             return False
         groups = self._cgroups.existing(spec.guid) if self._cgroups is not None else None
         mounted = (d / "rw").is_mount()
+        if spec.disk_mb and self._loop and not mounted:
+            return False  # its disk is gone (the machine restarted): no limit, no files
+        if groups is not None and not any(g.is_dir() for g in groups.dirs):
+            return False  # so are its groups: no limits, and nothing of it can be running
         self._containers[spec.guid] = _Container(spec, d, groups, mounted, volumes)
         return True
 
@@ -558,10 +573,13 @@ class LocalBackend:
         """The process an earlier run started as ``key``, running or exited."""
         container = self._get(guid)
         files = self._process_files(container, key)
-        if not files.pid.is_file() and not files.exit.is_file():
-            # Never started: the earlier run died before its shim began (a shim
-            # records its pid before anything else, within moments of its spawn).
+        if not files.dir.is_dir():
+            # Never started: its directory is made before its shim is spawned.
             return None
+        if not files.pid.is_file() and not files.exit.is_file():
+            # Spawned, or about to be, when the earlier run died; its shim wrote
+            # nothing, so whether the command ran cannot be told: never run it twice.
+            raise BackendError("the cell restarted as the process started")
         status: Awaitable[int]
         code = _exit_status(files)
         if code is not None:
@@ -883,11 +901,9 @@ async def remove_strays(
 def _other_cells(cells: Path, keep: Collection[str]) -> list[Path]:
     if not cells.is_dir():
         return []
-    return [
-        home
-        for home in sorted(cells.iterdir())
-        if home.name not in keep and (home / "containers").is_dir()
-    ]
+    # Not only cells whose containers/ is there: an unreachable data dir has its
+    # containers under FALLBACK_ROOT, which the cell's backend finds again.
+    return [home for home in sorted(cells.iterdir()) if home.name not in keep and home.is_dir()]
 
 
 def plan_volumes(paths: Iterable[str]) -> tuple[Volume, ...]:
@@ -1059,6 +1075,20 @@ def _live_pid(files: ProcessFiles) -> int | None:
     return int(pid) if _start_time(int(pid)) == started else None
 
 
+def _kill_recorded_shims(procs: Path) -> None:
+    """Kill the process group of every shim under ``procs`` that still runs (its pid
+    and start time as it recorded them), whichever run of the node started it."""
+    try:
+        dirs = list(procs.iterdir())
+    except OSError:
+        return
+    for d in dirs:
+        pid = _live_pid(ProcessFiles(d, kept=True))
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+
+
 def _exit_status(files: ProcessFiles) -> int | None:
     """The status the shim wrote, or None if it wrote none (yet)."""
     try:
@@ -1097,37 +1127,58 @@ async def _status_after(pid: int, files: ProcessFiles) -> int:
 
 
 class _Lines:
-    """Reads one output file as it grows and hands each line to a sink."""
+    """Reads one output file as it grows and hands each line to a sink.
+
+    What it has read it frees (``_punch``) every PUNCH_AT bytes, always up to the
+    start of a line, and records that offset beside the file (``NAME.at``). A
+    restarted node, whose log store starts empty, reads the file again from
+    there: the output not yet freed comes back whole, no line torn.
+    """
 
     def __init__(self, path: Path, sink: OutputSink) -> None:
         self.fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+        try:
+            at = path.with_name(path.name + ".at")
+            self.at_fd = os.open(at, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            os.close(self.fd)
+            raise
         self.sink = sink
         self.pending = b""
         self.unfreed = 0
-        with contextlib.suppress(OSError):  # what an earlier run freed reads as a hole
-            os.lseek(self.fd, os.lseek(self.fd, 0, os.SEEK_DATA), os.SEEK_SET)
+        try:
+            start = int(os.pread(self.at_fd, 32, 0) or b"0")
+        except ValueError:
+            start = 0
+        os.lseek(self.fd, start, os.SEEK_SET)
 
     def read(self) -> bool:
-        """Hand over what was written since the last read; whether there was any."""
-        got = False
-        while chunk := os.read(self.fd, MAX_LINE):
-            got = True
-            self.unfreed += len(chunk)
+        """Hand over what was written since the last read (READ_BUDGET bytes at most);
+        whether there was any."""
+        got = 0
+        while got < READ_BUDGET and (chunk := os.read(self.fd, MAX_LINE)):
+            got += len(chunk)
             *lines, self.pending = (self.pending + chunk).split(b"\n")
             for line in lines:
                 self.sink(line.decode(errors="replace"))
-            while len(self.pending) >= MAX_LINE:
+            while len(self.pending) > MAX_LINE:
                 self.sink(self.pending[:MAX_LINE].decode(errors="replace"))
                 self.pending = self.pending[MAX_LINE:]
+        self.unfreed += got
         if self.unfreed >= PUNCH_AT:
-            _punch(self.fd, os.lseek(self.fd, 0, os.SEEK_CUR))
+            line_start = os.lseek(self.fd, 0, os.SEEK_CUR) - len(self.pending)
+            os.pwrite(self.at_fd, b"%020d" % line_start, 0)  # first, then free
+            _punch(self.fd, line_start)
             self.unfreed = 0
-        return got
+        return bool(got)
 
-    def close(self) -> None:
-        if self.pending:
+    def close(self, final: bool) -> None:
+        """Stop reading; ``final``: the file is complete, so its unended last line is
+        handed over (else whoever reads on gets it whole)."""
+        if final and self.pending:
             self.sink(self.pending.decode(errors="replace"))
         os.close(self.fd)
+        os.close(self.at_fd)
 
 
 async def _tail(
@@ -1141,18 +1192,23 @@ async def _tail(
     except OSError as e:  # the container went while the process started
         log.info("output-not-read dir=%s error=%s", files.dir, e)
         for reader in readers:
-            reader.close()
+            reader.close(final=False)
         return
     least, most = TAIL_INTERVALS
     loop = asyncio.get_running_loop()
     eager_until = loop.time() + TAIL_EAGER
     delay = least
+    complete = False
     try:
         while True:
             finished = exited.is_set()
             got = [r.read() for r in readers]
             if finished:
-                return
+                if not any(got):
+                    complete = True
+                    return
+                await asyncio.sleep(0)  # read to the end, a budget at a time
+                continue
             quiet = not any(got) and loop.time() > eager_until
             delay = min(delay * 2, most) if quiet else least
             with contextlib.suppress(TimeoutError):
@@ -1160,7 +1216,7 @@ async def _tail(
                     await exited.wait()
     finally:
         for reader in readers:
-            reader.close()
+            reader.close(final=complete)
 
 
 _FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
