@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from diego.cell.backends.base import BackendError, ContainerSpec, ProcessSpec
-from diego.cell.backends.local import MAX_LINE, PUNCH_AT, READ_BUDGET, LocalBackend, _Lines
+from diego.cell.backends.local import (
+    MAX_LINE,
+    PUNCH_AT,
+    READ_BUDGET,
+    LocalBackend,
+    _Lines,
+    remove_strays,
+)
 from diego.cell.executor import Executor
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, StepFailed, perform
@@ -106,7 +113,14 @@ FIRST_LIFE = """
 import asyncio, sys
 from pathlib import Path
 from diego.cell.backends.base import ContainerSpec
-from diego.cell.backends.local import MAX_LINE, PUNCH_AT, READ_BUDGET, LocalBackend, _Lines
+from diego.cell.backends.local import (
+    MAX_LINE,
+    PUNCH_AT,
+    READ_BUDGET,
+    LocalBackend,
+    _Lines,
+    remove_strays,
+)
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, perform
 from diego.cell.transfer import Transfers
@@ -380,3 +394,26 @@ async def test_the_journal_of_an_interrupted_container_goes_with_it(
     executor.interrupt(spec.guid)
     await executor.delete(spec.guid)
     assert not (journals / spec.guid).exists()
+
+
+async def test_strays_of_a_gone_cell_are_found_where_its_containers_were_moved(
+    tmp_path: Path,
+) -> None:
+    """A cell gone from the config whose data dir was unreachable (its containers under
+    /var/lib/diego): remove_strays still destroys them, and their processes."""
+    home = tmp_path / "cells" / "old-cell"
+    home.mkdir(parents=True)
+    old = LocalBackend(home / "containers", container_uid=CONTAINER_UID, name="old-cell")
+    assert not (home / "containers").exists()  # moved: tmp_path is private
+    spec = await made(old, "stray")
+    await old.run(spec.guid, ProcessSpec("/bin/sleep", ("1000",), key="0"), print, print)
+    pid = await shim_pid(old, spec.guid)
+    removed = await remove_strays(tmp_path / "cells", {"new-cell"}, (), CONTAINER_UID)
+    assert removed == [spec.guid]
+    for _ in range(500):
+        if _gone(pid):
+            break
+        await asyncio.sleep(0.01)
+    assert _gone(pid)
+    await old.destroy(spec.guid)
+    await old.close()
