@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ DOMAIN = "crash"
 MARK = "DIEGO_CRASH_BENCH"
 CONFIG = """\
 [cell]
+backend = "{backend}"
 count = 1
 memory_mb = 65536
 disk_mb = 65536
@@ -50,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options."""
     parser.add_argument("--tasks", type=int, default=1000, help="Tasks in flight at the kill")
     parser.add_argument("--quick", action="store_true", help="200 Tasks")
+    parser.add_argument(
+        "--backend", choices=("local", "docker"), default="local", help="the cell's backend"
+    )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     home = bench_home()
     marker = f"m{os.getpid()}"
     try:
-        (home / "diego.toml").write_text(CONFIG.format(count=count))
+        (home / "diego.toml").write_text(CONFIG.format(count=count, backend=args.backend))
         first, url = _start(home, "serve-1.log")
         guids, placed_s = asyncio.run(_submit(url, count, marker))
         alive_before = len(_marked(marker))
@@ -76,11 +81,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             second.send_signal(signal.SIGTERM)
             second.wait(60)
-        resumed = (home / "serve-2.log").read_text(errors="replace").count("container-resumed")
+        log = (home / "serve-2.log").read_text(errors="replace")
+        resumed = log.count("container-resumed")
+        refusals = collections.Counter(
+            line.partition(" reason=")[2]
+            for line in log.splitlines()
+            if "container-not-reopened" in line
+        )
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        if not os.environ.get("DIEGO_BENCH_KEEP"):
+            shutil.rmtree(home, ignore_errors=True)
     figures: dict[str, Any] = {
         "benchmark": "crash",
+        "backend": args.backend,
         "tasks": count,
         "seconds_to_running": round(placed_s, 1),
         "processes_before_kill": alive_before,
@@ -101,6 +114,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f" {figures['lost']} lost, {figures['twice']} run twice, {figures['failed']} failed"
     )
     print(f"  left on the host once done: {left} processes")
+    for reason, times in refusals.most_common():
+        print(f"  not reopened, {times}: {reason}")
     print(json.dumps(figures))
     return figures
 

@@ -110,6 +110,7 @@ async def make_backend(settings: Settings, cell_id: str, home: Path) -> Backend:
             keepalive=d.keepalive,
             pull_timeout=d.pull_timeout,
             node=node_identity(settings),
+            state_dir=str(home / "containers"),
         )
         return await DockerBackend.open(cell_id, options)
     return LocalBackend(

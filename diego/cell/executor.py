@@ -312,7 +312,9 @@ class Executor:
             raise ValueError(f"container {guid} is not reserved")
         container.state = ContainerState.INITIALIZING
         container.lrp = request.lrp
-        if self._resumable(request):
+        if request.lrp is None and self.journals is not None:
+            # Every Task's container has one, made once the container is and before
+            # anything runs in it: that it exists says its work may have begun.
             container.journal = Journal(self._journal_path(guid))
         life = self._live_lrp if request.lrp is not None else self._live
         container.runner = asyncio.create_task(life(container, request), name=guid)
@@ -321,6 +323,11 @@ class Executor:
         """Whether a restarted cell can go on with this work: a plain Task's tree (an
         LRP's monitor and a TES job keep no journal), where journals are kept."""
         return request.lrp is None and request.tes is None and self.journals is not None
+
+    def journaled(self, guid: str) -> bool:
+        """Whether container ``guid``'s work may have begun: its journal is there (made
+        once the container is), or no journals are kept, so nothing can be told."""
+        return self.journals is None or self._journal_path(guid).exists()
 
     def _journal_path(self, guid: str) -> Path:
         assert self.journals is not None
@@ -368,10 +375,16 @@ class Executor:
             container.journal,
         )
 
+    async def _made_again(self, container: _Container, request: RunRequest) -> None:
+        await self.backend.destroy(container.guid)
+        await self._live(container, request)
+
     async def _live(self, container: _Container, request: RunRequest, made: bool = False) -> None:
         context = await (self._context if made else self._make)(container, request)
         if context is None:
             return
+        if container.journal is not None and not made:
+            container.journal.open()  # made: from now on a process of it may run
         # No monitor for a Task: it is RUNNING as soon as its action starts.
         container.state = ContainerState.RUNNING
         self.on_event(ContainerRunning(container.guid))
@@ -580,14 +593,26 @@ class Executor:
         container = self._containers.get(guid)
         if container is None or not container.adopted:
             return False
-        if not self._resumable(request) or not await self.backend.reopen(self._spec(request)):
+        if not self._resumable(request):
             self.interrupt(guid)
             return False
-        container.adopted = False
-        container.journal = Journal.resume(self._journal_path(guid))
-        log.info("container-resumed guid=%s", guid)
-        container.runner = asyncio.create_task(self._live(container, request, True), name=guid)
-        return True
+        journal = Journal.resume(self._journal_path(guid))
+        if await self.backend.reopen(self._spec(request)):
+            container.adopted = False
+            container.journal = journal
+            log.info("container-resumed guid=%s", guid)
+            container.runner = asyncio.create_task(self._live(container, request, True), name=guid)
+            return True
+        if journal.empty and not await self.backend.began(guid):
+            # Left half made, nothing of its work begun: made again, run from the start.
+            container.adopted = False
+            container.state = ContainerState.INITIALIZING
+            container.journal = Journal(self._journal_path(guid))
+            log.info("container-made-again guid=%s", guid)
+            container.runner = asyncio.create_task(self._made_again(container, request), name=guid)
+            return True
+        self.interrupt(guid)
+        return False
 
     def interrupt(self, guid: str) -> None:
         """An adopted container that will not be resumed: COMPLETED, failed as

@@ -46,6 +46,11 @@ class Journal:
                 journal._started.setdefault(entry["k"], entry["t"])
         return journal
 
+    @property
+    def empty(self) -> bool:
+        """Whether no step has been recorded."""
+        return not self._done and not self._started
+
     def outcome(self, key: str) -> str | None:
         """None if step ``key`` has not ended; else its failure reason ("" if it passed)."""
         return self._done.get(key)
@@ -63,6 +68,15 @@ class Journal:
             self._write({"k": key, "t": now})
         return started
 
+    def open(self) -> None:
+        """Make the file now (empty for a new tree), before any step ends."""
+        if self._fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A new tree's journal starts empty: one an earlier container of the
+            # same guid left (its cell died before deleting it) is not this one's.
+            fresh = 0 if self.resumed else os.O_TRUNC
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | fresh, 0o600)
+
     def close(self) -> None:
         """Stop writing (the file stays until ``remove``)."""
         if self._fd is not None:
@@ -77,10 +91,6 @@ class Journal:
     def _write(self, entry: dict[str, object]) -> None:
         # One append per step, no fsync: a node killed mid-write loses at most the
         # line, and the step then runs (or is found in the backend) again.
-        if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # A new tree's journal starts empty: one an earlier container of the
-            # same guid left (its cell died before deleting it) is not this one's.
-            fresh = 0 if self.resumed else os.O_TRUNC
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | fresh, 0o600)
+        self.open()
+        assert self._fd is not None
         os.write(self._fd, (json.dumps(entry) + "\n").encode())

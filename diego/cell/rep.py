@@ -431,16 +431,22 @@ class Rep:
             except Exception:
                 log.exception("presence-announcement-failed cell=%s", self.cell_id)
                 await asyncio.sleep(self.settings.presence_ttl / 3)
-        for guid in await self.executor.adopt_previous_run():
-            await self._resume(guid)
-        subscription = self.bus.subscribe(self._concerns_a_container, name=f"rep {self.cell_id}")
+        subscription = None
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._poll())
+                # Renewed from here on: taking back many containers outlasts the TTL.
                 group.create_task(self._renew_presence())
+                for guid in await self.executor.adopt_previous_run():
+                    await self._resume(guid)
+                await self._start_unbegun()
+                subscription = self.bus.subscribe(
+                    self._concerns_a_container, name=f"rep {self.cell_id}"
+                )
+                group.create_task(self._poll())
                 group.create_task(self._follow(subscription))
         finally:
-            subscription.close()
+            if subscription is not None:
+                subscription.close()
             for task in tuple(self._background):
                 task.cancel()
             with contextlib.suppress(Exception):
@@ -459,6 +465,32 @@ class Rep:
             except DiegoError as e:
                 log.info("container-not-resumed guid=%s reason=%s", guid, e)
             self.executor.interrupt(guid)
+
+    async def _start_unbegun(self) -> None:
+        """Start the Tasks an earlier life of this cell started in the BBS but died
+        before it made their containers: nothing of them ran (no container, no step
+        journaled), so they run now rather than fail for want of a container."""
+        try:
+            tasks = await self.bbs.tasks(cell_id=self.cell_id)
+        except DiegoError as e:
+            log.info("unbegun-tasks-not-read reason=%s", e)
+            return
+        for task in tasks:
+            guid = task.task_guid
+            if task.state is not TaskState.RUNNING or self.executor.get(guid) is not None:
+                continue
+            if self.executor.journaled(guid):
+                continue  # it began: the table fails it (never run twice)
+            async with self._lock(guid):
+                if not self.executor.reserve(guid, task.memory_mb, task.disk_mb):
+                    continue
+                try:
+                    request = await self._request_for(task)
+                except DiegoError as e:
+                    await self._fail_unstartable(guid, f"cannot run the task: {e}")
+                    continue
+                log.info("task-started-again guid=%s", guid)
+                self.executor.run(guid, request)
 
     async def _poll(self) -> None:
         while True:

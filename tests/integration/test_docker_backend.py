@@ -19,7 +19,7 @@ import pytest
 
 from diego.cell.backends.base import BackendError, ContainerSpec, Leftover, ProcessSpec
 from diego.cell.backends.docker import DockerBackend, DockerOptions, remove_strays
-from diego.cell.backends.local import MAX_LINE
+from diego.cell.backends.shim import MAX_LINE
 from diego.models.task import SecurityGroupRule
 from tests.integration.processes import eventually, host_pids_with, sleep_arg, sleeping
 
@@ -183,13 +183,16 @@ class Cells:
         self.guids: list[str] = []
 
     async def open(
-        self, cell: str = "", pull_timeout: float = 60.0, node: str = ""
+        self, cell: str = "", pull_timeout: float = 60.0, node: str = "", state_dir: str = ""
     ) -> DockerBackend:
-        """A backend of ``cell`` (by default the test's own cell) of node ``node``."""
+        """A backend of ``cell`` (by default the test's own cell) of node ``node``, its
+        process files in ``state_dir`` (by default a directory of its own)."""
         cell = cell or self.cell
         if cell not in self.cells:
             self.cells.append(cell)
-        options = DockerOptions(preloaded=PRELOADED, pull_timeout=pull_timeout, node=node)
+        options = DockerOptions(
+            preloaded=PRELOADED, pull_timeout=pull_timeout, node=node, state_dir=state_dir
+        )
         backend = await DockerBackend.open(cell, options)
         self.backends.append(backend)
         return backend
@@ -270,6 +273,53 @@ async def test_close_releases_the_engine_connection(cells: Cells) -> None:
 
 
 # ---------------------------------------------------------------- processes
+
+
+async def test_a_restarted_cell_takes_back_a_container_and_its_processes(
+    cells: Cells, tmp_path: Path
+) -> None:
+    """A backend made anew on the same state directory (a restarted node) reopens the
+    container the engine kept running, attaches to its keyed processes, running or
+    ended, with their output and exit status, and knows one never started."""
+    state = str(tmp_path / "state")
+    first = await cells.open(state_dir=state)
+    guid = await cells.create(first)
+    started = asyncio.Event()
+    script = "echo before; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo after; exit 3"
+    waiting = ProcessSpec("/bin/sh", ("-c", script), key="0")
+    await first.run(guid, waiting, lambda line: started.set(), discard)
+    quick = ProcessSpec("/bin/sh", ("-c", "echo done"), key="1")
+    assert await (await first.run(guid, quick, discard, discard)).wait() == 0
+    await asyncio.wait_for(started.wait(), 10)
+
+    second = await cells.open(state_dir=state)
+    spec = ContainerSpec(guid, stack="linux")
+    assert await second.reopen(spec)
+    assert not await second.reopen(spec)  # once
+    out: list[str] = []
+    running = await second.attach(guid, "0", out.append, discard)
+    assert running is not None
+    assert (await sh(second, guid, "touch /tmp/go"))[0] == 0
+    assert await asyncio.wait_for(running.wait(), 10) == 3
+    assert out == ["before", "after"]  # nothing was freed yet: all of it read again
+    done_out: list[str] = []
+    finished = await second.attach(guid, "1", done_out.append, discard)
+    assert finished is not None
+    assert await finished.wait() == 0
+    assert done_out == ["done"]
+    assert await second.attach(guid, "never", discard, discard) is None
+    await second.destroy(guid)
+    assert not (tmp_path / "state" / guid).exists()
+
+
+async def test_a_stopped_container_is_not_reopened(cells: Cells, tmp_path: Path) -> None:
+    """A container the engine stopped (it restarted, say) has lost its processes."""
+    state = str(tmp_path / "state")
+    first = await cells.open(state_dir=state)
+    guid = await cells.create(first)
+    await docker("stop", "-t", "0", await container_id(cells.cell, guid))
+    second = await cells.open(state_dir=state)
+    assert not await second.reopen(ContainerSpec(guid, stack="linux"))
 
 
 async def test_exit_status_passes_through(cells: Cells, backend: DockerBackend) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from diego.cell.backends.base import BackendError, ContainerSpec, Leftover, ProcessSpec
-from diego.cell.backends.local import MAX_LINE, LocalBackend
+from diego.cell.backends.local import LocalBackend
+from diego.cell.backends.shim import MAX_LINE
 from tests.integration.processes import eventually, host_pids_with, sleep_arg, sleeping
 
 PYTHON = "/usr/bin/python3"

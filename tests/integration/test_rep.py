@@ -116,11 +116,20 @@ class World:
         settings: RepSettings = EVENTS_ONLY,
         total: Resources = TOTAL,
         bbs: Any = None,
+        journals: bool = False,
     ) -> Rep:
-        """A new rep for ``cell_id`` (on the same directories as any earlier one of that id)."""
+        """A new rep for ``cell_id`` (on the same directories as any earlier one of that id),
+        keeping step journals (and so resuming Tasks) if ``journals``."""
         home = self.tmp_path / cell_id
         backend = CountingBackend(home / "containers")
-        executor = Executor(backend, total, self.logs, Transfers(), home / "scratch")
+        executor = Executor(
+            backend,
+            total,
+            self.logs,
+            Transfers(),
+            home / "scratch",
+            journals=home / "journals" if journals else None,
+        )
         made = Rep(cell_id, "z0", ("linux",), executor, bbs or self.bbs, self.bus, settings)
         # Driven directly, without its loops: count it as announced (rep.run()
         # would record its presence before taking work).
@@ -466,6 +475,27 @@ async def test_restarted_cell_adopts_leftovers_then_fails_the_task(world: World)
     assert (after.failed, after.failure_reason) == (True, INTERRUPTED)
     assert await eventually(lambda: not host_pids_with(arg), within=1.0)
     assert await world.backends[1].existing() == []
+
+
+async def test_restarted_cell_runs_a_task_it_started_but_never_made(world: World) -> None:
+    """The cell died between starting a Task in the BBS and making its container: no
+    container and no journal, so nothing of it ran. The restarted rep runs it (once)
+    instead of failing it for want of a container; one whose journal is there (its
+    container was being made, or gone) is failed as before."""
+    unbegun = await world.desire(sh("echo ran > /tmp/once"), result_file="/tmp/once")
+    begun = await world.desire(sh("echo ran > /tmp/once"), result_file="/tmp/once")
+    for task in (unbegun, begun):
+        await world.bbs.start_task(task.task_guid, "cell-1")
+    journals = world.tmp_path / "cell-1" / "journals"
+    journals.mkdir(parents=True)
+    (journals / begun.task_guid).touch()
+    new = world.rep("cell-1", journals=True)
+    new.present.clear()  # run() announces it
+    world.start(new)
+    done = await world.task_until(unbegun.task_guid, lambda t: t.state is TaskState.COMPLETED)
+    assert (done.failed, done.result) == (False, "ran\n"), done.failure_reason
+    failed = await world.task_until(begun.task_guid, lambda t: t.state is TaskState.COMPLETED)
+    assert (failed.failed, failed.failure_reason) == (True, FAILURE_NO_CONTAINER)
 
 
 # ---------------------------------------------------------------- evacuation

@@ -16,15 +16,9 @@ from pathlib import Path
 import pytest
 
 from diego.cell.backends.base import BackendError, ContainerSpec, ProcessSpec
-from diego.cell.backends.local import (
-    MAX_LINE,
-    PUNCH_AT,
-    READ_BUDGET,
-    LocalBackend,
-    _Lines,
-    remove_strays,
-)
-from diego.cell.executor import Executor
+from diego.cell.backends.local import LocalBackend, remove_strays
+from diego.cell.backends.shim import MAX_LINE, PUNCH_AT, READ_BUDGET, Lines
+from diego.cell.executor import ContainerCompleted, Executor, RunRequest
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.transfer import Transfers
@@ -113,14 +107,7 @@ FIRST_LIFE = """
 import asyncio, sys
 from pathlib import Path
 from diego.cell.backends.base import ContainerSpec
-from diego.cell.backends.local import (
-    MAX_LINE,
-    PUNCH_AT,
-    READ_BUDGET,
-    LocalBackend,
-    _Lines,
-    remove_strays,
-)
+from diego.cell.backends.local import LocalBackend
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, perform
 from diego.cell.transfer import Transfers
@@ -251,16 +238,14 @@ async def test_a_shim_is_in_a_session_of_its_own(backend: LocalBackend) -> None:
     await backend.destroy(guid)
 
 
-async def test_a_process_spawned_as_the_cell_died_is_never_run_again(
-    backend: LocalBackend,
-) -> None:
-    """Its directory is there but its shim recorded nothing: whether it ran cannot be
-    told, so attach refuses (interrupted) instead of saying it never started."""
+async def test_a_process_whose_shim_never_ran_is_not_found(backend: LocalBackend) -> None:
+    """Its directory is there (the cell died as it spawned it) but its shim recorded
+    nothing and none runs: a shim records its pid before anything else, so the command
+    never ran either, and attach says it never started (the step then runs)."""
     spec = await made(backend, "spawning")
     (backend.root / spec.guid / "procs" / "k-0").mkdir(parents=True)
     restarted = await reopened(backend, spec)
-    with pytest.raises(BackendError, match="restarted as the process started"):
-        await restarted.attach(spec.guid, "0", print, print)
+    assert await restarted.attach(spec.guid, "0", print, print) is None
     await restarted.destroy(spec.guid)
 
 
@@ -341,7 +326,7 @@ def test_output_read_again_after_a_restart_starts_at_a_whole_line(tmp_path: Path
     with out.open("ab") as f:
         f.write(line * count + b"unen")
     lines: list[str] = []
-    first = _Lines(out, lines.append)
+    first = Lines(out, lines.append)
     while first.read():
         pass
     assert lines == ["z" * 99] * count
@@ -350,7 +335,7 @@ def test_output_read_again_after_a_restart_starts_at_a_whole_line(tmp_path: Path
     with out.open("ab") as f:
         f.write(b"ded\n" + b"x" * MAX_LINE + b"\n")
     again: list[str] = []
-    second = _Lines(out, again.append)
+    second = Lines(out, again.append)
     while second.read():
         pass
     second.close(final=True)
@@ -364,7 +349,7 @@ def test_one_read_takes_a_budget_at_most(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.write_bytes(b"y" * (READ_BUDGET * 3))
     lines: list[str] = []
-    reader = _Lines(out, lines.append)
+    reader = Lines(out, lines.append)
     assert reader.read()
     assert sum(map(len, lines)) <= READ_BUDGET
     while reader.read():
@@ -417,3 +402,39 @@ async def test_strays_of_a_gone_cell_are_found_where_its_containers_were_moved(
     assert _gone(pid)
     await old.destroy(spec.guid)
     await old.close()
+
+
+async def test_a_container_left_half_made_is_made_again_and_runs(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    """A Task's container that cannot be reopened (here its disk is gone, as after a
+    reboot; on Docker, one the cell died making, never started) but in which nothing
+    of its work began (no process, no step journaled): the restarted cell makes it
+    again and runs the tree from the start, instead of failing a Task that never ran."""
+    spec = ContainerSpec(guid=f"half-made-{uuid.uuid4().hex[:8]}", disk_mb=16)
+    await backend.create(spec)
+    rw = backend.root / spec.guid / "rw"
+    if not rw.is_mount():
+        pytest.skip("no loop devices: disk_mb is not enforced here")
+    umount = await asyncio.create_subprocess_exec("umount", str(rw))
+    assert await umount.wait() == 0
+    completed = asyncio.Event()
+    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
+    executor = Executor(
+        restarted,
+        Resources(10_000, 10_000, 20),
+        LogStore(SystemClock()),
+        Transfers(),
+        tmp_path / "scratch",
+        lambda event: completed.set() if isinstance(event, ContainerCompleted) else None,
+        journals=tmp_path / "journals",
+    )
+    assert await executor.adopt_previous_run() == [spec.guid]
+    request = RunRequest(spec=spec, action=sh("echo ran >> /tmp/once"), result_file="/tmp/once")
+    assert await executor.resume(spec.guid, request)
+    await asyncio.wait_for(completed.wait(), 20)
+    view = executor.get(spec.guid)
+    assert view is not None
+    assert (view.failed, view.result) == (False, "ran\n"), view
+    await executor.delete(spec.guid)
+    assert not await executor.resume(spec.guid, request)  # adopted no more

@@ -175,6 +175,11 @@ class Backend(Protocol):
         its processes running on: False if this backend cannot (or it is gone)."""
         ...
 
+    async def began(self, guid: str) -> bool:
+        """Whether any run of the cell ever started a process in container ``guid``
+        (its files say so); False for one an earlier run left half made."""
+        ...
+
     async def attach(
         self, guid: str, key: str, stdout: OutputSink, stderr: OutputSink
     ) -> Process | None:

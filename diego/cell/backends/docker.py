@@ -5,7 +5,12 @@ static busybox from the host, bind-mounted read-only, sleeping under Docker's
 init. Every action runs *in* it by exec, with its own env, dir and user; files
 cross by the engine's archive API, whose unpacking is confined to the
 container's root. Containers carry labels naming their guid and cell, so a
-restarted cell finds what it left (:meth:`DockerBackend.existing`).
+restarted cell finds what it left (:meth:`DockerBackend.existing`). Each exec runs
+under a shim (:mod:`diego.cell.backends.shim`) that appends its output to files in
+the cell's state directory on the host, mounted at /.diego/procs, and writes its
+exit status there; the engine keeps the container and its execs running when the
+node dies, so a restarted cell takes the container back (``reopen``) and finds
+each process again (``attach``), running or ended, with its output.
 
 Isolation follows the engine. Started with user-namespace remapping, an
 unprivileged container's root is an unprivileged host uid, and a privileged one
@@ -13,7 +18,7 @@ opts out (host user namespace, all devices). Without remapping an unprivileged
 container drops every capability and may gain none (no-new-privileges).
 
 max_pids is the engine's ``PidsLimit``: the container's pids cgroup, which its
-init and keepalive count in (two processes) with every exec.
+init and keepalive count in (two processes) with every exec and its shim.
 
 Network: none (loopback only) unless the container has security group rules; then
 it gets a bridge network of its own whose egress iptables limits to those rules
@@ -32,8 +37,11 @@ import logging
 import os
 import posixpath
 import re
+import shutil
 import signal
-from collections.abc import Collection, Mapping, Sequence
+import tempfile
+import uuid
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +62,16 @@ from diego.cell.backends.base import (
     ProcessSpec,
 )
 from diego.cell.backends.egress import setup_commands, teardown_commands
-from diego.cell.backends.local import HOME, MAX_LINE, _run, _system_tool
+from diego.cell.backends.local import HOME, _run, _system_tool
+from diego.cell.backends.shim import (
+    MAX_LINE,
+    ProcessFiles,
+    any_started,
+    reattached,
+    record_pid,
+    redirected,
+    tail,
+)
 
 log = logging.getLogger("diego.cell.docker")
 
@@ -66,6 +83,11 @@ LABEL = "org.diego."
 
 KEEPALIVE = "/.diego/busybox"
 """Where the host's static busybox is mounted in every container."""
+
+PROCS = "/.diego/procs"
+"""Where the container's process files (on the host, in the cell's state directory)
+are mounted in it: each process's shim appends its output there and writes its exit
+status, which outlive the node (:mod:`diego.cell.backends.shim`)."""
 
 SLEEP_FOREVER = (KEEPALIVE, "sleep", "2147483647")
 """The container's main process: it does nothing but keep the container up."""
@@ -88,6 +110,7 @@ class DockerOptions:
     keepalive: str = "/bin/busybox"  # a static busybox on the host
     pull_timeout: float = 300.0
     node: str = ""  # the node's identity: its containers are found again by it
+    state_dir: str = ""  # its containers' process files; "": a directory of its own, for now
 
 
 def image_of(root_fs: str, stack: str, preloaded: Mapping[str, str]) -> str:
@@ -153,45 +176,63 @@ class _Container:
 
 
 class DockerProcess:
-    """A process exec'd in a container."""
+    """A process exec'd in a container, under a shim that keeps its output and exit
+    status in files on the host (so a restarted node finds them again)."""
 
     def __init__(
         self,
-        docker: aiodocker.Docker,
-        exec_id: str,
         pid: int,
+        status: Awaitable[int],
+        files: ProcessFiles,
         container_id: str,
-        pump: asyncio.Task[None],
         owner: _Container,
+        sinks: tuple[OutputSink, OutputSink],
     ) -> None:
-        self._docker = docker
-        self._exec_id = exec_id
         self._pid = pid
+        self._files = files
         self._container_id = container_id
-        self._pump = pump
         self._owner = owner
+        self._exited = asyncio.Event()
+        self._tail = asyncio.create_task(tail(files, sinks, self._exited))
+        # Followed once whether anyone waits or not (as on the local backend).
+        self._end = asyncio.ensure_future(self._ended(status))
 
     async def wait(self) -> int:
-        """The exit status: 128 + N when killed by signal N, as Docker reports it."""
-        # The engine ends the output once the process has exited and its
-        # output is drained (or a moment later if a child still holds it).
-        await asyncio.shield(self._pump)
+        """The exit status: 128 + N when killed by signal N (its output all read)."""
+        return await asyncio.shield(self._end)
+
+    async def _ended(self, status: Awaitable[int]) -> int:
         try:
-            while True:
-                state = await self._docker._query_json(f"exec/{self._exec_id}/json")
-                if not state.get("Running"):
-                    return int(state.get("ExitCode") or 0)
-                await asyncio.sleep(0.05)
-        except DockerError as e:
-            # The container went (destroyed) and its execs with it: killed.
-            log.info("exec-gone exec=%s error=%s", self._exec_id[:12], _message(e))
-            return KILLED
+            return await status
         finally:
+            self._exited.set()
+            await self._tail
             self._owner.processes.discard(self)
+            if not self._files.kept:
+                await asyncio.to_thread(shutil.rmtree, self._files.dir, True)
 
     def kill(self) -> None:
         """Kill the process and every process it started (Docker's exec has no kill)."""
-        kill_tree(self._pid, self._container_id)
+        if self._pid > 0:
+            kill_tree(self._pid, self._container_id)
+
+
+async def _exec_status(docker: aiodocker.Docker, exec_id: str, pump: asyncio.Task[None]) -> int:
+    """An exec's exit status, once the engine says it has ended: 128 + N when killed by
+    signal N, as Docker reports it; KILLED if the container went (destroyed)."""
+    # The engine ends the exec's own output (only the shim's errors: the process's
+    # goes to its files) once the process has exited, or a moment later if a child
+    # still holds it.
+    await asyncio.shield(pump)
+    try:
+        while True:
+            state = await docker._query_json(f"exec/{exec_id}/json")
+            if not state.get("Running"):
+                return int(state.get("ExitCode") or 0)
+            await asyncio.sleep(0.05)
+    except DockerError as e:
+        log.info("exec-gone exec=%s error=%s", exec_id[:12], _message(e))
+        return KILLED
 
 
 CAPABILITIES = (
@@ -320,6 +361,11 @@ class DockerBackend:
         self.options = options
         self._containers: dict[str, _Container] = {}
         self._locks = GuidLocks()
+        self._own_state = not options.state_dir
+        self.state = Path(options.state_dir or tempfile.mkdtemp(prefix="diego-docker-"))
+        self.state.mkdir(parents=True, exist_ok=True)
+        self._processes_started = 0
+        self._life = uuid.uuid4().hex[:8]  # names this run's processes apart from others'
         security = " ".join(info.get("SecurityOptions") or ())
         self.remapped = "name=userns" in security
         driver_status = dict(info.get("DriverStatus") or ())
@@ -428,10 +474,12 @@ class DockerBackend:
             **{LABEL + "x." + k: v for k, v in spec.labels},
         }
         workdir = config.get("WorkingDir") or HOME
+        procs = self.state / spec.guid / "procs"
+        await asyncio.to_thread(_make_procs_dir, procs)
         host: dict[str, Any] = {
             "Init": True,
             "NetworkMode": network or "none",
-            "Binds": [f"{self.options.keepalive}:{KEEPALIVE}:ro"],
+            "Binds": [f"{self.options.keepalive}:{KEEPALIVE}:ro", f"{procs}:{PROCS}"],
             "CpuShares": cpu_shares(spec.cpu_weight),
         }
         if spec.memory_mb:
@@ -447,7 +495,7 @@ class DockerBackend:
         elif not self.remapped:
             host["CapDrop"] = ["ALL"]
             host["SecurityOpt"] = ["no-new-privileges"]
-        env = (*(["HOME=" + HOME] if workdir == HOME else []), *(f"{k}={v}" for k, v in spec.env))
+        env = _env(spec, workdir)
         body: dict[str, Any] = {
             "Image": image,
             "Entrypoint": [],
@@ -553,17 +601,70 @@ class DockerBackend:
                 raise BackendError(f"removing container {guid}: {_message(e)}") from None
         if container is None or container.network:
             await self._remove_network(guid)
+        await asyncio.to_thread(shutil.rmtree, self.state / guid, True)
 
     async def reopen(self, spec: ContainerSpec) -> bool:
-        """Not here: an exec's output and status do not outlive the client that
-        started it, so a restarted cell cannot report them (its Tasks fail)."""
-        return False
+        """Take back a container an earlier run of this cell made: the engine kept it
+        running, with its network, and its processes' files are where they were."""
+        if spec.guid in self._containers:
+            return False
+        try:
+            shown = await self.docker.containers.container(self._name(spec.guid)).show()
+        except DockerError as e:
+            return _not_reopened(spec.guid, _message(e))
+        state, config = shown.get("State") or {}, shown.get("Config") or {}
+        host = dict(shown.get("HostConfig") or {})
+        binds = [str(b).split(":") for b in host.get("Binds") or ()]
+        procs = self.state / spec.guid / "procs"
+        if not state.get("Running"):
+            return _not_reopened(spec.guid, f"not running ({state.get('Status', '?')})")
+        if [str(procs), PROCS] not in (b[:2] for b in binds):
+            return _not_reopened(spec.guid, "its process files are not this cell's")
+        if (config.get("Labels") or {}).get(LABEL + "node", "") != self.options.node:
+            return _not_reopened(spec.guid, "another node's")
+        pid = int(state.get("Pid") or 0)
+        network = str(host.get("NetworkMode") or "")
+        workdir = str(config.get("WorkingDir") or HOME)
+        self._containers[spec.guid] = _Container(
+            spec,
+            str(shown["Id"]),
+            workdir,
+            network if network.startswith("diego-") else "",
+            _memory_events(pid),
+            str(config.get("Image") or ""),
+            {k: host[k] for k in SIBLING_LIMITS if k in host},
+            _env(spec, workdir),
+            pids_events=_pids_events(pid),
+        )
+        return True
+
+    async def began(self, guid: str) -> bool:
+        """Whether a process was ever started in container ``guid``."""
+        return await asyncio.to_thread(any_started, self.state / guid / "procs")
 
     async def attach(
         self, guid: str, key: str, stdout: OutputSink, stderr: OutputSink
     ) -> Process | None:
-        """None: no container is ever reopened here."""
-        return None
+        """The process an earlier run started as ``key``, running or exited."""
+        container = self._get(guid)
+        files = self._process_files(container, key)
+        found = await asyncio.to_thread(reattached, files)
+        if found is None:
+            return None
+        status, pid = found
+        running = DockerProcess(pid, status, files, container.id, container, (stdout, stderr))
+        container.processes.add(running)
+        log.info("process-reattached guid=%s key=%s running=%s", guid, key, pid > 0)
+        return running
+
+    def _process_files(self, container: _Container, key: str) -> ProcessFiles:
+        """The files of process ``key`` (or, unkeyed, of a new name) in ``container``."""
+        if key:
+            name, kept = f"k-{key}", True
+        else:
+            self._processes_started += 1
+            name, kept = f"p-{self._life}-{self._processes_started}", False
+        return ProcessFiles(self.state / container.spec.guid / "procs" / name, kept)
 
     async def existing(self) -> list[Leftover]:
         """This cell's containers from an earlier run; its networks left without one go.
@@ -600,8 +701,10 @@ class DockerBackend:
         return sorted(found, key=lambda leftover: leftover.guid)
 
     async def close(self) -> None:
-        """Let go of the engine."""
+        """Let go of the engine (and remove the state directory if it is its own)."""
         await _close(self.docker)
+        if self._own_state:
+            await asyncio.to_thread(shutil.rmtree, self.state, True)
 
     def out_of_memory(self, guid: str) -> bool:
         """Whether the kernel OOM-killed a process of the container."""
@@ -639,7 +742,10 @@ class DockerBackend:
         container = self._get(guid)
         if process.image and tagged(process.image) != container.image:
             return await self._run_sibling(container, process, stdout, stderr)
-        command = _command(process)
+        files = self._process_files(container, process.key)
+        await asyncio.to_thread(files.make, 0o777)  # the shim may be any user of the container
+        shim = redirected(f"{PROCS}/{files.dir.name}", '"$@"')
+        command = [KEEPALIVE, "sh", "-c", shim, "sh", *_command(process)]
         body = {
             "AttachStdin": False,
             "AttachStdout": True,
@@ -661,8 +767,11 @@ class DockerBackend:
             pid = await self._exec_pid(created["Id"])
         except DockerError as e:
             raise BackendError(_message(e)) from None
+        if pid:
+            await asyncio.to_thread(record_pid, files, pid)
         pump = asyncio.create_task(_pump(stream, stdout, stderr))
-        running = DockerProcess(self.docker, created["Id"], pid, container.id, pump, container)
+        status = _exec_status(self.docker, created["Id"], pump)
+        running = DockerProcess(pid, status, files, container.id, container, (stdout, stderr))
         container.processes.add(running)
         return running
 
@@ -764,6 +873,28 @@ class DockerBackend:
             if e.status == 404:
                 raise BackendError(f"{path}: no such file or directory") from None
             raise BackendError(f"{path}: {_message(e)}") from None
+
+
+def _not_reopened(guid: str, reason: str) -> bool:
+    log.info("container-not-reopened guid=%s reason=%s", guid, reason)
+    return False
+
+
+SIBLING_LIMITS = ("Memory", "MemorySwap", "PidsLimit", "CpuShares", "StorageOpt", "Init")
+"""The HostConfig settings a container's siblings share."""
+
+
+def _env(spec: ContainerSpec, workdir: str) -> tuple[str, ...]:
+    """The container's environment: HOME as on the local backend, when it is the
+    working directory, and the spec's."""
+    return (*(["HOME=" + HOME] if workdir == HOME else []), *(f"{k}={v}" for k, v in spec.env))
+
+
+def _make_procs_dir(procs: Path) -> None:
+    """The container's process files directory: every user of the container may reach
+    (not list) the per-process directories in it."""
+    procs.mkdir(parents=True, exist_ok=True)
+    procs.chmod(0o711)
 
 
 def _command(process: ProcessSpec) -> list[str]:

@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import hashlib
 import json
 import logging
@@ -52,7 +50,6 @@ import threading
 import uuid
 from collections.abc import Awaitable, Collection, Iterable
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import attrs
 
@@ -66,13 +63,12 @@ from diego.cell.backends.base import (
     ProcessSpec,
 )
 from diego.cell.backends.cgroups import SPARE_LEAF, SPARE_PREFIX, Cgroups, ContainerGroups
+from diego.cell.backends.shim import ProcessFiles, any_started, live_pid, reattached, tail
 
 log = logging.getLogger("diego.cell.local")
 
 HOME = "/home/vcap"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-MAX_LINE = 64 * 1024
-"""Longer output lines are split; a process cannot make the cell buffer without end."""
 MADE_BY_SANDBOX = frozenset({"proc", "dev", "tmp", "home"})
 """Top-level directories the sandbox makes itself rather than taking the host's."""
 PARKED = ". /dev/stdin"
@@ -80,19 +76,8 @@ PARKED = ". /dev/stdin"
 written to its stdin, the shim of the container's first process."""
 ARGS = '"$@"'
 """The shim's command, when the command is the shell's arguments."""
-TAIL_INTERVALS = (0.02, 0.5)
-"""Seconds between reads of a process's output files: the least (while output
-comes, and for the process's first TAIL_EAGER seconds) and the most (the wait
-doubles while none comes)."""
-TAIL_EAGER = 1.0
-"""Seconds a new process's output is read at the least interval, quiet or not: a
-short process's lines arrive as they would through a pipe."""
-PUNCH_AT = 1024 * 1024
-"""Bytes of an output file read and not yet freed, at most: the node frees the
-disk blocks of what it has read (the file keeps its length, as a hole)."""
-READ_BUDGET = 16 * MAX_LINE
-"""Bytes of one output file read in one go, at most: a process that writes faster
-than the node reads cannot hold the event loop."""
+SPAWN_GRACE = 10.0
+"""Seconds a restarted cell waits for a shim it finds alive to record its pid."""
 VOLUME_RULE = (
     "a volume must be an absolute path under a top-level directory the host does not have"
     f" (such as /data or /outputs), or under /tmp or {HOME}"
@@ -177,7 +162,7 @@ class LocalProcess:
         self._leaf = leaf
         self._reaped = False  # the shim is gone: its pid may be another's now
         self._exited = asyncio.Event()  # and so is all else in its group: output is complete
-        self._tail = asyncio.create_task(_tail(files, sinks, self._exited))
+        self._tail = asyncio.create_task(tail(files, sinks, self._exited))
         # Its end is followed whether anyone waits or not, once: a wait cancelled
         # (a cancelled step, which then kills and waits again) leaves it running.
         self._end = asyncio.ensure_future(self._ended(status))
@@ -230,48 +215,6 @@ class LocalProcess:
                 os.killpg(self._pid, signal.SIGKILL)
         if self._leaf is not None:
             self._leaf.kill_all()
-
-
-@attrs.frozen
-class ProcessFiles:
-    """Where a process's shim keeps its output and status: ``procs/NAME`` in the
-    container's directory (the host's, out of the container's sight)."""
-
-    dir: Path
-    kept: bool  # a keyed process's stay (a restarted cell looks for them)
-
-    @property
-    def out(self) -> Path:
-        return self.dir / "out"
-
-    @property
-    def err(self) -> Path:
-        return self.dir / "err"
-
-    @property
-    def exit(self) -> Path:
-        return self.dir / "exit"
-
-    @property
-    def pid(self) -> Path:
-        return self.dir / "pid"
-
-    @property
-    def leaf(self) -> Path:
-        return self.dir / "leaf"
-
-    def shim(self, command: str) -> str:
-        """The shell text that records the shim's pid and start time (field 22 of its
-        /proc stat: a reused pid has another), runs ``command`` (shell words) and
-        records its exit status; builtins only, so no process more is started."""
-        pid, out, err, status = (
-            shlex.quote(str(p)) for p in (self.pid, self.out, self.err, self.exit)
-        )
-        skip = " ".join(["_"] * 21)
-        return (
-            f'read -r {skip} t _ </proc/$$/stat; echo "$$ $t" >{pid};'
-            f" {command} </dev/null >>{out} 2>>{err}; s=$?; echo $s >{status}; exit $s"
-        )
 
 
 class LocalBackend:
@@ -567,36 +510,36 @@ class LocalBackend:
         self._containers[spec.guid] = _Container(spec, d, groups, mounted, volumes)
         return True
 
+    async def began(self, guid: str) -> bool:
+        """Whether a process was ever started in container ``guid``."""
+        return await asyncio.to_thread(any_started, self.root / guid / "procs")
+
     async def attach(
         self, guid: str, key: str, stdout: OutputSink, stderr: OutputSink
     ) -> LocalProcess | None:
         """The process an earlier run started as ``key``, running or exited."""
         container = self._get(guid)
         files = self._process_files(container, key)
-        if not files.dir.is_dir():
-            # Never started: its directory is made before its shim is spawned.
+        if await asyncio.to_thread(_unrecorded, files):
+            # Its shim records its pid before anything else: with none recorded and no
+            # shim of it alive, it never ran its first line, so neither did the command.
+            if not await asyncio.to_thread(_shim_alive, files):
+                log.info("process-never-started guid=%s key=%s", guid, key)
+                return None
+            for _ in range(int(SPAWN_GRACE / 0.02)):  # then reattached() refuses it
+                if not await asyncio.to_thread(_unrecorded, files):
+                    break
+                await asyncio.sleep(0.02)
+        found = reattached(files)
+        if found is None:
             return None
-        if not files.pid.is_file() and not files.exit.is_file():
-            # Spawned, or about to be, when the earlier run died; its shim wrote
-            # nothing, so whether the command ran cannot be told: never run it twice.
-            raise BackendError("the cell restarted as the process started")
-        status: Awaitable[int]
-        code = _exit_status(files)
-        if code is not None:
-            status, pid = _done(code), 0
-        else:
-            live = _live_pid(files)
-            if live is None:
-                raise BackendError(
-                    "the process ended while the cell was down and left no exit status"
-                )
-            status, pid = _status_after(live, files), live
+        status, pid = found
         leaf = None
         if container.groups is not None and files.leaf.is_file():
             leaf = container.groups.leaf(files.leaf.read_text().strip())
         running = LocalProcess(pid, status, files, container, leaf, (stdout, stderr))
         container.processes.add(running)
-        log.info("process-reattached guid=%s key=%s running=%s", guid, key, code is None)
+        log.info("process-reattached guid=%s key=%s running=%s", guid, key, pid > 0)
         return running
 
     def _process_files(self, container: _Container, key: str) -> ProcessFiles:
@@ -670,9 +613,11 @@ class LocalBackend:
             # Join the process's groups (under the container's) before it starts, so
             # no byte escapes the limits and a kill reaches everything it starts.
             joins = " ".join(f'echo $$ > "{p}" &&' for p in leaf.procs_files)
-        # Braced: a failed join runs nothing, not the command outside its limits.
-        run = files.shim(ARGS) if files is not None else f"exec {ARGS}"
-        return leaf, ["/bin/sh", "-c", f"{joins} {{ {run}; }}", "sh", *command]
+        if files is not None:
+            script = files.shim(ARGS, then=joins)
+        else:  # braced: a failed join runs nothing, not the command outside its limits
+            script = f"{joins} {{ exec {ARGS}; }}"
+        return leaf, ["/bin/sh", "-c", script, "sh", *command]
 
     def _unique_name(self) -> str:
         """A process name no other process of this cell has had, in any of its lives."""
@@ -1056,23 +1001,24 @@ def _user_ids(user: str) -> tuple[int, int]:
     return entry.pw_uid, entry.pw_gid
 
 
-def _start_time(pid: int) -> str:
-    """When ``pid`` started (clock ticks since boot), or "" if it is gone: a pid
-    reused by another process has another start time."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
+def _unrecorded(files: ProcessFiles) -> bool:
+    """Whether the process's directory is there but its shim recorded nothing."""
+    return files.dir.is_dir() and not files.pid.exists() and not files.exit.exists()
 
 
-def _live_pid(files: ProcessFiles) -> int | None:
-    """The shim's pid if it still runs, else None."""
-    try:
-        pid, started = files.pid.read_text().split()
-    except (OSError, ValueError):
-        return None
-    return int(pid) if _start_time(int(pid)) == started else None
+def _shim_alive(files: ProcessFiles) -> bool:
+    """Whether a process of this machine runs the process's shim (its command line
+    names the process's pid file; blocking: reads every /proc/PID/cmdline)."""
+    needle = str(files.pid).encode()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if needle in f.read():
+                        return True
+            except OSError:
+                continue
+    return False
 
 
 def _kill_recorded_shims(procs: Path) -> None:
@@ -1083,159 +1029,16 @@ def _kill_recorded_shims(procs: Path) -> None:
     except OSError:
         return
     for d in dirs:
-        pid = _live_pid(ProcessFiles(d, kept=True))
+        pid = live_pid(ProcessFiles(d, kept=True))
         if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-
-
-def _exit_status(files: ProcessFiles) -> int | None:
-    """The status the shim wrote, or None if it wrote none (yet)."""
-    try:
-        return int(files.exit.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-async def _done(code: int) -> int:
-    return code
 
 
 async def _status_of(proc: asyncio.subprocess.Process) -> int:
     """The shim's exit status: the process's, or 128 + N if the shim was killed."""
     code = await proc.wait()
     return 128 - code if code < 0 else code
-
-
-async def _status_after(pid: int, files: ProcessFiles) -> int:
-    """The status of a shim this node did not start, once it exits (a pidfd tells)."""
-    loop = asyncio.get_running_loop()
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        pidfd = -1
-    if pidfd >= 0:
-        gone: asyncio.Future[None] = loop.create_future()
-        loop.add_reader(pidfd, lambda: None if gone.done() else gone.set_result(None))
-        try:
-            await gone
-        finally:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-    code = _exit_status(files)
-    return 128 + signal.SIGKILL if code is None else code  # killed before it could write
-
-
-class _Lines:
-    """Reads one output file as it grows and hands each line to a sink.
-
-    What it has read it frees (``_punch``) every PUNCH_AT bytes, always up to the
-    start of a line, and records that offset beside the file (``NAME.at``). A
-    restarted node, whose log store starts empty, reads the file again from
-    there: the output not yet freed comes back whole, no line torn.
-    """
-
-    def __init__(self, path: Path, sink: OutputSink) -> None:
-        self.fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
-        try:
-            at = path.with_name(path.name + ".at")
-            self.at_fd = os.open(at, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            os.close(self.fd)
-            raise
-        self.sink = sink
-        self.pending = b""
-        self.unfreed = 0
-        try:
-            start = int(os.pread(self.at_fd, 32, 0) or b"0")
-        except ValueError:
-            start = 0
-        os.lseek(self.fd, start, os.SEEK_SET)
-
-    def read(self) -> bool:
-        """Hand over what was written since the last read (READ_BUDGET bytes at most);
-        whether there was any."""
-        got = 0
-        while got < READ_BUDGET and (chunk := os.read(self.fd, MAX_LINE)):
-            got += len(chunk)
-            *lines, self.pending = (self.pending + chunk).split(b"\n")
-            for line in lines:
-                self.sink(line.decode(errors="replace"))
-            while len(self.pending) > MAX_LINE:
-                self.sink(self.pending[:MAX_LINE].decode(errors="replace"))
-                self.pending = self.pending[MAX_LINE:]
-        self.unfreed += got
-        if self.unfreed >= PUNCH_AT:
-            line_start = os.lseek(self.fd, 0, os.SEEK_CUR) - len(self.pending)
-            os.pwrite(self.at_fd, b"%020d" % line_start, 0)  # first, then free
-            _punch(self.fd, line_start)
-            self.unfreed = 0
-        return bool(got)
-
-    def close(self, final: bool) -> None:
-        """Stop reading; ``final``: the file is complete, so its unended last line is
-        handed over (else whoever reads on gets it whole)."""
-        if final and self.pending:
-            self.sink(self.pending.decode(errors="replace"))
-        os.close(self.fd)
-        os.close(self.at_fd)
-
-
-async def _tail(
-    files: ProcessFiles, sinks: tuple[OutputSink, OutputSink], exited: asyncio.Event
-) -> None:
-    """Hand the lines of the process's output files to the sinks until it has exited
-    and they are read to their end."""
-    readers: list[_Lines] = []
-    try:
-        readers += [_Lines(files.out, sinks[0]), _Lines(files.err, sinks[1])]
-    except OSError as e:  # the container went while the process started
-        log.info("output-not-read dir=%s error=%s", files.dir, e)
-        for reader in readers:
-            reader.close(final=False)
-        return
-    least, most = TAIL_INTERVALS
-    loop = asyncio.get_running_loop()
-    eager_until = loop.time() + TAIL_EAGER
-    delay = least
-    complete = False
-    try:
-        while True:
-            finished = exited.is_set()
-            got = [r.read() for r in readers]
-            if finished:
-                if not any(got):
-                    complete = True
-                    return
-                await asyncio.sleep(0)  # read to the end, a budget at a time
-                continue
-            quiet = not any(got) and loop.time() > eager_until
-            delay = min(delay * 2, most) if quiet else least
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await exited.wait()
-    finally:
-        for reader in readers:
-            reader.close(final=complete)
-
-
-_FALLOC_PUNCH = 0x01 | 0x02  # FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
-
-
-def _punch(fd: int, upto: int) -> None:
-    """Free the disk blocks of the first ``upto`` bytes of ``fd`` (best effort)."""
-    length = upto - upto % 4096
-    fallocate = _libc_fallocate()
-    if length > 0 and fallocate is not None:
-        fallocate(fd, _FALLOC_PUNCH, ctypes.c_long(0), ctypes.c_long(length))
-
-
-@functools.cache
-def _libc_fallocate() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return None
 
 
 async def _run(*argv: str) -> tuple[int, str]:
