@@ -116,6 +116,11 @@ class TesService:
                 "whose cell is evacuated under it ends PREEMPTED"
             )
         use_images = self.docker_cells()
+        if not use_images and self.settings.egress:
+            raise InvalidRequest(
+                "executors[0].image: this node has no Docker cell, and TES egress ([tes] "
+                "egress) is kept exact only there: a local cell would give the host's network"
+            )
         if not use_images and not self.settings.local_runs_without_image:
             raise InvalidRequest(
                 "executors[0].image: no Docker cell can run images, and this node "

@@ -464,6 +464,8 @@ class Rep:
                     return
             except DiegoError as e:
                 log.info("container-not-resumed guid=%s reason=%s", guid, e)
+            except Exception:  # the engine, say: interrupted (never run twice), not a crash
+                log.exception("container-not-resumed guid=%s", guid)
             self.executor.interrupt(guid)
 
     async def _start_unbegun(self) -> None:

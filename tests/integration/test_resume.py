@@ -17,7 +17,14 @@ import pytest
 
 from diego.cell.backends.base import BackendError, ContainerSpec, ProcessSpec
 from diego.cell.backends.local import LocalBackend, remove_strays
-from diego.cell.backends.shim import MAX_LINE, PUNCH_AT, READ_BUDGET, Lines
+from diego.cell.backends.shim import (
+    MAX_LINE,
+    PUNCH_AT,
+    READ_BUDGET,
+    Lines,
+    ProcessFiles,
+    exit_status,
+)
 from diego.cell.executor import ContainerCompleted, Executor, RunRequest
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, StepFailed, perform
@@ -438,3 +445,35 @@ async def test_a_container_left_half_made_is_made_again_and_runs(
     assert (view.failed, view.result) == (False, "ran\n"), view
     await executor.delete(spec.guid)
     assert not await executor.resume(spec.guid, request)  # adopted no more
+
+
+def test_an_output_file_replaced_by_a_symlink_or_a_fifo_is_not_followed(tmp_path: Path) -> None:
+    """What a container can write it may replace: the node neither reads a host file
+    through a symlink nor blocks on a FIFO put where an output file should be."""
+    secret = tmp_path / "secret"
+    secret.write_text("host only\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "out").symlink_to(secret)
+    with pytest.raises(OSError, match="symbolic links"):
+        Lines(linked / "out", print)
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / "out")
+    with pytest.raises(OSError, match="not a regular file"):
+        Lines(fifo / "out", print)
+    (fifo / "exit").unlink(missing_ok=True)
+    os.mkfifo(fifo / "exit")
+    assert exit_status(ProcessFiles(fifo, kept=True)) is None  # at once, not blocked
+
+
+def test_output_read_is_freed_from_the_disk(tmp_path: Path) -> None:
+    """Past PUNCH_AT bytes read, the file's blocks up to the last whole line are freed."""
+    out = tmp_path / "out"
+    out.write_bytes((b"w" * 1023 + b"\n") * (3 * PUNCH_AT // 1024))
+    reader = Lines(out, lambda _line: None)
+    while reader.read():
+        pass
+    reader.close(final=True)
+    assert out.stat().st_size == 3 * PUNCH_AT
+    assert out.stat().st_blocks * 512 <= PUNCH_AT + 64 * 1024  # the rest is a hole

@@ -180,6 +180,10 @@ async def test_a_tes_task_gets_no_network_unless_the_node_gives_tes_egress(store
     stored = await opened.service.create(tes_task())
     assert stored.id
     assert (await opened.bbs.get_task(stored.id)).security_group_rules == (rule,)
+    # With no Docker cell here the task would run on a local cell's host network.
+    imageless = make_world(store, docker=False, egress=(rule,))
+    with pytest.raises(InvalidRequest, match=r"\[tes\] egress"):
+        await imageless.service.create(tes_task())
 
 
 async def test_create_places_by_the_tasks_zones(world: World) -> None:

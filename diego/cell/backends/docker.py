@@ -209,7 +209,7 @@ class DockerProcess:
             await self._tail
             self._owner.processes.discard(self)
             if not self._files.kept:
-                await asyncio.to_thread(shutil.rmtree, self._files.dir, True)
+                await asyncio.to_thread(self._files.remove)
 
     def kill(self) -> None:
         """Kill the process and every process it started (Docker's exec has no kill)."""
@@ -610,7 +610,7 @@ class DockerBackend:
             return False
         try:
             shown = await self.docker.containers.container(self._name(spec.guid)).show()
-        except DockerError as e:
+        except (DockerError, aiohttp.ClientError, OSError) as e:
             return _not_reopened(spec.guid, _message(e))
         state, config = shown.get("State") or {}, shown.get("Config") or {}
         host = dict(shown.get("HostConfig") or {})
@@ -639,8 +639,11 @@ class DockerBackend:
         return True
 
     async def began(self, guid: str) -> bool:
-        """Whether a process was ever started in container ``guid``."""
-        return await asyncio.to_thread(any_started, self.state / guid / "procs")
+        """Whether a process was ever started in container ``guid``: True unless its
+        process files are there, and empty (a container without them, from another
+        version or state directory, cannot be told about)."""
+        procs = self.state / guid / "procs"
+        return not procs.is_dir() or await asyncio.to_thread(any_started, procs)
 
     async def attach(
         self, guid: str, key: str, stdout: OutputSink, stderr: OutputSink
@@ -664,7 +667,8 @@ class DockerBackend:
         else:
             self._processes_started += 1
             name, kept = f"p-{self._life}-{self._processes_started}", False
-        return ProcessFiles(self.state / container.spec.guid / "procs" / name, kept)
+        d = self.state / container.spec.guid
+        return ProcessFiles(d / "procs" / name, kept, own=d / "node" / name)
 
     async def existing(self) -> list[Leftover]:
         """This cell's containers from an earlier run; its networks left without one go.

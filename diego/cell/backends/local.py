@@ -63,7 +63,14 @@ from diego.cell.backends.base import (
     ProcessSpec,
 )
 from diego.cell.backends.cgroups import SPARE_LEAF, SPARE_PREFIX, Cgroups, ContainerGroups
-from diego.cell.backends.shim import ProcessFiles, any_started, live_pid, reattached, tail
+from diego.cell.backends.shim import (
+    ProcessFiles,
+    any_started,
+    live_pid,
+    reattached,
+    record_pid,
+    tail,
+)
 
 log = logging.getLogger("diego.cell.local")
 
@@ -176,14 +183,14 @@ class LocalProcess:
             code = await status
         finally:
             self._reaped = True
-        try:
-            await self._sweep()
-        finally:
-            self._exited.set()
+            try:
+                await self._sweep()
+            finally:
+                self._exited.set()
         await self._tail  # the files' last bytes: there is no pipe to wait on
         self._owner.processes.discard(self)
         if not self._files.kept:
-            await asyncio.to_thread(shutil.rmtree, self._files.dir, True)
+            await asyncio.to_thread(self._files.remove)
         return code
 
     async def _sweep(self) -> None:
@@ -640,6 +647,9 @@ class LocalBackend:
         # that defines nothing or calls nothing, never a command cut short.
         command = f"shim() {{ {files.shim(shlex.join(argv))}; }}\nshim\n".encode()
         files.dir.mkdir(parents=True, exist_ok=True)
+        # Recorded before the command is written: the parked shell's command line does
+        # not name the files, so a restarted cell could not find it by them.
+        record_pid(files, spare.proc.pid)
         files.leaf.write_text(SPARE_LEAF)
         try:
             view = memoryview(command)

@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import logging
 import os
 import shlex
+import shutil
 import signal
+import stat
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,13 @@ class ProcessFiles:
 
     dir: Path
     kept: bool  # a keyed process's stay (a restarted cell looks for them)
+    own: Path | None = None
+    """Where the node keeps its own files of the process (the pid it recorded, how far
+    it has read): ``dir`` unless the container can write there (Docker's)."""
+
+    @property
+    def mine(self) -> Path:
+        return self.own or self.dir
 
     @property
     def out(self) -> Path:
@@ -68,7 +78,7 @@ class ProcessFiles:
 
     @property
     def pid(self) -> Path:
-        return self.dir / "pid"
+        return self.mine / "pid"
 
     @property
     def leaf(self) -> Path:
@@ -86,16 +96,30 @@ class ProcessFiles:
         return f"{record} {then} {{ {redirected(str(self.dir), command)}; }}"
 
     def make(self, mode: int = 0o700) -> None:
-        """Make the directory (``mode``) and empty output files the shim may append to
-        whichever user it runs as (blocking)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Make the directory (``mode``), afresh, and empty output files the shim may
+        append to whichever user it runs as (blocking). Whatever was at the path goes
+        first, unfollowed: in a directory the container can write, it may have put a
+        symlink or a file there ahead of the node."""
+        if self.dir.is_symlink() or self.dir.is_file():
+            self.dir.unlink()
+        elif self.dir.exists():
+            shutil.rmtree(self.dir)
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir()
         self.dir.chmod(mode)
+        if self.own is not None:
+            self.own.mkdir(parents=True, exist_ok=True)
         for path in (self.out, self.err):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
                 os.fchmod(fd, 0o666 if mode & 0o002 else 0o600)
             finally:
                 os.close(fd)
+
+    def remove(self) -> None:
+        """Remove the process's files, the node's own too (blocking; symlinks unfollowed)."""
+        for d in {self.dir, self.mine}:
+            shutil.rmtree(d, True)
 
 
 def redirected(d: str, command: str) -> str:
@@ -163,9 +187,25 @@ def live_pid(files: ProcessFiles) -> int | None:
 def exit_status(files: ProcessFiles) -> int | None:
     """The status the shim wrote, or None if it wrote none (yet)."""
     try:
-        return int(files.exit.read_text())
+        fd = open_regular(files.exit, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 32))
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)
+
+
+def open_regular(path: Path, flags: int, mode: int = 0o600) -> int:
+    """An fd of ``path`` if it is a regular file, never following a symlink nor blocking
+    on a FIFO: what a container can write, it may have replaced."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
 
 
 async def done(code: int) -> int:
@@ -200,11 +240,12 @@ class Lines:
     there: the output not yet freed comes back whole, no line torn.
     """
 
-    def __init__(self, path: Path, sink: OutputSink) -> None:
-        self.fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o600)
+    def __init__(self, path: Path, sink: OutputSink, at: Path | None = None) -> None:
+        # Read and written: freeing blocks (a punched hole) needs a writable fd.
+        self.fd = open_regular(path, os.O_RDWR | os.O_CREAT)
         try:
-            at = path.with_name(path.name + ".at")
-            self.at_fd = os.open(at, os.O_RDWR | os.O_CREAT, 0o600)
+            at = at or path.with_name(path.name + ".at")
+            self.at_fd = os.open(at, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError:
             os.close(self.fd)
             raise
@@ -253,7 +294,10 @@ async def tail(
     and they are read to their end."""
     readers: list[Lines] = []
     try:
-        readers += [Lines(files.out, sinks[0]), Lines(files.err, sinks[1])]
+        readers += [
+            Lines(files.out, sinks[0], files.mine / "out.at"),
+            Lines(files.err, sinks[1], files.mine / "err.at"),
+        ]
     except OSError as e:  # the container went while the process started
         log.info("output-not-read dir=%s error=%s", files.dir, e)
         for reader in readers:
@@ -291,8 +335,9 @@ def punch(fd: int, upto: int) -> None:
     """Free the disk blocks of the first ``upto`` bytes of ``fd`` (best effort)."""
     length = upto - upto % 4096
     fallocate = _libc_fallocate()
-    if length > 0 and fallocate is not None:
-        fallocate(fd, _FALLOC_PUNCH, ctypes.c_long(0), ctypes.c_long(length))
+    nothing = length <= 0 or fallocate is None
+    if not nothing and fallocate(fd, _FALLOC_PUNCH, ctypes.c_long(0), ctypes.c_long(length)):
+        log.info("output-not-freed error=%s", os.strerror(ctypes.get_errno()))
 
 
 @functools.cache
