@@ -881,3 +881,24 @@ async def test_a_process_in_another_image_is_killed_and_removed_by_destroy(
     await backend.destroy(guid)
     siblings = await docker("ps", "-aq", "--filter", f"label=org.diego.sibling-of={guid}")
     assert siblings.split() == []
+
+
+async def test_a_process_whose_pid_was_not_recorded_is_found_by_its_exec(
+    cells: Cells, tmp_path: Path
+) -> None:
+    """The cell died after starting an exec but before recording its pid: a restarted
+    cell asks the engine for the exec's pid, and follows the process to its end."""
+    state = str(tmp_path / "state")
+    first = await cells.open(state_dir=state)
+    guid = await cells.create(first)
+    script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo after"
+    await first.run(guid, ProcessSpec("/bin/sh", ("-c", script), key="0"), discard, discard)
+    (tmp_path / "state" / guid / "node" / "k-0" / "pid").unlink()  # as if never written
+    second = await cells.open(state_dir=state)
+    assert await second.reopen(ContainerSpec(guid, stack="linux"))
+    out: list[str] = []
+    running = await second.attach(guid, "0", out.append, discard)
+    assert running is not None
+    assert (await sh(second, guid, "touch /tmp/go"))[0] == 0
+    assert await asyncio.wait_for(running.wait(), 10) == 0
+    assert out == ["after"]

@@ -67,6 +67,7 @@ from diego.cell.backends.shim import (
     MAX_LINE,
     ProcessFiles,
     any_started,
+    exit_status,
     reattached,
     record_pid,
     redirected,
@@ -651,6 +652,19 @@ class DockerBackend:
         """The process an earlier run started as ``key``, running or exited."""
         container = self._get(guid)
         files = self._process_files(container, key)
+        if not files.pid.exists() and await asyncio.to_thread(exit_status, files) is None:
+            # The earlier run died before it recorded the exec's pid: the engine knows.
+            try:
+                exec_id = (files.mine / "exec").read_text().strip()
+                state = await self.docker._query_json(f"exec/{exec_id}/json")
+            except (OSError, DockerError):
+                state = {}
+            pid = int(state.get("Pid") or 0)
+            if state and not state.get("Running") and state.get("ExitCode") is None and not pid:
+                log.info("process-never-started guid=%s key=%s", guid, key)
+                return None  # created, never started: nothing can start it now
+            if pid and state.get("Running"):
+                await asyncio.to_thread(record_pid, files, pid)
         found = await asyncio.to_thread(reattached, files)
         if found is None:
             return None
@@ -764,6 +778,8 @@ class DockerBackend:
             created = await self.docker._query_json(
                 f"containers/{container.id}/exec", method="POST", data=json.dumps(body)
             )
+            # Before it starts: a restarted cell that finds no pid asks the engine.
+            await asyncio.to_thread((files.mine / "exec").write_text, str(created["Id"]))
             stream = Exec(self.docker, created["Id"], False).start(timeout=None)
             # Started here, not at the first read: the process exists once run returns,
             # so a kill can always find it.
