@@ -297,6 +297,11 @@ def load(
         raise ConfigError(str(e)) from None
     except ValueError as e:
         raise ConfigError(f"crash: {e}") from None
+    if len(settings.tes.egress) > settings.limits.max_rules:
+        raise ConfigError(
+            f"tes.egress: {len(settings.tes.egress)} rules, more than limits.max_rules "
+            f"({settings.limits.max_rules}): every TES task would be refused"
+        )
     if settings.tes.egress and settings.cell.backend == "local":
         raise ConfigError(
             "tes.egress: local cells honour security group rules all-or-nothing (any rule "

@@ -116,6 +116,8 @@ def test_tes_egress_is_rules_from_the_file_or_json_in_the_environment(tmp_path: 
         load(environ={**env, "DIEGO_TES_EGRESS": "["})
     with pytest.raises(ConfigError, match=r"tes\.egress: local cells .* all-or-nothing"):
         load(environ={**env, "DIEGO_CELL_BACKEND": "local"})
+    with pytest.raises(ConfigError, match=r"tes\.egress: 1 rules, more than limits\.max_rules"):
+        load(environ={**env, "DIEGO_LIMITS_MAX_RULES": "0"})
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
