@@ -14,13 +14,26 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
+from typing import Any
 
+import boto3
 import pytest
 
 FAKE_KEY = "diego-test-key"  # moto takes any credentials
 FAKE_SECRET = "diego-test-secret"
 REGION = "us-east-1"
 START_DEADLINE = 30.0
+
+
+def s3_client(endpoint: str) -> Any:
+    """A boto3 S3 client of the moto server at ``endpoint``."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=FAKE_KEY,
+        aws_secret_access_key=FAKE_SECRET,
+    )
 
 
 def free_port() -> int:

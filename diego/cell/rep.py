@@ -229,12 +229,16 @@ class Rep:
                 log.info("task-not-started guid=%s reason=%s", guid, e)
                 await self._delete(guid)
                 return
-            try:
-                request = await self._request_for(task)
-            except DiegoError as e:
-                await self._fail_unstartable(guid, f"cannot run the task: {e}")
-                return
-            self.executor.run(guid, request)
+            await self._run_task(task)
+
+    async def _run_task(self, task: Task) -> None:
+        """Run a reserved Task's container, or fail the Task if its work cannot be read."""
+        try:
+            request = await self._request_for(task)
+        except DiegoError as e:
+            await self._fail_unstartable(task.task_guid, f"cannot run the task: {e}")
+            return
+        self.executor.run(task.task_guid, request)
 
     async def _request_for(self, task: Task) -> RunRequest:
         """What to run for a Task: its action tree, or for a TES task its TES document."""
@@ -484,15 +488,9 @@ class Rep:
             if self.executor.journaled(guid):
                 continue  # it began: the table fails it (never run twice)
             async with self._lock(guid):
-                if not self.executor.reserve(guid, task.memory_mb, task.disk_mb):
-                    continue
-                try:
-                    request = await self._request_for(task)
-                except DiegoError as e:
-                    await self._fail_unstartable(guid, f"cannot run the task: {e}")
-                    continue
-                log.info("task-started-again guid=%s", guid)
-                self.executor.run(guid, request)
+                if self.executor.reserve(guid, task.memory_mb, task.disk_mb):
+                    log.info("task-started-again guid=%s", guid)
+                    await self._run_task(task)
 
     async def _poll(self) -> None:
         while True:

@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import boto3
 import pytest
 import requests
 import tes
 from aiohttp import web
 from tes.models import ExecutorLog
 
-from ..moto_server import FAKE_KEY, FAKE_SECRET, REGION, moto_server
+from ..moto_server import FAKE_KEY, FAKE_SECRET, REGION, moto_server, s3_client
 from .conftest import DOCKER, http_request, poll
 from .helpers_cells import (
     MARK_ENV,
@@ -115,19 +114,13 @@ def http_input() -> Iterator[str]:
 @pytest.fixture
 def bucket(moto_endpoint: str) -> Iterator[tuple[Any, str]]:
     """A boto3 client of the moto server and a new, empty bucket on it."""
-    s3_client = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name=REGION,
-        aws_access_key_id=FAKE_KEY,
-        aws_secret_access_key=FAKE_SECRET,
-    )
+    client = s3_client(moto_endpoint)
     name = f"diego-tes-{unique('b')}"
     try:
-        s3_client.create_bucket(Bucket=name)
-        yield s3_client, name
+        client.create_bucket(Bucket=name)
+        yield client, name
     finally:
-        s3_client.close()
+        client.close()
 
 
 # ------------------------------------------------------------------ helpers

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 
-from ..moto_server import FAKE_KEY, FAKE_SECRET, REGION, moto_server
+from ..moto_server import FAKE_KEY, FAKE_SECRET, REGION, moto_server, s3_client
 from .conftest import poll
 from .helpers_cells import CellServer, Node, cell_server_in, start_node, unique
 from .helpers_tes import clean_up, tes_request
@@ -114,13 +113,7 @@ def test_a_three_rule_snakemake_workflow_runs_through_tes(
     locally built image; shout.txt lands on S3 with what the three rules made."""
     image = ensure_image()
     bucket = unique("smk")
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        region_name=REGION,
-        aws_access_key_id=FAKE_KEY,
-        aws_secret_access_key=FAKE_SECRET,
-    )
+    s3 = s3_client(s3_endpoint)
     s3.create_bucket(Bucket=bucket)
     workdir = tmp_path / "workflow"
     workdir.mkdir()

@@ -6,11 +6,13 @@ same directory, as a restarted node makes it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,9 @@ from diego.cell.backends.shim import (
     Lines,
     ProcessFiles,
     exit_status,
+    record_pid,
 )
-from diego.cell.executor import ContainerCompleted, Executor, RunRequest
+from diego.cell.executor import ContainerCompleted, ContainerEvent, Executor, RunRequest
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.transfer import Transfers
@@ -50,9 +53,50 @@ async def made(backend: LocalBackend, name: str) -> ContainerSpec:
 async def reopened(backend: LocalBackend, spec: ContainerSpec) -> LocalBackend:
     """A backend made anew on ``backend``'s directory, as a restarted cell makes it,
     with ``spec``'s container taken back."""
-    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
+    restarted = anew(backend)
     assert await restarted.reopen(spec)
     return restarted
+
+
+def anew(backend: LocalBackend) -> LocalBackend:
+    """A backend made anew on ``backend``'s directory, as a restarted cell makes it."""
+    return LocalBackend(backend.root, container_uid=CONTAINER_UID)
+
+
+async def unmounted(backend: LocalBackend, name: str) -> ContainerSpec:
+    """A new container with a disk, which is then unmounted (as after a reboot)."""
+    spec = ContainerSpec(guid=f"{name}-{uuid.uuid4().hex[:8]}", disk_mb=16)
+    await backend.create(spec)
+    rw = backend.root / spec.guid / "rw"
+    if not rw.is_mount():
+        pytest.skip("no loop devices: disk_mb is not enforced here")
+    umount = await asyncio.create_subprocess_exec("umount", str(rw))
+    assert await umount.wait() == 0
+    return spec
+
+
+def executor_of(
+    backend: LocalBackend, tmp_path: Path, on_event: Callable[[ContainerEvent], None]
+) -> Executor:
+    """A restarted cell's executor on ``backend``, its journals in tmp_path/journals."""
+    return Executor(
+        backend,
+        Resources(10_000, 10_000, 20),
+        LogStore(SystemClock()),
+        Transfers(),
+        tmp_path / "scratch",
+        on_event,
+        journals=tmp_path / "journals",
+    )
+
+
+async def until_gone(pid: int) -> bool:
+    """Whether ``pid`` exits (or is left a zombie) within 5 s."""
+    for _ in range(500):
+        if _gone(pid):
+            return True
+        await asyncio.sleep(0.01)
+    return _gone(pid)
 
 
 async def shim_pid(backend: LocalBackend, guid: str, key: str = "0") -> int:
@@ -261,14 +305,8 @@ async def test_a_container_whose_disk_or_groups_are_gone_is_not_reopened(
 ) -> None:
     """After a reboot a container's disk is unmounted and its cgroups are gone: taken
     back, it would run without its limits, so reopen says no."""
-    spec = ContainerSpec(guid=f"rebooted-{uuid.uuid4().hex[:8]}", disk_mb=16)
-    await backend.create(spec)
-    rw = backend.root / spec.guid / "rw"
-    if not rw.is_mount():
-        pytest.skip("no loop devices: disk_mb is not enforced here")
-    umount = await asyncio.create_subprocess_exec("umount", str(rw))
-    assert await umount.wait() == 0
-    assert not await LocalBackend(backend.root, container_uid=CONTAINER_UID).reopen(spec)
+    spec = await unmounted(backend, "rebooted")
+    assert not await anew(backend).reopen(spec)
     await backend.destroy(spec.guid)
 
     spec = await made(backend, "ungrouped")
@@ -280,7 +318,7 @@ async def test_a_container_whose_disk_or_groups_are_gone_is_not_reopened(
             if sub.is_dir():
                 sub.rmdir()
         d.rmdir()
-    assert not await LocalBackend(backend.root, container_uid=CONTAINER_UID).reopen(spec)
+    assert not await anew(backend).reopen(spec)
     await backend.destroy(spec.guid)
 
 
@@ -288,17 +326,20 @@ async def test_destroy_kills_an_earlier_runs_shims_it_never_reattached(
     backend: LocalBackend,
 ) -> None:
     """A container left by an earlier run and destroyed without being reopened: its
-    recorded shims are killed by their pids, whether or not a cgroup holds them."""
+    recorded shims are killed by their pids, whether or not a cgroup holds them (the
+    process here is in none of the container's groups, as on a cell without cgroups)."""
     spec = await made(backend, "orphan")
-    await backend.run(spec.guid, ProcessSpec("/bin/sleep", ("1000",), key="0"), print, print)
-    pid = await shim_pid(backend, spec.guid)
-    other = LocalBackend(backend.root, container_uid=CONTAINER_UID)  # knows no container
-    await other.destroy(spec.guid)
-    for _ in range(500):
-        if _gone(pid):
-            break
-        await asyncio.sleep(0.01)
-    assert _gone(pid)
+    outside = await asyncio.create_subprocess_exec("sleep", "1000", start_new_session=True)
+    try:
+        files = ProcessFiles(backend.root / spec.guid / "procs" / "k-0", kept=True)
+        files.dir.mkdir(parents=True)
+        record_pid(files, outside.pid)
+        await anew(backend).destroy(spec.guid)  # knows no container of that guid
+        assert await until_gone(outside.pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            outside.kill()
+        await outside.wait()
     await backend.destroy(spec.guid)
 
 
@@ -333,7 +374,7 @@ def test_output_read_again_after_a_restart_starts_at_a_whole_line(tmp_path: Path
     with out.open("ab") as f:
         f.write(line * count + b"unen")
     lines: list[str] = []
-    first = Lines(out, lines.append)
+    first = Lines(out, tmp_path / "out.at", lines.append)
     while first.read():
         pass
     assert lines == ["z" * 99] * count
@@ -342,7 +383,7 @@ def test_output_read_again_after_a_restart_starts_at_a_whole_line(tmp_path: Path
     with out.open("ab") as f:
         f.write(b"ded\n" + b"x" * MAX_LINE + b"\n")
     again: list[str] = []
-    second = Lines(out, again.append)
+    second = Lines(out, tmp_path / "out.at", again.append)
     while second.read():
         pass
     second.close(final=True)
@@ -356,7 +397,7 @@ def test_one_read_takes_a_budget_at_most(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.write_bytes(b"y" * (READ_BUDGET * 3))
     lines: list[str] = []
-    reader = Lines(out, lines.append)
+    reader = Lines(out, tmp_path / "out.at", lines.append)
     assert reader.read()
     assert sum(map(len, lines)) <= READ_BUDGET
     while reader.read():
@@ -373,15 +414,7 @@ async def test_the_journal_of_an_interrupted_container_goes_with_it(
     spec = await made(backend, "interrupted")
     journals = tmp_path / "journals"
     Journal(journals / spec.guid).ended("0", "")
-    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
-    executor = Executor(
-        restarted,
-        Resources(10_000, 10_000, 20),
-        LogStore(SystemClock()),
-        Transfers(),
-        tmp_path / "scratch",
-        journals=journals,
-    )
+    executor = executor_of(anew(backend), tmp_path, lambda _event: None)
     assert await executor.adopt_previous_run() == [spec.guid]
     executor.interrupt(spec.guid)
     await executor.delete(spec.guid)
@@ -402,11 +435,7 @@ async def test_strays_of_a_gone_cell_are_found_where_its_containers_were_moved(
     pid = await shim_pid(old, spec.guid)
     removed = await remove_strays(tmp_path / "cells", {"new-cell"}, (), CONTAINER_UID)
     assert removed == [spec.guid]
-    for _ in range(500):
-        if _gone(pid):
-            break
-        await asyncio.sleep(0.01)
-    assert _gone(pid)
+    assert await until_gone(pid)
     await old.destroy(spec.guid)
     await old.close()
 
@@ -418,23 +447,12 @@ async def test_a_container_left_half_made_is_made_again_and_runs(
     reboot; on Docker, one the cell died making, never started) but in which nothing
     of its work began (no process, no step journaled): the restarted cell makes it
     again and runs the tree from the start, instead of failing a Task that never ran."""
-    spec = ContainerSpec(guid=f"half-made-{uuid.uuid4().hex[:8]}", disk_mb=16)
-    await backend.create(spec)
-    rw = backend.root / spec.guid / "rw"
-    if not rw.is_mount():
-        pytest.skip("no loop devices: disk_mb is not enforced here")
-    umount = await asyncio.create_subprocess_exec("umount", str(rw))
-    assert await umount.wait() == 0
+    spec = await unmounted(backend, "half-made")
     completed = asyncio.Event()
-    restarted = LocalBackend(backend.root, container_uid=CONTAINER_UID)
-    executor = Executor(
-        restarted,
-        Resources(10_000, 10_000, 20),
-        LogStore(SystemClock()),
-        Transfers(),
-        tmp_path / "scratch",
+    executor = executor_of(
+        anew(backend),
+        tmp_path,
         lambda event: completed.set() if isinstance(event, ContainerCompleted) else None,
-        journals=tmp_path / "journals",
     )
     assert await executor.adopt_previous_run() == [spec.guid]
     request = RunRequest(spec=spec, action=sh("echo ran >> /tmp/once"), result_file="/tmp/once")
@@ -456,12 +474,12 @@ def test_an_output_file_replaced_by_a_symlink_or_a_fifo_is_not_followed(tmp_path
     linked.mkdir()
     (linked / "out").symlink_to(secret)
     with pytest.raises(OSError, match="symbolic links"):
-        Lines(linked / "out", print)
+        Lines(linked / "out", linked / "out.at", print)
     fifo = tmp_path / "fifo"
     fifo.mkdir()
     os.mkfifo(fifo / "out")
     with pytest.raises(OSError, match="not a regular file"):
-        Lines(fifo / "out", print)
+        Lines(fifo / "out", fifo / "out.at", print)
     (fifo / "exit").unlink(missing_ok=True)
     os.mkfifo(fifo / "exit")
     assert exit_status(ProcessFiles(fifo, kept=True)) is None  # at once, not blocked
@@ -471,7 +489,7 @@ def test_output_read_is_freed_from_the_disk(tmp_path: Path) -> None:
     """Past PUNCH_AT bytes read, the file's blocks up to the last whole line are freed."""
     out = tmp_path / "out"
     out.write_bytes((b"w" * 1023 + b"\n") * (3 * PUNCH_AT // 1024))
-    reader = Lines(out, lambda _line: None)
+    reader = Lines(out, tmp_path / "out.at", lambda _line: None)
     while reader.read():
         pass
     reader.close(final=True)

@@ -40,7 +40,6 @@ import re
 import shutil
 import signal
 import tempfile
-import uuid
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,12 +65,13 @@ from diego.cell.backends.local import HOME, _run, _system_tool
 from diego.cell.backends.shim import (
     MAX_LINE,
     ProcessFiles,
+    ProcessNames,
     any_started,
-    exit_status,
     reattached,
     record_pid,
     redirected,
     tail,
+    unrecorded,
 )
 
 log = logging.getLogger("diego.cell.docker")
@@ -365,8 +365,7 @@ class DockerBackend:
         self._own_state = not options.state_dir
         self.state = Path(options.state_dir or tempfile.mkdtemp(prefix="diego-docker-"))
         self.state.mkdir(parents=True, exist_ok=True)
-        self._processes_started = 0
-        self._life = uuid.uuid4().hex[:8]  # names this run's processes apart from others'
+        self._names = ProcessNames()
         security = " ".join(info.get("SecurityOptions") or ())
         self.remapped = "name=userns" in security
         driver_status = dict(info.get("DriverStatus") or ())
@@ -652,7 +651,7 @@ class DockerBackend:
         """The process an earlier run started as ``key``, running or exited."""
         container = self._get(guid)
         files = self._process_files(container, key)
-        if not files.pid.exists() and await asyncio.to_thread(exit_status, files) is None:
+        if await asyncio.to_thread(unrecorded, files):
             # The earlier run died before it recorded the exec's pid: the engine knows.
             try:
                 exec_id = (files.mine / "exec").read_text().strip()
@@ -676,11 +675,7 @@ class DockerBackend:
 
     def _process_files(self, container: _Container, key: str) -> ProcessFiles:
         """The files of process ``key`` (or, unkeyed, of a new name) in ``container``."""
-        if key:
-            name, kept = f"k-{key}", True
-        else:
-            self._processes_started += 1
-            name, kept = f"p-{self._life}-{self._processes_started}", False
+        name, kept = self._names.of(key)
         d = self.state / container.spec.guid
         return ProcessFiles(d / "procs" / name, kept, own=d / "node" / name)
 

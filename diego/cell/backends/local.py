@@ -46,7 +46,6 @@ import pwd
 import shlex
 import shutil
 import signal
-import threading
 import uuid
 from collections.abc import Awaitable, Collection, Iterable
 from pathlib import Path, PurePosixPath
@@ -65,11 +64,13 @@ from diego.cell.backends.base import (
 from diego.cell.backends.cgroups import SPARE_LEAF, SPARE_PREFIX, Cgroups, ContainerGroups
 from diego.cell.backends.shim import (
     ProcessFiles,
+    ProcessNames,
     any_started,
     live_pid,
     reattached,
     record_pid,
     tail,
+    unrecorded,
 )
 
 log = logging.getLogger("diego.cell.local")
@@ -249,9 +250,7 @@ class LocalBackend:
         scope = name or hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
         self._cgroups, notes = Cgroups.detect(scope) if self._is_root else (None, ["not root"])
         self._locks = GuidLocks()
-        self._processes_started = 0
-        self._life = uuid.uuid4().hex[:8]  # names this run's processes apart from others'
-        self._counter = threading.Lock()  # processes are prepared on threads
+        self._names = ProcessNames()
         # Containers made ahead (see Cgroups.make_spare): only worth it with cgroups.
         self.spares = spares if self._cgroups is not None else 0
         self._spares: list[_Spare] = []
@@ -527,14 +526,14 @@ class LocalBackend:
         """The process an earlier run started as ``key``, running or exited."""
         container = self._get(guid)
         files = self._process_files(container, key)
-        if await asyncio.to_thread(_unrecorded, files):
+        if await asyncio.to_thread(unrecorded, files):
             # Its shim records its pid before anything else: with none recorded and no
             # shim of it alive, it never ran its first line, so neither did the command.
             if not await asyncio.to_thread(_shim_alive, files):
                 log.info("process-never-started guid=%s key=%s", guid, key)
                 return None
             for _ in range(int(SPAWN_GRACE / 0.02)):  # then reattached() refuses it
-                if not await asyncio.to_thread(_unrecorded, files):
+                if not await asyncio.to_thread(unrecorded, files):
                     break
                 await asyncio.sleep(0.02)
         found = reattached(files)
@@ -551,10 +550,7 @@ class LocalBackend:
 
     def _process_files(self, container: _Container, key: str) -> ProcessFiles:
         """The files of process ``key`` (or, unkeyed, of a new name) in ``container``."""
-        if key:
-            name, kept = f"k-{key}", True
-        else:
-            name, kept = self._unique_name(), False
+        name, kept = self._names.of(key)
         return ProcessFiles(container.dir / "procs" / name, kept)
 
     async def stream_in(self, guid: str, directory: str, tar: Path) -> None:
@@ -610,7 +606,7 @@ class LocalBackend:
             files.dir.mkdir(parents=True, exist_ok=True)
         leaf = None
         if container.groups is not None:
-            name = files.dir.name if files is not None else self._unique_name()
+            name = files.dir.name if files is not None else self._names.unique()
             if files is not None:
                 files.leaf.write_text(name)
             leaf = container.groups.leaf(name)
@@ -625,12 +621,6 @@ class LocalBackend:
         else:  # braced: a failed join runs nothing, not the command outside its limits
             script = f"{joins} {{ exec {ARGS}; }}"
         return leaf, ["/bin/sh", "-c", script, "sh", *command]
-
-    def _unique_name(self) -> str:
-        """A process name no other process of this cell has had, in any of its lives."""
-        with self._counter:
-            self._processes_started += 1
-            return f"p-{self._life}-{self._processes_started}"
 
     def _hand_over(
         self, spare: _Spare, container: _Container, process: ProcessSpec, files: ProcessFiles
@@ -1009,11 +999,6 @@ def _user_ids(user: str) -> tuple[int, int]:
     except KeyError:
         raise BackendError(f"unknown user {user!r}") from None
     return entry.pw_uid, entry.pw_gid
-
-
-def _unrecorded(files: ProcessFiles) -> bool:
-    """Whether the process's directory is there but its shim recorded nothing."""
-    return files.dir.is_dir() and not files.pid.exists() and not files.exit.exists()
 
 
 def _shim_alive(files: ProcessFiles) -> bool:

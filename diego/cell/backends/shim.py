@@ -16,12 +16,14 @@ import contextlib
 import ctypes
 import errno
 import functools
+import itertools
 import logging
 import os
 import shlex
 import shutil
 import signal
 import stat
+import uuid
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -129,6 +131,30 @@ def redirected(d: str, command: str) -> str:
     return f"{command} </dev/null >>{out} 2>>{err}; s=$?; echo $s >{status}; exit $s"
 
 
+class ProcessNames:
+    """The names of a cell's process directories: ``k-KEY`` for a keyed process (kept:
+    a restarted cell looks for it), else a name no other process of this cell has had
+    in any of its lives."""
+
+    def __init__(self) -> None:
+        self._life = uuid.uuid4().hex[:8]  # names this run's processes apart from others'
+        self._count = itertools.count(1)  # next() is atomic: names are taken on threads
+
+    def unique(self) -> str:
+        """A name no process of this cell has had."""
+        return f"p-{self._life}-{next(self._count)}"
+
+    def of(self, key: str) -> tuple[str, bool]:
+        """The name of process ``key`` (unkeyed: a new one) and whether it is kept."""
+        return (f"k-{key}", True) if key else (self.unique(), False)
+
+
+def unrecorded(files: ProcessFiles) -> bool:
+    """Whether the process's directory is there but its shim has recorded neither pid
+    nor status (blocking): it was being started when the node died."""
+    return files.dir.is_dir() and not files.pid.exists() and exit_status(files) is None
+
+
 def any_started(procs: Path) -> bool:
     """Whether a process was ever started with its files under ``procs`` (blocking):
     each one's directory is made before its shim starts."""
@@ -154,7 +180,7 @@ def reattached(files: ProcessFiles) -> tuple[Awaitable[int], int] | None:
     """
     if not files.dir.is_dir():
         return None
-    if not files.pid.is_file() and not files.exit.is_file():
+    if unrecorded(files):
         raise BackendError("the cell restarted as the process started")
     code = exit_status(files)
     if code is not None:
@@ -234,17 +260,16 @@ async def status_after(pid: int, files: ProcessFiles) -> int:
 class Lines:
     """Reads one output file as it grows and hands each line to a sink.
 
-    What it has read it frees (``_punch``) every PUNCH_AT bytes, always up to the
-    start of a line, and records that offset beside the file (``NAME.at``). A
+    What it has read it frees (``punch``) every PUNCH_AT bytes, always up to the
+    start of a line, and records that offset in ``at`` (the node's own file). A
     restarted node, whose log store starts empty, reads the file again from
     there: the output not yet freed comes back whole, no line torn.
     """
 
-    def __init__(self, path: Path, sink: OutputSink, at: Path | None = None) -> None:
+    def __init__(self, path: Path, at: Path, sink: OutputSink) -> None:
         # Read and written: freeing blocks (a punched hole) needs a writable fd.
         self.fd = open_regular(path, os.O_RDWR | os.O_CREAT)
         try:
-            at = at or path.with_name(path.name + ".at")
             self.at_fd = os.open(at, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError:
             os.close(self.fd)
@@ -295,8 +320,8 @@ async def tail(
     readers: list[Lines] = []
     try:
         readers += [
-            Lines(files.out, sinks[0], files.mine / "out.at"),
-            Lines(files.err, sinks[1], files.mine / "err.at"),
+            Lines(files.out, files.mine / "out.at", sinks[0]),
+            Lines(files.err, files.mine / "err.at", sinks[1]),
         ]
     except OSError as e:  # the container went while the process started
         log.info("output-not-read dir=%s error=%s", files.dir, e)
