@@ -7,8 +7,9 @@ events and never decides anything about Tasks: the rep does. A container can be
 deleted in any state; deleting frees its capacity.
 
 A Task's container outlives its cell (the backend's processes run on, see
-``reopen``): its steps are journaled, and a restarted cell resumes its action
-tree where it was (``adopt_previous_run``, then ``resume``) instead of failing it.
+``reopen``): its steps (or its TES job's parts) are journaled, and a restarted
+cell resumes its work where it was (``adopt_previous_run``, then ``resume``)
+instead of failing it.
 """
 
 from __future__ import annotations
@@ -320,9 +321,9 @@ class Executor:
         container.runner = asyncio.create_task(life(container, request), name=guid)
 
     def _resumable(self, request: RunRequest) -> bool:
-        """Whether a restarted cell can go on with this work: a plain Task's tree (an
-        LRP's monitor and a TES job keep no journal), where journals are kept."""
-        return request.lrp is None and request.tes is None and self.journals is not None
+        """Whether a restarted cell can go on with this work: a Task's tree or TES job
+        (an LRP's monitor keeps no journal), where journals are kept."""
+        return request.lrp is None and self.journals is not None
 
     def journaled(self, guid: str) -> bool:
         """Whether container ``guid``'s work may have begun: its journal is there (made
@@ -413,6 +414,7 @@ class Executor:
             use_images=request.use_images,
             log=lambda source, stream, line: ctx.log(source, stream, line),
             tail_bytes=self.tes_tail_bytes,
+            journal=container.journal,
         )
         try:
             report = await job.run()

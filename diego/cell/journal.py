@@ -6,7 +6,9 @@ records when it began, so a resumed timeout keeps its deadline. A cell that was
 killed and restarted performs the tree again with the journal of the earlier
 run: a step recorded is not performed again (it ends as it ended), a run step
 that had started is found again in the backend (``Backend.attach``) rather than
-started twice, and the rest runs as it would have.
+started twice, and the rest runs as it would have. A TES job
+(``diego.cell.tes_job``) keeps its parts in a journal the same way, each part's
+outcome being what it recorded as it ended (an executor's log, as JSON).
 """
 
 from __future__ import annotations

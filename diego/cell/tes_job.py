@@ -10,6 +10,12 @@ which the executor stores as the internal Task's result for the TES layer to rea
 Every file crosses the container boundary as a tar stream through the backend,
 as Diego's download and upload actions do, and every URL goes through the same
 storage (file, http(s), s3).
+
+With a journal (``diego.cell.journal``) the job records each part as it ends: an
+input put in place, an executor's log, an output's file logs. A cell killed and
+restarted runs the job again with that journal: what ended is not done again (an
+executor's log is read back), an executor that had started is attached to, never
+started twice, and the rest runs as it would have.
 """
 
 # Scratch files are the cell's own disk, written in chunks: cheaper than threads.
@@ -33,10 +39,11 @@ from typing import Any
 
 import attrs
 
-from diego.cell.backends.base import Backend, BackendError, ProcessSpec, kill_and_wait
+from diego.cell.backends.base import Backend, BackendError, Process, ProcessSpec, kill_and_wait
+from diego.cell.journal import Journal
 from diego.cell.transfer import TransferError, Transfers, extract_first_file, tar_as
 from diego.logs import LogLine
-from diego.models.codec import encode
+from diego.models.codec import decode_trusted, encode
 from diego.models.tes import (
     TesExecutor,
     TesExecutorLog,
@@ -170,11 +177,13 @@ class TesJob:
     log: Callable[[str, str, str], None] = lambda _source, _stream, _line: None
     tail_bytes: int = DEFAULT_TAIL_BYTES
     clock: Callable[[], int] = time.time_ns
+    journal: Journal | None = None
+    """Where the job records what of it has ended, for a restarted cell to go on."""
     system_logs: list[str] = attrs.Factory(list)
 
     async def run(self) -> TesReport:
         """Inputs, executors and outputs; the report (never raises for the task's faults)."""
-        start = rfc3339(self.clock())
+        start = rfc3339(self._began("tes"))
         if not self.use_images:
             images = ", ".join(sorted({e.image for e in self.task.executors}))
             self.system_logs.append(
@@ -206,7 +215,24 @@ class TesJob:
 
     # ------------------------------------------------------------ inputs
 
+    def _began(self, key: str) -> int:
+        """When part ``key`` first began: now, or when an earlier life of the cell began it."""
+        now = self.clock()
+        return now if self.journal is None else int(self.journal.began(key, now))
+
+    def _recorded(self, key: str) -> Any:
+        """What part ``key`` recorded as it ended (JSON data), or None if it has not."""
+        outcome = None if self.journal is None else self.journal.outcome(key)
+        return None if outcome is None else json.loads(outcome)
+
+    def _record(self, key: str, data: Any) -> None:
+        if self.journal is not None:
+            self.journal.ended(key, json.dumps(data))
+
     async def _input(self, index: int, item: TesInput) -> None:
+        key = f"tes.in.{index}"
+        if self._recorded(key) is not None:
+            return  # put in place before the cell restarted
         where = f"inputs[{index}] ({item.url or 'content'} -> {item.path})"
         token = uuid.uuid4().hex
         fetched = self.scratch / f"in-{token}"
@@ -226,12 +252,17 @@ class TesJob:
             raise _SystemError(f"{where}: {e}") from None
         finally:
             _remove(tar, fetched)
+        self._record(key, True)
 
     # ------------------------------------------------------------ executors
 
     async def _executors(self, logs: list[TesExecutorLog]) -> tuple[TesState, str]:
         for index, executor in enumerate(self.task.executors):
-            log = await self._execute(index, executor)
+            recorded = self._recorded(f"tes.exec.{index}")
+            if recorded is not None:  # it ended before the cell restarted
+                log = decode_trusted(TesExecutorLog, recorded)
+            else:
+                log = await self._execute(index, executor)
             logs.append(log)
             if log.exit_code and not executor.ignore_error:
                 return TesState.EXECUTOR_ERROR, (
@@ -250,13 +281,11 @@ class TesJob:
 
             return take
 
-        process = self._process(executor)
-        start = rfc3339(self.clock())
+        key = f"tes.exec.{index}"
+        process = self._process(executor, key if self.journal is not None else "")
+        start = rfc3339(self._began(key))
         self.log(TES_SOURCE, "OUT", executor_started(index))
-        try:
-            running = await self.backend.run(self.guid, process, sink("OUT"), sink("ERR"))
-        except BackendError as e:
-            raise _SystemError(f"executors[{index}]: failed to start: {e}") from None
+        running = await self._start(index, process, sink("OUT"), sink("ERR"))
         try:
             status = await running.wait()
         except asyncio.CancelledError:
@@ -266,11 +295,32 @@ class TesJob:
         self.log(TES_SOURCE, "OUT", executor_exited(index, status))
         stdout = await self._tail_of(executor.stdout) if executor.stdout else tails["OUT"].text()
         stderr = await self._tail_of(executor.stderr) if executor.stderr else tails["ERR"].text()
-        return TesExecutorLog(
+        log = TesExecutorLog(
             start_time=start, end_time=end, stdout=stdout, stderr=stderr, exit_code=status
         )
+        self._record(key, encode(log))
+        return log
 
-    def _process(self, executor: TesExecutor) -> ProcessSpec:
+    async def _start(
+        self,
+        index: int,
+        process: ProcessSpec,
+        stdout: Callable[[str], None],
+        stderr: Callable[[str], None],
+    ) -> Process:
+        """Start executor ``index``; or, resuming, find the one an earlier life started."""
+        resumed = self.journal is not None and self.journal.resumed
+        try:
+            if resumed:
+                attached = await self.backend.attach(self.guid, process.key, stdout, stderr)
+                if attached is not None:
+                    return attached
+            return await self.backend.run(self.guid, process, stdout, stderr)
+        except BackendError as e:
+            verb = "interrupted" if resumed else "failed to start"
+            raise _SystemError(f"executors[{index}]: {verb}: {e}") from None
+
+    def _process(self, executor: TesExecutor, key: str) -> ProcessSpec:
         command = list(executor.command)
         if executor.stdin or executor.stdout or executor.stderr:
             shell = SHELLS.get(self.backend.capabilities().backend, ("/bin/sh",))
@@ -290,6 +340,7 @@ class TesJob:
             dir=executor.workdir or "",
             env=tuple(executor.env.items()),
             image=executor.image if self.use_images else "",
+            key=key,
         )
 
     async def _tail_of(self, path: str) -> str:
@@ -306,6 +357,15 @@ class TesJob:
     # ------------------------------------------------------------ outputs
 
     async def _output(self, index: int, out: TesOutput) -> list[TesOutputFileLog]:
+        key = f"tes.out.{index}"
+        recorded = self._recorded(key)
+        if recorded is not None:  # stored before the cell restarted
+            return [decode_trusted(TesOutputFileLog, sent) for sent in recorded]
+        sent = await self._send_output(index, out)
+        self._record(key, [encode(log) for log in sent])
+        return sent
+
+    async def _send_output(self, index: int, out: TesOutput) -> list[TesOutputFileLog]:
         where = f"outputs[{index}] ({out.path} -> {out.url})"
         token = uuid.uuid4().hex
         tar = self.scratch / f"out-{token}.tar"

@@ -352,6 +352,45 @@ def test_cancel_of_a_sleeping_task_ends_canceled_and_its_process_gone(
     assert killed.exit_code is None
 
 
+def test_kill_9_and_restart_resume_the_task_where_it_was(
+    cell_server: CellServer, node: Node, roots: tuple[Path, Path]
+) -> None:
+    """kill -9 of the node in a TES task's second executor: its process runs on, and
+    the restarted node goes on with the task. The input is not fetched again (its
+    source is gone by then), the first executor keeps its log, the second (which would
+    fail if run twice) is waited for, and the output is stored: COMPLETE, once each."""
+    inputs, outputs = roots
+    (inputs / "in.txt").write_text("input\n")
+    marker = unique("tes-mark")
+    env = {MARK_ENV: marker}
+    second = "[ ! -e /data/ran ] || exit 3; touch /data/ran; sleep 3; echo second >> /data/out.txt"
+    task_id = tes.HTTPClient(node.url, timeout=10).create_task(
+        tes.Task(
+            inputs=[tes.Input(url=f"file://{inputs}/in.txt", path="/data/in.txt")],
+            executors=[
+                sh("cp /data/in.txt /data/out.txt; echo first", env=env),
+                sh(f"echo napping; {second}; echo woke", env=env),
+            ],
+            outputs=[tes.Output(path="/data/out.txt", url=f"file://{outputs}/out.txt")],
+        )
+    )
+    poll(lambda: running_command(marker, ["sleep", "3"]) or None, DEADLINE, "the nap")
+
+    assert cell_server.kill() == -9
+    assert running_command(marker, ["sleep", "3"])  # it outlives the node
+    (inputs / "in.txt").unlink()
+    node.restart()
+    done = finish(tes.HTTPClient(node.url, timeout=10), task_id)
+    assert done.state == "COMPLETE", done
+    first, napped = executor_logs(done)
+    assert (first.stdout, first.exit_code) == ("first\n", 0)
+    assert (napped.stdout, napped.exit_code) == ("napping\nwoke\n", 0)
+    assert all((first.start_time, first.end_time, napped.start_time, napped.end_time))
+    assert (outputs / "out.txt").read_text() == "input\nsecond\n"
+    assert "container-resumed" in cell_server.stderr
+    poll(lambda: not marked_processes(marker), 15.0, "the task's processes to end")
+
+
 def test_get_of_cancel_is_405_and_the_legacy_service_info_path_answers(node: Node) -> None:
     """``GET /tasks/{id}:cancel`` is 405 allowing POST (not a 404 for a task named
     so); ``/v1/tasks/service-info`` (py-tes 0.4's) is the service-info document."""

@@ -31,10 +31,21 @@ from diego.cell.backends.shim import (
 from diego.cell.executor import ContainerCompleted, ContainerEvent, Executor, RunRequest
 from diego.cell.journal import Journal
 from diego.cell.steps import StepContext, StepFailed, perform
+from diego.cell.tes_job import TesJob
 from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
 from diego.logs import LogStore
 from diego.models.actions import RunAction, SerialAction, TimeoutAction
+from diego.models.codec import encode
+from diego.models.tes import (
+    TesExecutor,
+    TesExecutorLog,
+    TesInput,
+    TesOutput,
+    TesOutputFileLog,
+    TesState,
+    TesTask,
+)
 from diego.scheduling.auction import Resources
 from tests.integration.test_local_backend import (  # the fixtures, not written again
     CONTAINER_UID,
@@ -495,3 +506,41 @@ def test_output_read_is_freed_from_the_disk(tmp_path: Path) -> None:
     reader.close(final=True)
     assert out.stat().st_size == 3 * PUNCH_AT
     assert out.stat().st_blocks * 512 <= PUNCH_AT + 64 * 1024  # the rest is a hole
+
+
+async def test_a_resumed_tes_job_reads_back_what_ended_and_does_not_do_it_again(
+    backend: LocalBackend, tmp_path: Path
+) -> None:
+    """A TES job whose journal says its input, its executor and its output ended: run
+    again, it reports them as they ended, and does none of them again (the executor
+    would exit 9, the output's root does not exist, the input would be a file)."""
+    spec = await made(backend, "tes-ended")
+    recorded = TesExecutorLog(start_time="t0", end_time="t1", stdout="recorded\n", exit_code=0)
+    sent = TesOutputFileLog(url="file:///nowhere/out.txt", path="/data/out.txt", size_bytes="6")
+    earlier = Journal(tmp_path / "journal")
+    earlier.began("tes", 1_700_000_000_000_000_000)
+    earlier.ended("tes.in.0", "true")
+    earlier.ended("tes.exec.0", json.dumps(encode(recorded)))
+    earlier.ended("tes.out.0", json.dumps([encode(sent)]))
+    earlier.close()
+    task = TesTask(
+        inputs=(TesInput(path="/data/in.txt", content="input\n"),),
+        executors=(TesExecutor(image="alpine", command=("sh", "-c", "exit 9")),),
+        outputs=(TesOutput(url=sent.url, path=sent.path),),
+    )
+    job = TesJob(
+        task=task,
+        backend=backend,
+        guid=spec.guid,
+        transfers=Transfers(),
+        scratch=tmp_path,
+        use_images=False,
+        journal=Journal.resume(tmp_path / "journal"),
+    )
+    report = await job.run()
+    assert (report.state, report.failure_reason) == (TesState.COMPLETE, "")
+    assert report.logs == (recorded,)
+    assert report.outputs == (sent,)
+    assert report.start_time == "2023-11-14T22:13:20.000000000Z"  # when the first life began it
+    assert "No such file" in await read(backend, spec.guid, "/data/in.txt")  # not put in
+    await backend.destroy(spec.guid)
