@@ -6,10 +6,10 @@ runs, COMPLETED with a result. The executor reports RUNNING and COMPLETED as
 events and never decides anything about Tasks: the rep does. A container can be
 deleted in any state; deleting frees its capacity.
 
-A Task's container outlives its cell (the backend's processes run on, see
-``reopen``): its steps (or its TES job's parts) are journaled, and a restarted
-cell resumes its work where it was (``adopt_previous_run``, then ``resume``)
-instead of failing it.
+A container outlives its cell (the backend's processes run on, see ``reopen``):
+a Task's steps (or its TES job's parts) and an LRP's setup and action are
+journaled, and a restarted cell resumes the work where it was
+(``adopt_previous_run``, then ``resume``) instead of failing or crashing it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import contextlib
 import logging
 import posixpath
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 
 import attrs
@@ -193,6 +193,8 @@ class MonitorSettings:
     healthy_interval: float = 30.0
 
 
+SETUP_KEY, ACTION_KEY = "s", "a"
+"""The journal keys of an LRP's setup and action (a Task's tree is "0")."""
 UNHEALTHY = "Instance became unhealthy"
 EXITED = "the process exited"
 INTERRUPTED = "interrupted: the cell restarted while the container ran"
@@ -247,7 +249,7 @@ class Executor:
         self.transfers = transfers
         self.scratch = scratch
         self.journals = journals
-        """Where Tasks' step journals are kept; None: a restarted cell resumes nothing."""
+        """Where containers' step journals are kept; None: a restarted cell resumes nothing."""
         self.on_event = on_event
         self._containers: dict[str, _Container] = {}
         self._empty = asyncio.Event()
@@ -313,17 +315,20 @@ class Executor:
             raise ValueError(f"container {guid} is not reserved")
         container.state = ContainerState.INITIALIZING
         container.lrp = request.lrp
-        if request.lrp is None and self.journals is not None:
-            # Every Task's container has one, made once the container is and before
-            # anything runs in it: that it exists says its work may have begun.
+        if self.journals is not None:
+            # Every container has one, made once the container is and before anything
+            # runs in it: that it exists says its work may have begun.
             container.journal = Journal(self._journal_path(guid))
-        life = self._live_lrp if request.lrp is not None else self._live
-        container.runner = asyncio.create_task(life(container, request), name=guid)
+        container.runner = asyncio.create_task(self._life(container, request), name=guid)
 
-    def _resumable(self, request: RunRequest) -> bool:
-        """Whether a restarted cell can go on with this work: a Task's tree or TES job
-        (an LRP's monitor keeps no journal), where journals are kept."""
-        return request.lrp is None and self.journals is not None
+    def _life(
+        self, container: _Container, request: RunRequest, made: bool = False, healthy: bool = False
+    ) -> Coroutine[None, None, None]:
+        """The life of a container: a Task's, or an LRP instance's. ``made``: the
+        container is there already (resumed); ``healthy``: an LRP's monitor had passed."""
+        if request.lrp is not None:
+            return self._live_lrp(container, request, made, healthy)
+        return self._live(container, request, made)
 
     def journaled(self, guid: str) -> bool:
         """Whether container ``guid``'s work may have begun: its journal is there (made
@@ -378,7 +383,7 @@ class Executor:
 
     async def _made_again(self, container: _Container, request: RunRequest) -> None:
         await self.backend.destroy(container.guid)
-        await self._live(container, request)
+        await self._life(container, request)
 
     async def _live(self, container: _Container, request: RunRequest, made: bool = False) -> None:
         context = await (self._context if made else self._make)(container, request)
@@ -424,12 +429,16 @@ class Executor:
         # for a Task that succeeded, and the outcome is in the report.
         self._complete(container, False, "", report.to_json())
 
-    async def _live_lrp(self, container: _Container, request: RunRequest) -> None:
-        context = await self._make(container, request)
+    async def _live_lrp(
+        self, container: _Container, request: RunRequest, made: bool = False, healthy: bool = False
+    ) -> None:
+        context = await (self._context if made else self._make)(container, request)
         if context is None:
             return
+        if container.journal is not None and not made:
+            container.journal.open()
         try:
-            reason = await self._run_lrp(container, request, context)
+            reason = await self._run_lrp(container, request, context, healthy)
         except asyncio.CancelledError:
             if not container.shutdown:
                 raise
@@ -438,24 +447,29 @@ class Executor:
             await _drop_scratch(request, context)
         self._complete(container, not container.shutdown, reason, "")
 
-    async def _run_lrp(self, container: _Container, request: RunRequest, ctx: StepContext) -> str:
-        """Run an LRP until it crashes; the crash reason."""
+    async def _run_lrp(
+        self, container: _Container, request: RunRequest, ctx: StepContext, healthy: bool
+    ) -> str:
+        """Run an LRP until it crashes; the crash reason. Its setup and action are
+        journaled (keys ``s`` and ``a``), so a resumed instance does not set up again
+        and attaches to its action; ``healthy``: its monitor had passed before."""
         if request.setup is not None:
             try:
-                await perform(request.setup, ctx)
+                await perform(request.setup, ctx, key=SETUP_KEY)
             except StepFailed as e:
                 return f"setup failed: {e.reason}"
         action = asyncio.create_task(_exit_reason(request.action, ctx))
+        checks = attrs.evolve(ctx, journal=None)  # a monitor runs again and again
         try:
-            if request.monitor is not None:
-                unhealthy = await self._until_healthy(request, ctx, action)
+            if request.monitor is not None and not healthy:
+                unhealthy = await self._until_healthy(request, checks, action)
                 if unhealthy:
                     return unhealthy
             container.state = ContainerState.RUNNING
             self.on_event(ContainerRunning(container.guid))
             if request.monitor is None:
                 return await action
-            return await self._while_healthy(request.monitor, ctx, action)
+            return await self._while_healthy(request.monitor, checks, action)
         finally:
             action.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -564,13 +578,14 @@ class Executor:
 
     async def adopt_previous_run(self) -> list[str]:
         """Take into the registry the containers an earlier life of this cell left;
-        the guids of the Tasks' ones, which wait for ``resume`` (or ``interrupt``).
+        their guids, which wait for ``resume`` (or ``interrupt``).
 
-        An LRP's is adopted COMPLETED and failed (:data:`INTERRUPTED`): its monitor
-        died with that life. The rep's tables then crash its ActualLRP if the BBS
-        still puts it here, and delete the container in every case. A Task's is
-        adopted RUNNING: its processes may still run, and the rep resumes it if its
-        Task still runs here. Nothing is left running unowned, and nothing runs twice.
+        Each is adopted RUNNING: its processes may still run, and the rep resumes it
+        if its Task still runs here (or its ActualLRP is still this instance, here).
+        One that is not resumed is interrupted: COMPLETED and failed
+        (:data:`INTERRUPTED`), and the rep's tables fail its Task (or crash its
+        ActualLRP) and delete it. Nothing is left running unowned, and nothing runs
+        twice.
         """
         waiting = []
         for leftover in await self.backend.existing():
@@ -579,31 +594,32 @@ class Executor:
             lrp = LRPTags.from_labels(leftover.labels)
             log.info("container-from-previous-run-adopted guid=%s", leftover.guid)
             container = _Container(leftover.guid, leftover.memory_mb, leftover.disk_mb, lrp=lrp)
-            if lrp is None:
-                container.state, container.adopted = ContainerState.RUNNING, True
-                waiting.append(leftover.guid)
-            else:
-                container.state, container.failed = ContainerState.COMPLETED, True
-                container.failure_reason = INTERRUPTED
+            container.state, container.adopted = ContainerState.RUNNING, True
+            waiting.append(leftover.guid)
             self._containers[leftover.guid] = container
             self._empty.clear()
         return waiting
 
-    async def resume(self, guid: str, request: RunRequest) -> bool:
-        """Go on with an adopted Task container's action tree, where the earlier life
-        left it; False (and the container interrupted) where that cannot be done."""
+    async def resume(self, guid: str, request: RunRequest, healthy: bool = False) -> bool:
+        """Go on with an adopted container's work where the earlier life left it; False
+        (and the container interrupted) where that cannot be done. ``healthy``: an
+        LRP instance whose monitor had passed (its ActualLRP is RUNNING), so it stays
+        RUNNING rather than waiting for its monitor to pass again."""
         container = self._containers.get(guid)
         if container is None or not container.adopted:
             return False
-        if not self._resumable(request):
+        if self.journals is None:
             self.interrupt(guid)
             return False
         journal = Journal.resume(self._journal_path(guid))
         if await self.backend.reopen(self._spec(request)):
             container.adopted = False
             container.journal = journal
+            if request.lrp is not None and not healthy:
+                container.state = ContainerState.CREATED  # RUNNING once its monitor passes
             log.info("container-resumed guid=%s", guid)
-            container.runner = asyncio.create_task(self._live(container, request, True), name=guid)
+            life = self._life(container, request, made=True, healthy=healthy)
+            container.runner = asyncio.create_task(life, name=guid)
             return True
         if journal.empty and not await self.backend.began(guid):
             # Left half made, nothing of its work begun: made again, run from the start.
@@ -658,7 +674,7 @@ async def _drop_scratch(request: RunRequest, ctx: StepContext) -> None:
 async def _exit_reason(action: Action, ctx: StepContext) -> str:
     """Run an LRP's action; it should never end, so any end is a crash with this reason."""
     try:
-        await perform(action, ctx)
+        await perform(action, ctx, key=ACTION_KEY)
     except StepFailed as e:
         return e.reason
     return EXITED

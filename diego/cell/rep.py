@@ -459,18 +459,34 @@ class Rep:
 
     async def _resume(self, guid: str) -> None:
         """Go on with a container an earlier life of this cell left, if its Task still
-        runs here; otherwise it is interrupted, and the table settles the rest."""
+        runs here (or its ActualLRP is still this instance, here); otherwise it is
+        interrupted, and the tables settle the rest."""
         async with self._lock(guid):
             try:
-                task = await self.bbs.get_task(guid)
-                ours = task.state is TaskState.RUNNING and task.cell_id == self.cell_id
-                if ours and await self.executor.resume(guid, await self._request_for(task)):
+                if await self._resumed(guid):
                     return
             except DiegoError as e:
                 log.info("container-not-resumed guid=%s reason=%s", guid, e)
             except Exception:  # the engine, say: interrupted (never run twice), not a crash
                 log.exception("container-not-resumed guid=%s", guid)
             self.executor.interrupt(guid)
+
+    async def _resumed(self, guid: str) -> bool:
+        lrp = self.executor.lrp_of(guid)
+        if lrp is None:
+            task = await self.bbs.get_task(guid)
+            if task.state is not TaskState.RUNNING or task.cell_id != self.cell_id:
+                return False
+            return await self.executor.resume(guid, await self._request_for(task))
+        tags = lrp[0]
+        actual = await self.bbs.get_actual_lrp(tags.process_guid, tags.index)
+        here = actual.cell_id == self.cell_id and actual.instance_guid == guid
+        if not here or actual.state not in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
+            return False
+        desired = await self.bbs.get_desired_lrp(tags.process_guid)
+        request = lrp_request(desired, tags.index, guid)
+        healthy = actual.state is ActualLRPState.RUNNING
+        return await self.executor.resume(guid, request, healthy)
 
     async def _start_unbegun(self) -> None:
         """Start the Tasks an earlier life of this cell started in the BBS but died

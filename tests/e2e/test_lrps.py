@@ -558,27 +558,34 @@ def test_instance_of_a_vanished_cell_runs_on_another_cell(
     wait_pids(marker, {0}, "one sleeper, on the new cell")
 
 
-def test_kill_9_and_restart_replace_the_interrupted_instance_once(
+def test_kill_9_and_restart_keep_the_instances_running(
     cell_server: CellServer, markers: Callable[[], str]
 ) -> None:
-    """After kill -9 and a restart with the same cell, the instance the old run left is
-    adopted as interrupted: it is crashed and restarted, and exactly one copy runs."""
+    """After kill -9 and a restart with the same cell, an instance the old run left
+    keeps running: the same instance and process, no crash counted, its monitor run
+    again. One whose process died while the node was down is a crash, counted once,
+    and runs again: exactly one copy of each index."""
     node = start_lrp_node(cell_server, "--cells", "1")
     guid, marker = unique("adopted"), markers()
-    create_lrp(node, desired_lrp(guid, marker, instances=1))
-    before = wait_all_running(node, guid, 1)[0]
-    wait_pids(marker, {0}, "the first sleeper")
+    create_lrp(node, desired_lrp(guid, marker, instances=2))
+    before = wait_all_running(node, guid, 2)
+    pids = wait_pids(marker, {0, 1}, "the first sleepers")
 
     cell_server.kill()
+    os.kill(pids[1][0], signal.SIGKILL)  # index 1's process dies while the node is down
     node.restart()
 
-    def replaced() -> dict[str, Any] | None:
-        rows = actuals(node, guid)
-        fresh = [a for a in rows if a["state"] == "RUNNING"]
-        ok = len(rows) == 1 and fresh and fresh[0]["instance_guid"] != before["instance_guid"]
-        return fresh[0] if ok else None
+    def settled() -> dict[int, dict[str, Any]] | None:
+        rows = instances_of(node, guid)
+        running = sorted(i for i, a in rows.items() if a["state"] == "RUNNING")
+        moved = rows.get(1, {}).get("instance_guid") != before[1]["instance_guid"]
+        return rows if running == [0, 1] and moved else None
 
-    after = poll(replaced, LRP_DEADLINE, "a new instance RUNNING in place of the old one")
-    assert after["crash_count"] == 1
-    assert "interrupted" in after["crash_reason"]
-    wait_pids(marker, {0}, "exactly one sleeper after the restart")
+    after = poll(settled, LRP_DEADLINE, "index 0 RUNNING still, index 1 RUNNING again")
+    assert after[0]["instance_guid"] == before[0]["instance_guid"]
+    assert after[0]["crash_count"] == 0
+    assert after[1]["crash_count"] == 1
+    assert after[1]["crash_reason"] == "Exited with status 137", after[1]
+    now = wait_pids(marker, {0, 1}, "exactly one sleeper per index after the restart")
+    assert now[0] == pids[0]  # the very process the first run started
+    assert "container-resumed" in cell_server.stderr
