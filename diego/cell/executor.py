@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import posixpath
 import shutil
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from pathlib import Path
 
 import attrs
@@ -334,6 +335,19 @@ class Executor:
         """Whether container ``guid``'s work may have begun: its journal is there (made
         once the container is), or no journals are kept, so nothing can be told."""
         return self.journals is None or self._journal_path(guid).exists()
+
+    def remove_stray_journals(self, keep: Collection[str]) -> None:
+        """Remove the journals of containers that are gone, but those in ``keep``: the
+        node died between destroying a container and removing its journal."""
+        if self.journals is None:
+            return
+        stray: list[str] = []
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.journals) as entries:
+            stray = [e.name for e in entries if e.name not in self._containers]
+        for guid in stray:
+            if guid not in keep:
+                log.info("stray-journal-removed guid=%s", guid)
+                self._journal_path(guid).unlink(missing_ok=True)
 
     def _journal_path(self, guid: str) -> Path:
         assert self.journals is not None

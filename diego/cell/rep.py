@@ -497,9 +497,10 @@ class Rep:
         except DiegoError as e:
             log.info("unbegun-tasks-not-read reason=%s", e)
             return
-        for task in tasks:
+        running = [t for t in tasks if t.state is TaskState.RUNNING]
+        for task in running:
             guid = task.task_guid
-            if task.state is not TaskState.RUNNING or self.executor.get(guid) is not None:
+            if self.executor.get(guid) is not None:
                 continue
             if self.executor.journaled(guid):
                 continue  # it began: the table fails it (never run twice)
@@ -507,6 +508,8 @@ class Rep:
                 if self.executor.reserve(guid, task.memory_mb, task.disk_mb):
                     log.info("task-started-again guid=%s", guid)
                     await self._run_task(task)
+        # Those the table is about to fail keep theirs until the next start.
+        self.executor.remove_stray_journals(keep={t.task_guid for t in running})
 
     async def _poll(self) -> None:
         while True:

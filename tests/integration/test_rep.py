@@ -481,7 +481,8 @@ async def test_restarted_cell_runs_a_task_it_started_but_never_made(world: World
     """The cell died between starting a Task in the BBS and making its container: no
     container and no journal, so nothing of it ran. The restarted rep runs it (once)
     instead of failing it for want of a container; one whose journal is there (its
-    container was being made, or gone) is failed as before."""
+    container was being made, or gone) is failed as before. A journal of no container
+    and no running Task is removed."""
     unbegun = await world.desire(sh("echo ran > /tmp/once"), result_file="/tmp/once")
     begun = await world.desire(sh("echo ran > /tmp/once"), result_file="/tmp/once")
     for task in (unbegun, begun):
@@ -489,6 +490,7 @@ async def test_restarted_cell_runs_a_task_it_started_but_never_made(world: World
     journals = world.tmp_path / "cell-1" / "journals"
     journals.mkdir(parents=True)
     (journals / begun.task_guid).touch()
+    (journals / "destroyed-not-removed").touch()  # the node died between the two
     new = world.rep("cell-1", journals=True)
     new.present.clear()  # run() announces it
     world.start(new)
@@ -496,6 +498,7 @@ async def test_restarted_cell_runs_a_task_it_started_but_never_made(world: World
     assert (done.failed, done.result) == (False, "ran\n"), done.failure_reason
     failed = await world.task_until(begun.task_guid, lambda t: t.state is TaskState.COMPLETED)
     assert (failed.failed, failed.failure_reason) == (True, FAILURE_NO_CONTAINER)
+    assert not (journals / "destroyed-not-removed").exists()
 
 
 # ---------------------------------------------------------------- evacuation

@@ -27,6 +27,7 @@ from diego.cell.backends.shim import (
     ProcessFiles,
     exit_status,
     record_pid,
+    unrecorded,
 )
 from diego.cell.executor import ContainerCompleted, ContainerEvent, Executor, RunRequest
 from diego.cell.journal import Journal
@@ -309,6 +310,22 @@ async def test_a_process_whose_shim_never_ran_is_not_found(backend: LocalBackend
     restarted = await reopened(backend, spec)
     assert await restarted.attach(spec.guid, "0", print, print) is None
     await restarted.destroy(spec.guid)
+
+
+def test_a_pid_file_being_written_reads_as_not_yet_recorded(tmp_path: Path) -> None:
+    """A shim's pid file opened but not yet written (or cut short) is no pid: the
+    process is being started, not gone without a status. The node writes its own
+    records whole, by a rename."""
+    files = ProcessFiles(tmp_path / "k-0", kept=True)
+    files.make()
+    assert unrecorded(files)
+    files.pid.write_text("")
+    assert unrecorded(files)
+    files.pid.write_text(f"{os.getpid()}")  # no start time: cut short
+    assert unrecorded(files)
+    record_pid(files, os.getpid())
+    assert not unrecorded(files)
+    assert sorted(p.name for p in files.mine.iterdir()) == ["err", "out", "pid"]
 
 
 async def test_a_container_whose_disk_or_groups_are_gone_is_not_reopened(

@@ -151,8 +151,9 @@ class ProcessNames:
 
 def unrecorded(files: ProcessFiles) -> bool:
     """Whether the process's directory is there but its shim has recorded neither pid
-    nor status (blocking): it was being started when the node died."""
-    return files.dir.is_dir() and not files.pid.exists() and exit_status(files) is None
+    nor status (blocking): it was being started when the node died, or its shim is
+    writing its pid file this instant (opened, not yet written)."""
+    return files.dir.is_dir() and recorded_pid(files) is None and exit_status(files) is None
 
 
 def any_started(procs: Path) -> bool:
@@ -166,8 +167,20 @@ def any_started(procs: Path) -> bool:
 
 
 def record_pid(files: ProcessFiles, pid: int) -> None:
-    """Record ``pid`` (a host pid) and its start time as the shim's (blocking)."""
-    files.pid.write_text(f"{pid} {start_time(pid)}")
+    """Record ``pid`` (a host pid) and its start time as the shim's (blocking); whole
+    or not at all, should the node die as it writes."""
+    new = files.pid.with_name("pid.new")
+    new.write_text(f"{pid} {start_time(pid)}")
+    os.replace(new, files.pid)
+
+
+def recorded_pid(files: ProcessFiles) -> tuple[int, str] | None:
+    """The shim's pid and start time as recorded, or None if none is (yet)."""
+    try:
+        pid, started = files.pid.read_text().split()
+        return int(pid), started
+    except (OSError, ValueError):
+        return None
 
 
 def reattached(files: ProcessFiles) -> tuple[Awaitable[int], int] | None:
@@ -203,11 +216,11 @@ def start_time(pid: int) -> str:
 
 def live_pid(files: ProcessFiles) -> int | None:
     """The shim's pid if it still runs, else None."""
-    try:
-        pid, started = files.pid.read_text().split()
-    except (OSError, ValueError):
+    recorded = recorded_pid(files)
+    if recorded is None:
         return None
-    return int(pid) if start_time(int(pid)) == started else None
+    pid, started = recorded
+    return pid if start_time(pid) == started else None
 
 
 def exit_status(files: ProcessFiles) -> int | None:
