@@ -328,6 +328,26 @@ def test_a_pid_file_being_written_reads_as_not_yet_recorded(tmp_path: Path) -> N
     assert sorted(p.name for p in files.mine.iterdir()) == ["err", "out", "pid"]
 
 
+async def test_a_parked_shell_gone_before_its_first_line_never_started(
+    backend: LocalBackend,
+) -> None:
+    """A spare's parked shell, recorded by the node, that ended before its shim's first
+    line (the node died as it wrote the shim's text: a text cut short runs nothing)
+    never ran the command: attach says it never started, so the step runs, rather
+    than fail as a process that ended while the cell was down."""
+    spec = await made(backend, "parked")
+    files = ProcessFiles(backend.root / spec.guid / "procs" / "k-0", kept=True)
+    files.dir.mkdir(parents=True)
+    shell = await asyncio.create_subprocess_exec("/bin/sh", "-c", "sleep 30")
+    record_pid(files, shell.pid, parked=True)
+    assert unrecorded(files)
+    shell.kill()
+    await shell.wait()
+    restarted = await reopened(backend, spec)
+    assert await restarted.attach(spec.guid, "0", print, print) is None
+    await restarted.destroy(spec.guid)
+
+
 async def test_a_container_whose_disk_or_groups_are_gone_is_not_reopened(
     backend: LocalBackend,
 ) -> None:

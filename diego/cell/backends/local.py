@@ -639,7 +639,7 @@ class LocalBackend:
         files.dir.mkdir(parents=True, exist_ok=True)
         # Recorded before the command is written: the parked shell's command line does
         # not name the files, so a restarted cell could not find it by them.
-        record_pid(files, spare.proc.pid)
+        record_pid(files, spare.proc.pid, parked=True)
         files.leaf.write_text(SPARE_LEAF)
         try:
             view = memoryview(command)
@@ -1002,8 +1002,11 @@ def _user_ids(user: str) -> tuple[int, int]:
 
 
 def _shim_alive(files: ProcessFiles) -> bool:
-    """Whether a process of this machine runs the process's shim (its command line
-    names the process's pid file; blocking: reads every /proc/PID/cmdline)."""
+    """Whether a process of this machine runs the process's shim: the parked shell
+    recorded for it, or one whose command line names the process's pid file
+    (blocking: reads every /proc/PID/cmdline)."""
+    if live_pid(files) is not None:
+        return True
     needle = str(files.pid).encode()
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():

@@ -151,9 +151,13 @@ class ProcessNames:
 
 def unrecorded(files: ProcessFiles) -> bool:
     """Whether the process's directory is there but its shim has recorded neither pid
-    nor status (blocking): it was being started when the node died, or its shim is
-    writing its pid file this instant (opened, not yet written)."""
-    return files.dir.is_dir() and recorded_pid(files) is None and exit_status(files) is None
+    nor status (blocking): it was being started when the node died, its shim is
+    writing its pid file this instant (opened, not yet written), or the node recorded
+    a parked shell that has not run its first line (see ``record_pid``)."""
+    if not files.dir.is_dir() or exit_status(files) is not None:
+        return False
+    recorded = recorded_pid(files)
+    return recorded is None or recorded[2]
 
 
 def any_started(procs: Path) -> bool:
@@ -166,19 +170,22 @@ def any_started(procs: Path) -> bool:
         return False
 
 
-def record_pid(files: ProcessFiles, pid: int) -> None:
+def record_pid(files: ProcessFiles, pid: int, parked: bool = False) -> None:
     """Record ``pid`` (a host pid) and its start time as the shim's (blocking); whole
-    or not at all, should the node die as it writes."""
+    or not at all, should the node die as it writes. ``parked``: a shell that will
+    become the shim once it reads its text; its shim's first line records it again,
+    not parked, so one still parked (and gone) never ran a line of it."""
     new = files.pid.with_name("pid.new")
-    new.write_text(f"{pid} {start_time(pid)}")
+    new.write_text(f"{pid} {start_time(pid)}" + (" parked" if parked else ""))
     os.replace(new, files.pid)
 
 
-def recorded_pid(files: ProcessFiles) -> tuple[int, str] | None:
-    """The shim's pid and start time as recorded, or None if none is (yet)."""
+def recorded_pid(files: ProcessFiles) -> tuple[int, str, bool] | None:
+    """The shim's pid, start time and whether it is parked as recorded, or None if
+    none is (yet)."""
     try:
-        pid, started = files.pid.read_text().split()
-        return int(pid), started
+        pid, started, *rest = files.pid.read_text().split()
+        return int(pid), started, rest == ["parked"]
     except (OSError, ValueError):
         return None
 
@@ -219,7 +226,7 @@ def live_pid(files: ProcessFiles) -> int | None:
     recorded = recorded_pid(files)
     if recorded is None:
         return None
-    pid, started = recorded
+    pid, started, _ = recorded
     return pid if start_time(pid) == started else None
 
 
