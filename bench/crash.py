@@ -12,6 +12,10 @@ is started again on the same data dir. Then every Task is followed to COMPLETED.
 Counted: lost (no longer known to the node), run twice (a step ran again: exit 3,
 or a result other than ``a b c``), failed otherwise, and host processes of the
 Tasks left once all are done and deleted. Target: 0 of each, every Task succeeded.
+
+``--tes`` does the same with GA4GH TES tasks: three executors doing the three steps
+in a volume (/data), the last printing /data/steps; a task succeeded if it is
+COMPLETE and that executor printed ``a b c``.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ spare_containers = 2
 presence_ttl = 10.0
 """
 STEP_2 = "[ ! -e /tmp/ran ] || exit 3; touch /tmp/ran; sleep $NAP; echo b >> /tmp/steps"
+TES_IMAGE = "diego/busybox:latest"
+"""The executors' image on Docker cells (``scripts/docker.sh`` builds it)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend", choices=("local", "docker"), default="local", help="the cell's backend"
     )
+    parser.add_argument("--tes", action="store_true", help="TES tasks, not Diego Tasks")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         (home / "diego.toml").write_text(CONFIG.format(count=count, backend=args.backend))
         first, url = _start(home, "serve-1.log")
-        guids, placed_s = asyncio.run(_submit(url, count, marker))
+        guids, placed_s = asyncio.run(_submit(url, count, marker, args.tes))
         alive_before = len(_marked(marker))
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         alive_after = len(_marked(marker))
         second, url = _start(home, "serve-2.log")
         try:
-            outcome = asyncio.run(_follow(url, guids))
+            outcome = asyncio.run((_follow_tes if args.tes else _follow)(url, guids))
             deadline = time.monotonic() + 30
             while _marked(marker) and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -94,6 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "benchmark": "crash",
         "backend": args.backend,
+        "kind": "TES tasks" if args.tes else "Tasks",
         "tasks": count,
         "seconds_to_running": round(placed_s, 1),
         "processes_before_kill": alive_before,
@@ -107,7 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         not (figures["lost"] or figures["twice"] or figures["failed"] or left)
         and figures["succeeded"] == count
     )
-    print(f"kill -9 of a node with {count} Tasks in flight, then a restart")
+    print(f"kill -9 of a node with {count} {figures['kind']} in flight, then a restart")
     print(f"  their processes: {alive_before} before the kill, {alive_after} after it")
     print(
         f"  after the restart: {resumed} resumed; {figures['succeeded']} succeeded,"
@@ -144,24 +152,45 @@ def _request(guid: str, marker: str, nap: str) -> dict[str, Any]:
     }
 
 
-async def _submit(url: str, count: int, marker: str) -> tuple[list[str], float]:
-    """POST the Tasks, wait until all are RUNNING (at most 120 s); guids, seconds."""
-    guids = [f"crash-{i}" for i in range(count)]
+def _tes_request(marker: str, nap: str) -> dict[str, Any]:
+    steps = [
+        "echo a >> /data/steps",
+        STEP_2.replace("/tmp/", "/data/"),
+        "echo c >> /data/steps; cat /data/steps",
+    ]
+    env = {MARK: marker, "NAP": nap}
+    return {
+        "executors": [{"image": TES_IMAGE, "command": ["sh", "-c", s], "env": env} for s in steps],
+        "volumes": ["/data"],
+        "resources": {"ram_gb": 0.03125},
+    }
+
+
+async def _submit(url: str, count: int, marker: str, tes: bool) -> tuple[list[str], float]:
+    """POST the Tasks (or TES tasks), wait until all are RUNNING (at most 120 s); their
+    guids (ids), seconds."""
+    guids: list[str] = []
     started = time.monotonic()
     async with aiohttp.ClientSession() as session:
-        queue = list(enumerate(guids))
+        queue = list(range(count))
 
         async def client() -> None:
             while queue:
-                i, guid = queue.pop()
+                i = queue.pop()
                 nap = str(3 + (i % 5) * 2)  # 3 to 11 s
-                body = _request(guid, marker, nap)
-                async with session.post(f"{url}/v1/tasks", json=body) as reply:
-                    assert reply.status == 201, await reply.text()
+                if tes:
+                    body, path = _tes_request(marker, nap), "/ga4gh/tes/v1/tasks"
+                else:
+                    body, path = _request(f"crash-{i}", marker, nap), "/v1/tasks"
+                async with session.post(f"{url}{path}", json=body) as reply:
+                    assert reply.status in (200, 201), await reply.text()
+                    created = await reply.json()
+                guids.append(created["id"] if tes else created["task_guid"])
 
         await asyncio.gather(*(client() for _ in range(CONCURRENCY)))
+        domain = "tes" if tes else DOMAIN
         while time.monotonic() - started < 120:
-            async with session.get(f"{url}/v1/tasks?domain={DOMAIN}") as reply:
+            async with session.get(f"{url}/v1/tasks?domain={domain}") as reply:
                 tasks = await reply.json()
             if sum(t["state"] in ("RUNNING", "COMPLETED") for t in tasks) == count:
                 break
@@ -191,6 +220,38 @@ async def _follow(url: str, guids: list[str]) -> dict[str, int]:
                         print(f"  failed: {guid} {task['failure_reason']}")
                     async with session.delete(f"{url}/v1/tasks/{guid}"):
                         pass
+                    break
+                if time.monotonic() > deadline:
+                    counts["unfinished"] += 1
+                    break
+                await asyncio.sleep(0.2)
+    return counts
+
+
+async def _follow_tes(url: str, ids: list[str]) -> dict[str, int]:
+    """Wait (at most 300 s) until every TES task is final; count what became of them."""
+    counts = {"succeeded": 0, "lost": 0, "twice": 0, "failed": 0, "unfinished": 0}
+    deadline = time.monotonic() + 300
+    async with aiohttp.ClientSession() as session:
+        for task_id in ids:
+            while True:
+                path = f"{url}/ga4gh/tes/v1/tasks/{task_id}?view=FULL"
+                async with session.get(path) as reply:
+                    task = await reply.json() if reply.status == 200 else None
+                if task is None:
+                    counts["lost"] += 1
+                    break
+                state = task["state"]
+                if state not in ("QUEUED", "INITIALIZING", "RUNNING", "CANCELING"):
+                    logs = [e for attempt in task.get("logs", []) for e in attempt.get("logs", [])]
+                    codes = [e.get("exit_code") for e in logs]
+                    if state == "COMPLETE" and logs and logs[-1].get("stdout") == "a\nb\nc\n":
+                        counts["succeeded"] += 1
+                    elif state == "COMPLETE" or 3 in codes:
+                        counts["twice"] += 1
+                    else:
+                        counts["failed"] += 1
+                        print(f"  failed: {task_id} {state} {logs[-1:]}")
                     break
                 if time.monotonic() > deadline:
                     counts["unfinished"] += 1
