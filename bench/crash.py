@@ -5,7 +5,8 @@ concurrency 50). Each runs three steps: the first appends ``a`` to /tmp/steps,
 the second naps (a few seconds, spread over the Tasks, so that some naps end
 while the node is down and some after it is back; run a second time, it exits 3)
 and appends ``b``, the third appends ``c``; its result_file is /tmp/steps. Once
-every Task is RUNNING (or the placement deadline passed), the node is killed -9,
+every Task is RUNNING (or the placement deadline passed) and processes of half of
+them run (or a minute passed), the node is killed -9,
 the Tasks' processes on the host are counted (they must outlive it), and the node
 is started again on the same data dir. Then every Task is followed to COMPLETED.
 
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         (home / "diego.toml").write_text(CONFIG.format(count=count, backend=args.backend))
         first, url = _start(home, "serve-1.log")
         guids, placed_s = asyncio.run(_submit(url, count, marker, args.tes))
+        _settle(marker, count)
         alive_before = len(_marked(marker))
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -251,13 +253,25 @@ async def _follow_tes(url: str, ids: list[str]) -> dict[str, int]:
                         counts["twice"] += 1
                     else:
                         counts["failed"] += 1
-                        print(f"  failed: {task_id} {state} {logs[-1:]}")
+                        said = [
+                            line for a in task.get("logs", []) for line in a.get("system_logs", [])
+                        ]
+                        print(f"  failed: {task_id} {state} {said}")
                     break
                 if time.monotonic() > deadline:
                     counts["unfinished"] += 1
                     break
                 await asyncio.sleep(0.2)
     return counts
+
+
+def _settle(marker: str, count: int, deadline: float = 60.0) -> None:
+    """Wait until processes of half the Tasks run (at most ``deadline`` seconds): a
+    Task is RUNNING in the BBS before its container is made, and a kill before any
+    runs would test only the containers made again."""
+    end = time.monotonic() + deadline
+    while len(_marked(marker)) < count // 2 and time.monotonic() < end:
+        time.sleep(0.2)
 
 
 def _marked(marker: str) -> list[int]:
