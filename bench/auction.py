@@ -30,14 +30,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from diego.scheduling.auction import (
-    AuctionResult,
-    CellSnapshot,
-    LRPWork,
-    Resources,
-    TaskWork,
-    schedule,
-)
+from diego.models.work import CellSnapshot, LRPWork, Resources, TaskWork
+from diego.scheduling.auction import AuctionResult, schedule
 
 STACK = "cflinuxfs4"
 PROVIDERS = frozenset({"preloaded", "docker"})

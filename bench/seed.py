@@ -46,9 +46,10 @@ from diego.models.actions import (
     RunAction,
     SerialAction,
 )
-from diego.models.cells import Capacity, CellPresence
+from diego.models.cells import CellPresence
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.models.work import Resources
 from diego.state.schema import actual_lrps, desired_lrps, tasks
 from diego.state.store import (
     Store,
@@ -162,7 +163,7 @@ def _presence(cell_id: str) -> CellPresence:
         cell_id=cell_id,
         zone=f"z{int(cell_id[-2:]) % 2}",
         stacks=(STACK,),
-        capacity=Capacity(memory_mb=64 * 1024, disk_mb=512 * 1024, containers=256),
+        capacity=Resources(memory_mb=64 * 1024, disk_mb=512 * 1024, containers=256),
         url=f"http://{cell_id}.bench.invalid:1801",
     )
 

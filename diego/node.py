@@ -37,10 +37,10 @@ from diego.clock import SystemClock
 from diego.config import Settings
 from diego.logs import LogStore
 from diego.models.events import Event, TaskCreated
-from diego.models.lrp import ActualLRP
 from diego.models.task import TaskState
-from diego.scheduling.auction import Resources
+from diego.models.work import Resources
 from diego.scheduling.auctioneer import Auctioneer
+from diego.scheduling.cells import EmbeddedCells
 from diego.scheduling.convergence import Converger
 from diego.scheduling.converger import ConvergerSettings
 from diego.scheduling.lrp_converger import LRPConvergerSettings
@@ -123,7 +123,11 @@ async def make_backend(settings: Settings, cell_id: str, home: Path) -> Backend:
 
 
 async def build_cells(
-    settings: Settings, bbs: BBS, logs: LogStore, transfers: Transfers
+    settings: Settings,
+    bbs: BBS,
+    logs: LogStore,
+    transfers: Transfers,
+    capacity_freed: asyncio.Event,
 ) -> list[Rep]:
     """The embedded cells of this node."""
     config = settings.cell
@@ -166,9 +170,13 @@ async def build_cells(
             allow_privileged=config.allow_privileged,
             max_pids=config.max_pids,
             journals=home / "journals",
+            tes_tail_bytes=settings.tes.tail_bytes,
         )
         zone = f"z{i % config.zones}"
-        reps.append(Rep(cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings))
+        rep = Rep(
+            cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings, capacity_freed
+        )
+        reps.append(rep)
     ours = {rep.cell_id for rep in reps}
     if config.backend == "docker":
         options = DockerOptions(url=settings.docker.url, node=node_identity(settings))
@@ -219,22 +227,18 @@ async def serve(
         bus: Bus[Event] = Bus(settings.events.queue_size)
         bbs = BBS(store, bus, clock, settings.crash.policy())
         logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
-        reps = await build_cells(settings, bbs, logs, transfers)
+        capacity_freed = asyncio.Event()
+        reps = await build_cells(settings, bbs, logs, transfers, capacity_freed)
+        cells = EmbeddedCells(reps)
         auctioneer = Auctioneer(
-            bbs, lambda: reps, settings.auction.retry_interval, settings.auction.max_batch
+            bbs,
+            cells,
+            settings.auction.retry_interval,
+            settings.auction.max_batch,
+            capacity_freed,
         )
-
-        async def stop_on_cell(actual: ActualLRP) -> bool:
-            for rep in reps:
-                if rep.cell_id == actual.cell_id:
-                    return await rep.stop_lrp(actual)
-            return False
-
         c = settings.converger
-        lrps = LRPController(bbs, auctioneer.submit_work, stop_on_cell, c.max_lrp_creates)
-        for rep in reps:
-            rep.on_capacity_freed = auctioneer.kick
-            rep.request_starts = lrps.request_starts
+        lrps = LRPController(bbs, auctioneer.submit_work, cells, c.max_lrp_creates)
         resolver = Resolver(bbs, settings.callbacks.timeout, settings.callbacks.immediate_retries)
         converger = Converger(
             bbs,
@@ -266,8 +270,6 @@ async def serve(
             ),
             logs=logs,
         )
-        for rep in reps:
-            rep.executor.tes_tail_bytes = t.tail_bytes
         app = make_app(bbs, settings, cells=reps, logs=logs, lrp_controller=lrps, tes=tes)
         api = ApiServer(app, settings.server.host, settings.server.port)
         await _run_parts(

@@ -27,8 +27,8 @@ from diego.api.routes import Reply, Route, register
 from diego.cell.rep import Rep
 from diego.config import Settings
 from diego.logs import LogStore
-from diego.models.lrp import ActualLRP
-from diego.scheduling.auction import LRPWork
+from diego.models.work import LRPWork
+from diego.scheduling.cells import EmbeddedCells
 from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 from diego.tes import TesService, TesSettings
@@ -87,7 +87,7 @@ def make_app(
     app[STREAMS_KEY] = OpenStreams()
     app[CELLS_KEY] = cells
     app[LOGS_KEY] = logs = logs if logs is not None else LogStore(bbs.clock)
-    app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, _no_cell)
+    app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, EmbeddedCells(()))
     app[tes_api.TES_KEY] = tes or TesService(bbs, TesSettings(), lambda: False, logs)
     evacuations: set[asyncio.Task[None]] = set()
     app[cells_api.EVACUATIONS_KEY] = evacuations
@@ -104,8 +104,3 @@ def make_app(
 
 def _no_auction(_work: Sequence[LRPWork]) -> None:
     """A node with no auctioneer starts nothing."""
-
-
-async def _no_cell(_actual: ActualLRP) -> bool:
-    """A node with no cells has none to stop an instance on."""
-    return False

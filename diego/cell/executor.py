@@ -37,7 +37,7 @@ from diego.models.actions import Action, DownloadAction, UploadAction
 from diego.models.lrp import DesiredLRP
 from diego.models.task import MAX_RESULT_BYTES, Task
 from diego.models.tes import TesTask
-from diego.scheduling.auction import Resources
+from diego.models.work import Resources
 
 log = logging.getLogger("diego.cell.executor")
 
@@ -239,11 +239,12 @@ class Executor:
         allow_privileged: bool = False,
         max_pids: int = 0,
         journals: Path | None = None,
+        tes_tail_bytes: int = DEFAULT_TAIL_BYTES,
     ) -> None:
         self.monitor = monitor or MonitorSettings()
         self.allow_privileged = allow_privileged
         self.max_pids = max_pids  # of a container whose work gives none; 0: no limit
-        self.tes_tail_bytes = DEFAULT_TAIL_BYTES
+        self.tes_tail_bytes = tes_tail_bytes
         self.backend = backend
         self.total = total
         self.logs = logs

@@ -17,7 +17,7 @@ import collections
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 import attrs
@@ -33,13 +33,13 @@ from diego.cell.executor import (
 )
 from diego.cell.reconcile import Action, ContainerState, ContainerView, TaskView, decide_task
 from diego.cell.reconcile_lrp import LRPAction, LRPContainerView, LRPDecision, decide_lrp
-from diego.models.cells import Capacity, CellPresence
+from diego.models.cells import CellPresence
 from diego.models.errors import ActualLRPNotFound, DiegoError, TaskNotFound
 from diego.models.events import Event, TaskChanged, TaskRemoved
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskState
 from diego.models.tes import TES_DOMAIN, TesTask
-from diego.scheduling.auction import CellSnapshot, LRPWork, Resources, TaskWork
+from diego.models.work import CellSnapshot, LRPWork, Resources, TaskWork
 
 log = logging.getLogger("diego.cell.rep")
 
@@ -134,10 +134,8 @@ class Rep:
         bbs: BBSClient,
         bus: Bus[Event],
         settings: RepSettings,
-        on_capacity_freed: Callable[[], None] = lambda: None,
-        request_starts: Callable[[Sequence[tuple[str, int]]], None] = lambda _keys: None,
+        capacity_freed: asyncio.Event | None = None,
     ) -> None:
-        self.request_starts = request_starts
         self.cell_id = cell_id
         self.zone = zone
         self.stacks = tuple(stacks)
@@ -145,7 +143,8 @@ class Rep:
         self.bbs = bbs
         self.bus = bus
         self.settings = settings
-        self.on_capacity_freed = on_capacity_freed
+        self.capacity_freed = capacity_freed or asyncio.Event()
+        """Set whenever the cell frees room (deletes a container): the auctioneer's kick."""
         self.evacuating = False
         # No work before the cell's presence is recorded: the converger fails the
         # Tasks of cells it cannot see, and would fail a Task started in between.
@@ -165,7 +164,7 @@ class Rep:
             zone=self.zone,
             stacks=self.stacks,
             rootfs_providers=self.executor.backend.capabilities().rootfs_providers,
-            capacity=Capacity(
+            capacity=Resources(
                 memory_mb=total.memory_mb, disk_mb=total.disk_mb, containers=total.containers
             ),
         )
@@ -365,11 +364,10 @@ class Rep:
                 if actual is None:
                     # The BBS lost it: write what we know, then the crash.
                     await self.bbs.start_actual_lrp(guid, index, domain, ig, self.cell_id)
-                _, after = await self.bbs.crash_actual_lrp(
+                # Left UNCLAIMED (to restart now), the control side auctions it.
+                await self.bbs.crash_actual_lrp(
                     guid, index, ig, self.cell_id, decision.crash_reason or "crashed"
                 )
-                if after.state is ActualLRPState.UNCLAIMED:
-                    self.request_starts([(guid, index)])
             elif action is LRPAction.REMOVE_THEN_DELETE:
                 await self.bbs.remove_actual_lrp(guid, index, instance_guid=ig)
         except DiegoError as e:
@@ -604,7 +602,6 @@ class Rep:
                         with contextlib.suppress(DiegoError):
                             await self.bbs.unclaim_actual_lrp(guid, index)
                     await self._delete(ig)
-                self.request_starts([(guid, index)])
 
     async def _retire_replaced(self) -> None:
         """Destroy each evacuating instance whose replacement runs (or cannot)."""
@@ -626,7 +623,7 @@ class Rep:
 
     async def _delete(self, guid: str) -> None:
         await self.executor.delete(guid)
-        self.on_capacity_freed()
+        self.capacity_freed.set()
 
     def _prune_locks(self) -> None:
         # Only idle locks of guids with no container: a held lock must stay the

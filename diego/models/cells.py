@@ -4,16 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from diego.models.rules import at_least, rule_metadata
-
-
-@attrs.frozen(kw_only=True)
-class Capacity:
-    """Amounts of memory (MB), disk (MB) and containers."""
-
-    memory_mb: int = attrs.field(metadata=rule_metadata(at_least(0)))
-    disk_mb: int = attrs.field(metadata=rule_metadata(at_least(0)))
-    containers: int = attrs.field(metadata=rule_metadata(at_least(0)))
+from diego.models.work import Resources
 
 
 @attrs.frozen(kw_only=True)
@@ -24,5 +15,5 @@ class CellPresence:
     zone: str = ""
     stacks: tuple[str, ...] = ()
     rootfs_providers: tuple[str, ...] = ()
-    capacity: Capacity
+    capacity: Resources
     url: str = ""  # where a remote cell's rep listens; empty for embedded cells

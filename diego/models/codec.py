@@ -334,6 +334,24 @@ class _Sequence(_Type):
         return schema
 
 
+class _Set(_Sequence):
+    """A JSON array of distinct items, held as a frozenset; encoded sorted, so that the
+    same set is always the same JSON."""
+
+    def decode(self, data: Any, path: str, problems: Problems, depth: int) -> Any:
+        items = super().decode(data, path, problems, depth)
+        return items if items is INVALID else frozenset(items)
+
+    def load(self, data: Any) -> Any:
+        return frozenset(super().load(data))
+
+    def encode(self, value: Any) -> Any:
+        return sorted(super().encode(value))
+
+    def schema(self, out: _Schemas) -> dict[str, Any]:
+        return {**super().schema(out), "uniqueItems": True}
+
+
 class _Map(_Type):
     """A JSON object with any keys and values of one type: a FrozenMap, or a dict."""
 
@@ -615,6 +633,8 @@ def _type_for(tp: Any) -> _Type:
         return _OneOf(members)
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
         return _Sequence(_type_for(args[0]))
+    if origin is frozenset and len(args) == 1:
+        return _Set(_type_for(args[0]))
     if origin in (Mapping, dict) and len(args) == 2 and args[0] is str:
         return _Map(_type_for(args[1]), frozen=origin is Mapping)
     if origin is typing.Annotated:

@@ -16,28 +16,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 from diego.models.errors import ActualLRPNotFound, DiegoError
 from diego.models.lrp import ActualLRP
 from diego.models.task import Task
-from diego.scheduling.auction import CellSnapshot, LRPWork, TaskWork, schedule
+from diego.models.work import CellSnapshot, LRPWork, TaskWork
+from diego.scheduling.auction import schedule
+from diego.scheduling.cells import CellDirectory
 
 log = logging.getLogger("diego.auctioneer")
 
 
 Work = TaskWork | LRPWork
-
-
-class CellClient(Protocol):
-    """What the auctioneer needs of a cell."""
-
-    cell_id: str
-
-    async def state(self) -> CellSnapshot: ...
-
-    async def perform(self, work: Sequence[Work]) -> list[Work]: ...
 
 
 class AuctionBBS(Protocol):
@@ -72,12 +64,15 @@ class Auctioneer:
     def __init__(
         self,
         bbs: AuctionBBS,
-        cells: Callable[[], Sequence[CellClient]],
+        cells: CellDirectory,
         retry_interval: float = 1.0,
         max_batch: int = 10_000,
+        capacity_freed: asyncio.Event | None = None,
     ) -> None:
         self.bbs = bbs
         self.cells = cells
+        self.capacity_freed = capacity_freed or asyncio.Event()
+        """Set by a cell that freed room (deleted a container): a kick."""
         self.retry_interval = retry_interval
         self.max_batch = max_batch
         """Work items in one auction, at most: the oldest first, the rest next."""
@@ -117,7 +112,18 @@ class Auctioneer:
         return len(self._pending) + len(self._carried)
 
     async def run(self) -> None:
-        """Hold auctions until cancelled."""
+        """Hold auctions until cancelled; a cell freeing room kicks the next."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._kicks())
+            await self._auctions()
+
+    async def _kicks(self) -> None:
+        while True:
+            await self.capacity_freed.wait()
+            self.capacity_freed.clear()
+            self.kick()
+
+    async def _auctions(self) -> None:
         while True:
             if self._wake.is_set():
                 await asyncio.sleep(0)  # back-to-back batches still let the node run
@@ -153,7 +159,7 @@ class Auctioneer:
         if not batch:
             return
         self.batches += 1
-        clients = {c.cell_id: c for c in self.cells()}
+        clients = {c.cell_id: c for c in self.cells.clients()}
         snapshots = await asyncio.gather(
             *(c.state() for c in clients.values()), return_exceptions=True
         )

@@ -13,7 +13,7 @@ import attrs
 
 from diego.models.lrp import ActualLRP, ActualLRPKey
 from diego.models.task import Task, TaskCreateRequest, TaskState
-from diego.scheduling.auction import TaskWork
+from diego.models.work import TaskWork
 from diego.scheduling.converger import ConvergerSettings, Plan, TaskSnapshot, TaskView, plan
 from diego.scheduling.lrp_converger import (
     DesiredLRPView,

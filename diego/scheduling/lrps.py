@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from diego.bus import follow
 from diego.models.errors import DiegoError
-from diego.models.events import ActualLRPRemoved
+from diego.models.events import ActualLRPChanged, ActualLRPRemoved
 from diego.models.lrp import (
     ActualLRP,
     ActualLRPKey,
@@ -24,14 +24,11 @@ from diego.models.lrp import (
     DesiredLRPUpdate,
 )
 from diego.models.lrp_delta import delta
-from diego.scheduling.auction import LRPWork
+from diego.models.work import LRPWork
+from diego.scheduling.cells import CellDirectory
 from diego.state.bbs import BBS
 
 log = logging.getLogger("diego.lrps")
-
-
-InstanceStopper = Callable[[ActualLRP], Awaitable[bool]]
-"""Stops an instance on the cell that runs it; False if no such cell is here."""
 
 
 class LRPController:
@@ -41,12 +38,12 @@ class LRPController:
         self,
         bbs: BBS,
         start: Callable[[Sequence[LRPWork]], None],
-        stop_on_cell: InstanceStopper,
+        cells: CellDirectory,
         max_creates: int = 10_000,
     ) -> None:
         self.bbs = bbs
         self.start = start
-        self.stop_on_cell = stop_on_cell
+        self.cells = cells
         self.max_creates = max_creates
         """Instances created by one change, at most; the converger makes the rest."""
         self._background: set[asyncio.Task[None]] = set()
@@ -121,7 +118,8 @@ class LRPController:
     async def stop(self, actual: ActualLRP) -> None:
         """Stop one instance: by its cell if it has one, else compare-and-delete it."""
         if actual.state in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
-            if await self.stop_on_cell(actual):
+            cell = self.cells.get(actual.cell_id)
+            if cell is not None and await cell.stop_lrp(actual):
                 return
             # No cell here to ask: the converger will see the cell gone and act.
             log.info("instance-cell-unknown guid=%s cell=%s", actual.process_guid, actual.cell_id)
@@ -133,12 +131,17 @@ class LRPController:
 
     async def run(self) -> None:
         """Start again, at once, every instance removed while still desired (a killed
-        instance, a lost one); the converger would otherwise do it on its next pass."""
+        instance, a lost one), and auction every one a cell gave back UNCLAIMED (it
+        crashed and may restart now, or it is evacuated), as Diego's BBS requests those
+        auctions itself; the converger would otherwise do it on its next pass."""
         # Falling behind loses nothing for good: the converger's next pass starts
         # whatever these events would have.
-        await follow(self.bbs.bus, _removed_instance, self._removed, name="lrp-controller")
+        await follow(self.bbs.bus, _concerns_starts, self._changed, name="lrp-controller")
 
-    async def _removed(self, event: object) -> None:
+    async def _changed(self, event: object) -> None:
+        if isinstance(event, ActualLRPChanged):
+            self.request_starts([(event.after.process_guid, event.after.index)])
+            return
         assert isinstance(event, ActualLRPRemoved)
         try:
             desired = await self.bbs.get_desired_lrp(event.actual.process_guid)
@@ -153,5 +156,16 @@ class LRPController:
         return actual
 
 
-def _removed_instance(event: object) -> bool:
-    return isinstance(event, ActualLRPRemoved) and not event.actual.evacuating
+_ON_A_CELL = (ActualLRPState.CLAIMED, ActualLRPState.RUNNING)
+
+
+def _concerns_starts(event: object) -> bool:
+    """An instance removed (not an evacuating copy), or given back UNCLAIMED by its cell."""
+    if isinstance(event, ActualLRPRemoved):
+        return not event.actual.evacuating
+    return (
+        isinstance(event, ActualLRPChanged)
+        and not event.after.evacuating
+        and event.after.state is ActualLRPState.UNCLAIMED
+        and event.before.state in _ON_A_CELL
+    )

@@ -21,7 +21,7 @@ from diego.clock import SystemClock
 from diego.logs import LogStore
 from diego.models.codec import decode
 from diego.models.task import Task, TaskCreateRequest
-from diego.scheduling.auction import Resources
+from diego.models.work import Resources
 from tests.integration.processes import eventually
 
 FORK_LOOP = {

@@ -28,7 +28,7 @@ from diego.clock import SystemClock
 from diego.logs import LogStore
 from diego.models.codec import decode
 from diego.models.lrp import DesiredLRP
-from diego.scheduling.auction import Resources
+from diego.models.work import Resources
 
 READY = {"run": {"path": "/bin/sh", "args": ["-c", "test -f /tmp/ready"]}}
 SERVE = {"run": {"path": "/bin/sh", "args": ["-c", "touch /tmp/ready; exec sleep 1000"]}}

@@ -28,8 +28,9 @@ from diego.models.errors import InvalidStateTransition
 from diego.models.events import Event, TaskChanged
 from diego.models.lifecycle import CANCELLED
 from diego.models.task import Task, TaskCreateRequest, TaskState
-from diego.scheduling.auction import Resources, TaskWork
+from diego.models.work import Resources, TaskWork
 from diego.scheduling.auctioneer import Auctioneer
+from diego.scheduling.cells import EmbeddedCells
 from diego.state.bbs import BBS
 from diego.state.store import Store, sqlite_url
 from tests.integration.processes import eventually, host_pids_with, sleep_arg, sleeping
@@ -117,6 +118,7 @@ class World:
         total: Resources = TOTAL,
         bbs: Any = None,
         journals: bool = False,
+        capacity_freed: asyncio.Event | None = None,
     ) -> Rep:
         """A new rep for ``cell_id`` (on the same directories as any earlier one of that id),
         keeping step journals (and so resuming Tasks) if ``journals``."""
@@ -130,7 +132,9 @@ class World:
             home / "scratch",
             journals=home / "journals" if journals else None,
         )
-        made = Rep(cell_id, "z0", ("linux",), executor, bbs or self.bbs, self.bus, settings)
+        made = Rep(
+            cell_id, "z0", ("linux",), executor, bbs or self.bbs, self.bus, settings, capacity_freed
+        )
         # Driven directly, without its loops: count it as announced (rep.run()
         # would record its presence before taking work).
         made.present.set()
@@ -410,8 +414,6 @@ async def test_second_cell_given_started_work_gives_it_back(world: World) -> Non
     world.start(first)
     recording = RecordingBBS(world.bbs)
     second = world.rep("cell-2", bbs=recording)
-    freed: list[str] = []
-    second.on_capacity_freed = lambda: freed.append("freed")
     world.start(second)
     arg = sleep_arg()
     task = await world.desire(RunAction(path="/bin/sleep", args=(arg,)), memory_mb=64)
@@ -424,7 +426,7 @@ async def test_second_cell_given_started_work_gives_it_back(world: World) -> Non
     assert isinstance(recording.start_errors[0], InvalidStateTransition)
     assert await eventually(lambda: second.executor.get(task.task_guid) is None)
     assert second.executor.remaining() == TOTAL
-    assert freed
+    assert second.capacity_freed.is_set()
     assert world.backends[1].created == []
     stored = await world.bbs.get_task(task.task_guid)
     assert (stored.state, stored.cell_id) == (TaskState.RUNNING, "cell-1"), stored.failure_reason
@@ -585,10 +587,12 @@ async def test_auctioneer_places_work_on_cells_and_retries_when_full(world: Worl
     """Three Tasks on two one-container cells: two run at once, the third once room frees
     (the retry interval is an hour: only the freed capacity's kick can start it)."""
     one = Resources(memory_mb=1024, disk_mb=1024, containers=1)
-    cells = [world.rep("cell-1", total=one), world.rep("cell-2", total=one)]
-    auctioneer = Auctioneer(world.bbs, lambda: cells, retry_interval=3600)
+    freed = asyncio.Event()
+    cells = [world.rep(f"cell-{i}", total=one, capacity_freed=freed) for i in (1, 2)]
+    auctioneer = Auctioneer(
+        world.bbs, EmbeddedCells(cells), retry_interval=3600, capacity_freed=freed
+    )
     for cell in cells:
-        cell.on_capacity_freed = auctioneer.kick
         world.start(cell)
     running = asyncio.create_task(auctioneer.run())
     try:

@@ -47,7 +47,7 @@ from diego.models.tes import (
     TesState,
     TesTask,
 )
-from diego.scheduling.auction import Resources
+from diego.models.work import Resources
 from tests.integration.test_local_backend import (  # the fixtures, not written again
     CONTAINER_UID,
     _needs_root,  # noqa: F401

@@ -14,14 +14,15 @@ from aiohttp.test_utils import TestServer
 from diego.bus import Bus
 from diego.callbacks import Resolver
 from diego.clock import FakeClock
-from diego.models.cells import Capacity, CellPresence
+from diego.models.cells import CellPresence
 from diego.models.codec import decode
 from diego.models.errors import TaskNotFound
 from diego.models.events import Event
 from diego.models.lrp import ActualLRP, ActualLRPKey, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskCreateRequest, TaskState
-from diego.scheduling.auction import CellSnapshot, Resources, TaskWork
+from diego.models.work import CellSnapshot, Resources, TaskWork
 from diego.scheduling.auctioneer import Auctioneer
+from diego.scheduling.cells import EmbeddedCells
 from diego.scheduling.convergence import Converger
 from diego.scheduling.converger import CELL_DISAPPEARED, EXPIRED_PENDING, ConvergerSettings
 from diego.state.bbs import BBS
@@ -78,7 +79,7 @@ class SimulatedCell:
 async def test_auction_places_and_fails_what_fits_nowhere(bbs: BBS) -> None:
     """Placed work reaches its cell; work no cell could ever hold fails with the reason."""
     cell = SimulatedCell("a", memory_mb=100)
-    auctioneer = Auctioneer(bbs, lambda: [cell])
+    auctioneer = Auctioneer(bbs, EmbeddedCells([cell]))
     small = await bbs.desire_task(request("small", memory_mb=50))
     huge = await bbs.desire_task(request("huge", memory_mb=500))
     auctioneer.submit([small, huge])
@@ -94,7 +95,7 @@ async def test_auction_places_and_fails_what_fits_nowhere(bbs: BBS) -> None:
 async def test_refused_work_is_carried_but_unanswered_work_is_not(bbs: BBS) -> None:
     """A cell that refuses gets the work again next batch; a cell that does not answer does not."""
     refusing = SimulatedCell("a", memory_mb=100, refuse=True)
-    auctioneer = Auctioneer(bbs, lambda: [refusing])
+    auctioneer = Auctioneer(bbs, EmbeddedCells([refusing]))
     task = await bbs.desire_task(request("t"))
     auctioneer.submit([task])
     await auctioneer.auction()
@@ -103,7 +104,7 @@ async def test_refused_work_is_carried_but_unanswered_work_is_not(bbs: BBS) -> N
     assert refusing.given == ["t"]
 
     dead = SimulatedCell("b", memory_mb=100, dead=True)
-    auctioneer = Auctioneer(bbs, lambda: [dead])
+    auctioneer = Auctioneer(bbs, EmbeddedCells([dead]))
     other = await bbs.desire_task(request("u"))
     auctioneer.submit([other])
     await auctioneer.auction()
@@ -115,7 +116,7 @@ async def test_refused_work_is_carried_but_unanswered_work_is_not(bbs: BBS) -> N
 async def test_auction_loop_retries_carried_work_when_kicked(bbs: BBS) -> None:
     """Carried-over work is auctioned again as soon as capacity is said to be freed."""
     cell = SimulatedCell("a", memory_mb=100, refuse=True)
-    auctioneer = Auctioneer(bbs, lambda: [cell], retry_interval=3600)
+    auctioneer = Auctioneer(bbs, EmbeddedCells([cell]), retry_interval=3600)
     loop = asyncio.create_task(auctioneer.run())
     try:
         auctioneer.submit([await bbs.desire_task(request("t"))])
@@ -131,7 +132,7 @@ async def test_new_work_alone_does_not_auction_carried_work_again(bbs: BBS) -> N
     """Work carried over waits for a kick (or the retry interval): a new Task cannot
     make room, and auctioning everything carried with each new one was quadratic."""
     cell = SimulatedCell("a", memory_mb=100, refuse=True)
-    auctioneer = Auctioneer(bbs, lambda: [cell], retry_interval=3600)
+    auctioneer = Auctioneer(bbs, EmbeddedCells([cell]), retry_interval=3600)
     loop = asyncio.create_task(auctioneer.run())
     try:
         auctioneer.submit([await bbs.desire_task(request("t"))])
@@ -152,7 +153,7 @@ async def test_converger_fails_tasks_of_vanished_cells(bbs: BBS) -> None:
     await bbs.start_task("lost", "gone-cell")
     await bbs.start_task("kept", "live-cell")
     presence = CellPresence(
-        cell_id="live-cell", capacity=Capacity(memory_mb=1, disk_mb=1, containers=1)
+        cell_id="live-cell", capacity=Resources(memory_mb=1, disk_mb=1, containers=1)
     )
     await bbs.renew_cell_presence(presence, ttl=60)
     converger = Converger(bbs, ConvergerSettings(), 1.0, lambda _t: None, lambda _t: None)
@@ -388,7 +389,7 @@ async def _until(condition: Any, deadline: float = 5.0) -> None:
 async def test_an_auction_takes_at_most_max_batch_items_oldest_first(bbs: BBS) -> None:
     """However much is pending, one batch is bounded; the rest follows at once."""
     cell = SimulatedCell("a", memory_mb=1000)
-    auctioneer = Auctioneer(bbs, lambda: [cell], max_batch=2)
+    auctioneer = Auctioneer(bbs, EmbeddedCells([cell]), max_batch=2)
     tasks = [await bbs.desire_task(request(f"t{i}")) for i in range(5)]
     auctioneer.submit(tasks)
     await auctioneer.auction()

@@ -11,7 +11,7 @@ from diego.models import lifecycle, lrp_lifecycle
 from diego.models.codec import decode
 from diego.models.lrp import ActualLRPState, DesiredLRP
 from diego.models.task import TaskCreateRequest, TaskState
-from diego.scheduling.auction import TaskWork
+from diego.models.work import TaskWork
 from diego.scheduling.convergence import PLACEMENT, _work
 from diego.state.queries import Prepared
 from diego.state.schema import tasks

@@ -19,25 +19,27 @@ from hypothesis import strategies as st
 
 from diego.models.actions import RunAction
 from diego.models.task import Task
-from diego.scheduling import auction
-from diego.scheduling.auction import (
+from diego.models.work import (
     CONTAINERS,
     DISK,
-    INSUFFICIENT_RESOURCES,
     MEMORY,
-    NO_COMPATIBLE_CELL,
-    AuctionResult,
     CellSnapshot,
-    Placement,
-    Rejection,
     Resources,
     TaskWork,
+    root_fs_provider,
+)
+from diego.scheduling import auction
+from diego.scheduling.auction import (
+    INSUFFICIENT_RESOURCES,
+    NO_COMPATIBLE_CELL,
+    AuctionResult,
+    Placement,
+    Rejection,
     batch_order,
     insufficient_resources,
     no_cell_for_root_fs,
     no_cell_for_stack,
     no_cell_in_zones,
-    root_fs_provider,
     schedule,
     score,
 )

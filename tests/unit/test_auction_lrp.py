@@ -21,17 +21,14 @@ from hypothesis import strategies as st
 from bench.auction import cold_start
 from diego.models.actions import RunAction
 from diego.models.lrp import DesiredLRP
+from diego.models.work import CellSnapshot, LRPWork, Resources, TaskWork, root_fs_provider
 from diego.scheduling import auction
 from diego.scheduling.auction import (
     INSUFFICIENT_RESOURCES,
     NO_COMPATIBLE_CELL,
     AuctionResult,
-    CellSnapshot,
-    LRPWork,
     Placement,
     Rejection,
-    Resources,
-    TaskWork,
     batch_order,
     insufficient_resources,
     insufficient_resources_in_zone,
@@ -470,7 +467,7 @@ def reference(
                 return no_cell_in_zones(item.stack, item.zones, have)
         if not compatible:
             if any(item.stack in c.stacks for c in cells):
-                return no_cell_for_root_fs(item.stack, auction.root_fs_provider(item.root_fs))
+                return no_cell_for_root_fs(item.stack, root_fs_provider(item.root_fs))
             return no_cell_for_stack(item.stack)
         if not any(need.fits(c.total) for c in compatible):
             return insufficient_resources(n for c in compatible for n in need.shortages(c.total))

@@ -7,8 +7,9 @@ import asyncio
 from diego.models.errors import ActualLRPNotFound
 from diego.models.lrp import ActualLRP
 from diego.models.task import Task
-from diego.scheduling.auction import LRPWork
+from diego.models.work import LRPWork
 from diego.scheduling.auctioneer import Auctioneer
+from diego.scheduling.cells import EmbeddedCells
 
 
 class PlacementErrors:
@@ -42,7 +43,7 @@ def work(guid: str, index: int) -> LRPWork:
 
 async def test_work_of_a_gone_instance_is_dropped_the_rest_carried() -> None:
     bbs = PlacementErrors({("kept", 0)})
-    auctioneer = Auctioneer(bbs, lambda: [])
+    auctioneer = Auctioneer(bbs, EmbeddedCells([]))
     auctioneer.submit_work([work("kept", 0), *(work("deleted", i) for i in range(3))])
     await auctioneer.auction()
     assert list(auctioneer._carried) == ["lrp kept 0"]
@@ -56,7 +57,7 @@ async def test_a_busy_auctioneer_stops_when_cancelled() -> None:
     # More new work than one batch holds keeps the wake-up set after every auction:
     # the loop must still let others run and take a cancellation.
     bbs = PlacementErrors({("busy", i) for i in range(50)})
-    auctioneer = Auctioneer(bbs, lambda: [], retry_interval=3600, max_batch=1)
+    auctioneer = Auctioneer(bbs, EmbeddedCells([]), retry_interval=3600, max_batch=1)
     auctioneer.submit_work([work("busy", i) for i in range(50)])
     running = asyncio.create_task(auctioneer.run())
     await turns(20)
@@ -69,7 +70,7 @@ async def test_a_busy_auctioneer_stops_when_cancelled() -> None:
 
 async def test_work_that_fits_nowhere_waits_for_a_kick_not_a_loop() -> None:
     bbs = PlacementErrors({("big", i) for i in range(5)})
-    auctioneer = Auctioneer(bbs, lambda: [], retry_interval=3600, max_batch=2)
+    auctioneer = Auctioneer(bbs, EmbeddedCells([]), retry_interval=3600, max_batch=2)
     auctioneer.submit_work([work("big", i) for i in range(5)])
     running = asyncio.create_task(auctioneer.run())
     await turns(100)
