@@ -103,6 +103,7 @@ def node_identity(settings: Settings) -> str:
 async def make_backend(settings: Settings, cell_id: str, home: Path) -> Backend:
     """The backend ``[cell] backend`` names, for the cell ``cell_id``."""
     if settings.cell.backend == "docker":
+        _check_key_quota(settings.cell.max_containers)
         d = settings.docker
         options = DockerOptions(
             url=d.url,
@@ -120,6 +121,28 @@ async def make_backend(settings: Settings, cell_id: str, home: Path) -> Backend:
         spares=settings.cell.spare_containers,
         name=cell_id,
     )
+
+
+KEYS_QUOTA = Path("/proc/sys/kernel/keys/maxkeys")
+
+
+def _check_key_quota(max_containers: int) -> None:
+    """Warn when the kernel's key quota per user is below what the cell's containers may
+    need: runc makes a session keyring for each exec, all as the same remapped uid,
+    and past the quota an exec fails "disk quota exceeded"."""
+    try:
+        quota = int(KEYS_QUOTA.read_text())
+    except (OSError, ValueError):
+        return
+    if quota < 2 * max_containers:
+        log.warning(
+            "docker-key-quota-low kernel.keys.maxkeys=%d max_containers=%d: execs fail past "
+            "about %d at once; raise it (sysctl -w kernel.keys.maxkeys=20000 "
+            "kernel.keys.maxbytes=2000000, as scripts/docker.sh does)",
+            quota,
+            max_containers,
+            quota,
+        )
 
 
 async def build_cells(

@@ -37,6 +37,18 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Every exec makes a session keyring for the container's (remapped) host uid, and
+# the kernel allows a uid other than root 200 keys by default: past about 200
+# execs at once, runc fails "unable to create session key: disk quota exceeded".
+KEYS_WANTED=20000
+if (($(cat /proc/sys/kernel/keys/maxkeys) < KEYS_WANTED)); then
+  if sysctl -qw kernel.keys.maxkeys=$KEYS_WANTED kernel.keys.maxbytes=$((KEYS_WANTED * 100)); then
+    say "kernel.keys.maxkeys raised to $KEYS_WANTED (one session keyring per exec)"
+  else
+    say "warning: cannot raise kernel.keys.maxkeys; about 200 execs at once is the limit"
+  fi
+fi
+
 engine_up() { timeout 20 "$DOCKER" info >/dev/null 2>&1; }
 
 # The pid of a running dockerd, if any (procps may be absent: read /proc).

@@ -902,3 +902,21 @@ async def test_a_process_whose_pid_was_not_recorded_is_found_by_its_exec(
     assert (await sh(second, guid, "touch /tmp/go"))[0] == 0
     assert await asyncio.wait_for(running.wait(), 10) == 0
     assert out == ["after"]
+
+
+async def test_a_process_whose_exec_was_never_recorded_never_started(
+    cells: Cells, tmp_path: Path
+) -> None:
+    """The cell died after making a process's directory but before recording its exec
+    (so before starting it): a restarted cell finds it never started, and the step
+    runs, rather than failing as a process that may have run."""
+    state = str(tmp_path / "state")
+    first = await cells.open(state_dir=state)
+    guid = await cells.create(first)
+    await first.run(guid, ProcessSpec("/bin/true", key="0"), discard, discard)
+    for name in ("pid", "exec"):
+        (tmp_path / "state" / guid / "node" / "k-0" / name).unlink()  # as if never written
+    (tmp_path / "state" / guid / "procs" / "k-0" / "exit").unlink()
+    second = await cells.open(state_dir=state)
+    assert await second.reopen(ContainerSpec(guid, stack="linux"))
+    assert await second.attach(guid, "0", discard, discard) is None

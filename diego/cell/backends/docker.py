@@ -655,8 +655,14 @@ class DockerBackend:
             # The earlier run died before it recorded the exec's pid: the engine knows.
             try:
                 exec_id = (files.mine / "exec").read_text().strip()
+            except OSError:
+                exec_id = ""
+            if not exec_id:  # recorded before the exec starts: it never did
+                log.info("process-never-started guid=%s key=%s", guid, key)
+                return None
+            try:
                 state = await self.docker._query_json(f"exec/{exec_id}/json")
-            except (OSError, DockerError):
+            except DockerError:
                 state = {}
             pid = int(state.get("Pid") or 0)
             if state and not state.get("Running") and state.get("ExitCode") is None and not pid:
