@@ -6,7 +6,7 @@ the second naps (a few seconds, spread over the Tasks, so that some naps end
 while the node is down and some after it is back; run a second time, it exits 3)
 and appends ``b``, the third appends ``c``; its result_file is /tmp/steps. Once
 every Task is RUNNING (or the placement deadline passed) and processes of half of
-them run (or a minute passed), the node is killed -9,
+them run (or their number stopped growing), the node is killed -9,
 the Tasks' processes on the host are counted (they must outlive it), and the node
 is started again on the same data dir. Then every Task is followed to COMPLETED.
 
@@ -266,11 +266,18 @@ async def _follow_tes(url: str, ids: list[str]) -> dict[str, int]:
 
 
 def _settle(marker: str, count: int, deadline: float = 60.0) -> None:
-    """Wait until processes of half the Tasks run (at most ``deadline`` seconds): a
-    Task is RUNNING in the BBS before its container is made, and a kill before any
-    runs would test only the containers made again."""
+    """Wait until processes of half the Tasks run, or their number has stopped growing
+    for a second (the first have ended by then), at most ``deadline`` seconds: a Task
+    is RUNNING in the BBS before its container is made, and a kill before any runs
+    would test only the containers made again."""
     end = time.monotonic() + deadline
-    while len(_marked(marker)) < count // 2 and time.monotonic() < end:
+    most, since = 0, time.monotonic()
+    while time.monotonic() < end:
+        running = len(_marked(marker))
+        if running >= count // 2 or (most and time.monotonic() - since > 1.0):
+            return
+        if running > most:
+            most, since = running, time.monotonic()
         time.sleep(0.2)
 
 
