@@ -119,6 +119,7 @@ def serve(
     }
     try:
         settings = config.load(config_file, overrides=overrides)
+        config.cell_token(settings)  # a token file that cannot be read stops us here
     except config.ConfigError as e:
         raise click.UsageError(f"configuration: {e}") from None
     logging.basicConfig(

@@ -56,6 +56,7 @@ class ServerSettings:
     listen: str = attrs.field(default="127.0.0.1:8889", metadata=rule_metadata(_host_port()))
     data_dir: str = attrs.field(default="./diego-data", metadata=rule_metadata(non_empty()))
     max_body_bytes: int = attrs.field(default=1024 * 1024, metadata=rule_metadata(at_least(1)))
+    cell_token_file: str = ""
 
     @property
     def host(self) -> str:
@@ -259,6 +260,26 @@ class Settings:
 
 class ConfigError(Exception):
     """A setting is unknown, ill-typed or out of range; the message names it."""
+
+
+CELL_TOKEN_ENV = "DIEGO_LINK_TOKEN"
+
+
+def cell_token(settings: Settings, environ: Mapping[str, str] | None = None) -> str:
+    """The token of the cell link: ``DIEGO_LINK_TOKEN``, else the contents of
+    ``[server] cell_token_file`` (its surrounding blanks stripped), else empty. Kept out
+    of the settings, so that nothing printing them can show it."""
+    env = os.environ if environ is None else environ
+    token = env.get(CELL_TOKEN_ENV, "").strip()
+    path = settings.server.cell_token_file
+    if not token and path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"server.cell_token_file: {path}: {e.strerror}") from None
+        if not token:
+            raise ConfigError(f"server.cell_token_file: {path} is empty")
+    return token
 
 
 def load(

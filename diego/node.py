@@ -34,7 +34,7 @@ from diego.cell.executor import Executor, MonitorSettings
 from diego.cell.rep import Rep, RepSettings
 from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
-from diego.config import Settings
+from diego.config import Settings, cell_token
 from diego.logs import LogStore
 from diego.models.events import Event, TaskCreated
 from diego.models.task import TaskState
@@ -239,6 +239,7 @@ async def serve(
     stopping: asyncio.Event | None = None,
 ) -> None:
     """Run a whole node until cancelled, or until ``stopping`` is set."""
+    token = cell_token(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.store.url or sqlite_url(settings.data_dir))
     for root in settings.transfer.file_roots:
@@ -293,7 +294,15 @@ async def serve(
             ),
             logs=logs,
         )
-        app = make_app(bbs, settings, cells=reps, logs=logs, lrp_controller=lrps, tes=tes)
+        app = make_app(
+            bbs,
+            settings,
+            cells=reps,
+            logs=logs,
+            lrp_controller=lrps,
+            tes=tes,
+            cell_token=token,
+        )
         api = ApiServer(app, settings.server.host, settings.server.port)
         await _run_parts(
             [

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from diego import __version__
+from diego.api import bbs_for_cells, events, lrps, openapi, tasks
 from diego.api import cells as cells_api
-from diego.api import events, lrps, openapi, tasks
 from diego.api import logs as logs_api
 from diego.api import tes as tes_api
 from diego.api.errors import json_errors
@@ -79,8 +79,10 @@ def make_app(
     logs: LogStore | None = None,
     lrp_controller: LRPController | None = None,
     tes: TesService | None = None,
+    cell_token: str = "",
 ) -> web.Application:
-    """The API over ``bbs``, the node's ``cells`` and their ``logs``."""
+    """The API over ``bbs``, the node's ``cells`` and their ``logs``; with a
+    ``cell_token``, the BBS's internal API for cells on other machines too."""
     app = web.Application(middlewares=[json_errors], client_max_size=settings.server.max_body_bytes)
     app[BBS_KEY] = bbs
     app[SETTINGS_KEY] = settings
@@ -92,6 +94,8 @@ def make_app(
     evacuations: set[asyncio.Task[None]] = set()
     app[cells_api.EVACUATIONS_KEY] = evacuations
     register(app, all_routes())
+    if cell_token:
+        bbs_for_cells.add_routes(app, bbs, cell_token)
 
     async def end_streams(app: web.Application) -> None:
         # Event streams end when their subscriptions do; otherwise shutdown

@@ -57,6 +57,12 @@ class InvalidDomain(InvalidFields):
     name = "InvalidDomain"
 
 
+class InvalidArguments(InvalidFields):
+    """A call of the BBS's internal API for cells broke the verb's arguments."""
+
+    name = "InvalidArguments"
+
+
 class TaskNotFound(DiegoError):
     """No Task has that guid."""
 

@@ -317,3 +317,37 @@ def test_a_node_starts_and_stays_up_whatever_its_store_holds(tmp_path: Path) -> 
         assert server.request("GET", "/v1/desired_lrps/huge").status == 200
     finally:
         server.close()
+
+
+def test_the_bbs_serves_cells_only_with_a_token(server_proc: Server, tmp_path: Path) -> None:
+    """With DIEGO_LINK_TOKEN the node serves the BBS's internal API for cells: a call
+    without the token gets 401, one with it the verb's answer (here a TaskNotFound).
+    Without a token the internal API is not there; an unreadable token file stops the
+    node at start, naming the setting."""
+    verb = "/internal/bbs/v1/get_task"
+    server_proc.start(env={"DIEGO_LINK_TOKEN": "t0ken"})
+    assert server_proc.post_json(verb, {"guid": "nope"}).status == 401
+    answer = server_proc.request(
+        "POST", verb, json.dumps({"guid": "nope"}), headers={"Authorization": "Bearer t0ken"}
+    )
+    assert (answer.status, answer.body["name"]) == (404, "TaskNotFound"), answer.text
+    assert "t0ken" not in server_proc.stderr
+    assert server_proc.terminate() == 0
+
+    server_proc.start()
+    assert server_proc.post_json(verb, {"guid": "nope"}).status == 404
+    assert server_proc.terminate() == 0
+
+    config = write_config(tmp_path, f'[server]\ncell_token_file = "{tmp_path / "absent"}"\n')
+    done = subprocess.run(
+        [str(DIEGO), "serve", "--config", str(config), "--data-dir", str(tmp_path / "data")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "server.cell_token_file" in done.stderr
+    assert no_traceback(done.stderr), done.stderr

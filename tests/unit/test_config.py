@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from diego.config import ConfigError, Settings, load
+from diego.config import ConfigError, Settings, cell_token, load
 from diego.models.codec import encode
 from diego.models.task import SecurityGroupRule
 
@@ -129,3 +129,15 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 def test_unrelated_environment_is_ignored() -> None:
     """Variables outside the DIEGO_<SECTION>_ scheme (like DIEGO_API) are not settings."""
     assert load(environ={"DIEGO_API": "http://x", "PATH": "/bin"}) == Settings()
+
+
+def test_the_cell_token_comes_from_the_environment_or_its_file(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("  from-the-file\n")
+    settings = load(overrides={"server.cell_token_file": str(token_file)}, environ={})
+    assert cell_token(settings, {}) == "from-the-file"
+    assert cell_token(settings, {"DIEGO_LINK_TOKEN": "from-env"}) == "from-env"
+    assert cell_token(load(environ={}), {}) == ""
+    token_file.write_text("\n")
+    with pytest.raises(ConfigError, match=r"server\.cell_token_file: .* is empty"):
+        cell_token(settings, {})
