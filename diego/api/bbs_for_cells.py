@@ -9,18 +9,15 @@ document: they are for diego's own cells, not for clients.
 
 from __future__ import annotations
 
-import hmac
-import logging
 from typing import Any
 
 from aiohttp import web
 
+from diego.api import link_auth
 from diego.api.errors import status_of
 from diego.api.json import json_response, read_json
 from diego.models import cell_link, errors
 from diego.models.cell_link import PREFIX, VERBS
-
-log = logging.getLogger("diego.api.cells")
 
 
 def add_routes(app: web.Application, bbs: object, token: str) -> None:
@@ -28,14 +25,11 @@ def add_routes(app: web.Application, bbs: object, token: str) -> None:
     all) on ``app``, to callers bearing ``token``."""
     if not token:
         raise ValueError("the cell link needs a token")
-    expected = f"Bearer {token}".encode()
 
     async def call(request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            log.warning("cell-link-refused remote=%s path=%s", request.remote, request.path)
-            body = {"name": "Unauthorized", "message": "a cell token is needed, and this is not it"}
-            return json_response(body, status=401)
+        refused = link_auth.refusal(request, token)
+        if refused is not None:
+            return refused
         verb = request.match_info["verb"]
         try:
             if verb not in VERBS:

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from diego.api import link_auth
 from diego.models import cell_link
 from diego.models.cells import CellPresence
 from diego.models.errors import DiegoError
@@ -35,7 +36,7 @@ class HttpBBS:
         self, url: str, token: str, session: aiohttp.ClientSession, timeout: float = 30.0
     ) -> None:
         self.url = url.rstrip("/") + cell_link.PREFIX
-        self._headers = {"Authorization": f"Bearer {token}"}
+        self._headers = link_auth.headers(token)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 

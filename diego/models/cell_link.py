@@ -24,6 +24,8 @@ from diego.models.tes import TesTask
 
 PREFIX = "/internal/bbs/v1"
 """Where the BBS serves the verbs of its cells."""
+REP_PREFIX = "/internal/rep/v1/cells"
+"""Where a cell node serves the rep API of each of its cells (``diego.cell.rep_api``)."""
 
 
 @attrs.frozen

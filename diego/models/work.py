@@ -202,3 +202,24 @@ class LRPWork:
 
 Work = TaskWork | LRPWork
 """Anything ``schedule`` places: a Task or an LRP instance."""
+
+
+@attrs.frozen(kw_only=True)
+class WorkBatch:
+    """Work for one cell, or what it refused of it: how ``perform`` crosses the wire."""
+
+    tasks: tuple[TaskWork, ...] = ()
+    lrps: tuple[LRPWork, ...] = ()
+
+    @classmethod
+    def of(cls, work: Iterable[Work]) -> WorkBatch:
+        """The batch of ``work``, Tasks and LRP instances apart."""
+        items = list(work)
+        return cls(
+            tasks=tuple(w for w in items if isinstance(w, TaskWork)),
+            lrps=tuple(w for w in items if isinstance(w, LRPWork)),
+        )
+
+    def items(self) -> list[Work]:
+        """The work, LRP instances first (as the auction orders index 0 first)."""
+        return [*self.lrps, *self.tasks]

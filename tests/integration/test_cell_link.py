@@ -13,8 +13,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from diego.api import bbs_for_cells
+from diego.cell import rep_api
 from diego.cell.bbs_http import BBSUnreachable, HttpBBS
-from diego.models.cell_link import PREFIX
+from diego.cell.rep import Rep
+from diego.models.cell_link import PREFIX, REP_PREFIX
 from diego.models.cells import CellPresence
 from diego.models.errors import (
     ActualLRPNotFound,
@@ -23,9 +25,11 @@ from diego.models.errors import (
     RunningOnDifferentCell,
     TaskNotFound,
 )
+from diego.models.lrp import ActualLRP, ActualLRPState
 from diego.models.task import TaskState
 from diego.models.work import Resources, TaskWork
-from tests.integration.test_rep import World, sh, world  # noqa: F401
+from diego.scheduling.cell_http import CellUnreachable, HttpCell
+from tests.integration.test_rep import TOTAL, World, sh, world  # noqa: F401
 
 TOKEN = "s3cret-cell-token"
 
@@ -98,13 +102,13 @@ async def test_presence_and_reads_cross_whole(
 async def test_a_call_without_the_token_is_refused_and_logged(
     world: World, served: str, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, "diego.api.cells")
+    caplog.set_level(logging.WARNING, "diego.api.link")
     with pytest.raises(BBSUnreachable, match="401"):
         await HttpBBS(served, "wrong", session).get_task("x")
     async with session.post(f"{served}{PREFIX}/get_task", json={"guid": "x"}) as reply:
         assert reply.status == 401
         assert (await reply.json())["name"] == "Unauthorized"
-    assert "cell-link-refused remote=127.0.0.1" in caplog.text
+    assert "link-refused remote=127.0.0.1" in caplog.text
     assert TOKEN not in caplog.text
 
 
@@ -151,3 +155,66 @@ async def test_a_rep_runs_a_task_through_the_bbs_over_http(
 async def test_an_unreachable_bbs_is_one_error(session: aiohttp.ClientSession) -> None:
     with pytest.raises(BBSUnreachable, match="did not answer"):
         await HttpBBS("http://127.0.0.1:9", TOKEN, session, timeout=2).get_task("x")
+
+
+# ---------------------------------------------------------------- the rep API
+
+
+@pytest.fixture
+async def rep_served(world: World) -> AsyncIterator[tuple[Rep, str]]:
+    """A rep of the world, its rep API served on 127.0.0.1; the rep and the URL."""
+    rep = world.rep("cell-b")
+    app = web.Application()
+    rep_api.add_routes(app, [rep], TOKEN)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield rep, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+async def test_the_auction_reads_and_fills_a_remote_cell(
+    world: World, rep_served: tuple[Rep, str], session: aiohttp.ClientSession
+) -> None:
+    """Over the rep API: the snapshot is the rep's own, work it takes runs, and what
+    it cannot take comes back."""
+    rep, url = rep_served
+    cell = HttpCell("cell-b", url, TOKEN, session)
+    assert await cell.state() == await rep.state()
+    task = await world.desire(sh("echo remote > /tmp/out"), result_file="/tmp/out")
+    huge = await world.desire(sh("true"), memory_mb=TOTAL.memory_mb + 1)
+    refused = await cell.perform([TaskWork.from_task(task), TaskWork.from_task(huge)])
+    assert refused == [TaskWork.from_task(huge)]
+    done = await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
+    assert (done.failed, done.result, done.cell_id) == (False, "remote\n", "cell-b")
+    elsewhere = ActualLRP(
+        process_guid="web",
+        index=0,
+        domain="d",
+        state=ActualLRPState.RUNNING,
+        instance_guid="ig",
+        cell_id="cell-z",
+    )
+    assert await cell.stop_lrp(elsewhere) is False
+
+
+async def test_a_remote_cell_refuses_a_caller_without_the_token(
+    rep_served: tuple[Rep, str], session: aiohttp.ClientSession
+) -> None:
+    _, url = rep_served
+    with pytest.raises(CellUnreachable, match="401"):
+        await HttpCell("cell-b", url, "wrong", session).state()
+    with pytest.raises(CellUnreachable, match="404"):
+        await HttpCell("cell-q", url, TOKEN, session).state()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with session.post(
+        f"{url}{REP_PREFIX}/cell-b/work", json={"tasks": [{"task_guid": 3}]}, headers=headers
+    ) as reply:
+        assert reply.status == 400
+        assert "tasks[0].task_guid" in {e["field"] for e in (await reply.json())["errors"]}
+
+
+async def test_an_unreachable_cell_is_one_error(session: aiohttp.ClientSession) -> None:
+    with pytest.raises(CellUnreachable, match="did not answer"):
+        await HttpCell("cell-b", "http://127.0.0.1:9", TOKEN, session, timeout=2).state()

@@ -1,0 +1,87 @@
+"""The control node's client of a cell on another machine: ``CellClient`` over HTTP.
+
+It calls the cell's rep API (``diego.cell.rep_api``) with the cell token. A cell
+that does not answer, or answers what is not the rep API's, raises
+``CellUnreachable``: the auctioneer then leaves its work to the converger (nothing
+is started twice), and a snapshot it cannot read is a cell it does not place on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from diego.api import link_auth
+from diego.models.cell_link import REP_PREFIX
+from diego.models.codec import decode, encode
+from diego.models.errors import DiegoError
+from diego.models.lrp import ActualLRP
+from diego.models.work import CellSnapshot, Work, WorkBatch
+
+
+class CellUnreachable(DiegoError):
+    """The cell did not answer, or answered what is not its rep API's answer."""
+
+    name = "CellUnreachable"
+
+
+class HttpCell:
+    """One cell's rep, at ``url``."""
+
+    def __init__(
+        self,
+        cell_id: str,
+        url: str,
+        token: str,
+        session: aiohttp.ClientSession,
+        timeout: float = 10.0,
+    ) -> None:
+        self._cell_id = cell_id
+        self.url = f"{url.rstrip('/')}{REP_PREFIX}/{cell_id}"
+        self._headers = link_auth.headers(token)
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    @property
+    def cell_id(self) -> str:
+        return self._cell_id
+
+    async def _call(self, method: str, route: str, body: Any = None) -> Any:
+        try:
+            async with self._session.request(
+                method,
+                f"{self.url}/{route}",
+                json=body,
+                headers=self._headers,
+                timeout=self._timeout,
+            ) as reply:
+                if reply.status not in (200, 202):
+                    text = await reply.text()
+                    raise CellUnreachable(
+                        f"cell {self._cell_id} answered {route} with {reply.status}: {text[:200]}"
+                    )
+                return await reply.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise CellUnreachable(f"cell {self._cell_id} did not answer {route}: {e!r}") from None
+
+    async def state(self) -> CellSnapshot:
+        data = await self._call("GET", "state")
+        try:
+            return decode(CellSnapshot, data)
+        except ValueError as e:
+            raise CellUnreachable(f"cell {self._cell_id} sent a bad snapshot: {e}") from None
+
+    async def perform(self, work: list[Work]) -> list[Work]:
+        data = await self._call("POST", "work", encode(WorkBatch.of(work)))
+        try:
+            return decode(WorkBatch, data).items()
+        except ValueError as e:
+            raise CellUnreachable(f"cell {self._cell_id} sent a bad answer: {e}") from None
+
+    async def stop_lrp(self, actual: ActualLRP) -> bool:
+        data = await self._call("POST", "stop_lrp", encode(actual))
+        return isinstance(data, dict) and data.get("stopped") is True
+
+    async def evacuate(self) -> None:
+        await self._call("POST", "evacuate")
