@@ -25,6 +25,7 @@ from diego.client import DEFAULT_API, ApiError, Client, StreamEvent
 from diego.models.codec import decode, encode
 from diego.models.task import Task, TaskState
 from diego.models.tes import FINAL_STATES
+from diego.roles import RoleError, check_roles, parse_roles
 
 T = TypeVar("T")
 
@@ -81,6 +82,14 @@ def main(ctx: click.Context, api: str) -> None:
 
 
 @main.command()
+@click.option(
+    "--role",
+    help="The roles to run: all, control (all but cell), cell, or a comma list of api, "
+    "bbs, auctioneer, converger, cell [default: all].",
+)
+@click.option("--bbs-url", help="A cell-only node: its control node's URL.")
+@click.option("--cell-id", help="The id of this node's one cell [default: HOSTNAME-0].")
+@click.option("--zone", help="The zone of this node's cells [default: z0, z1, ...].")
 @click.option("--listen", help="HOST:PORT for the API [default: 127.0.0.1:8889].")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="State directory.")
 @click.option("--cells", type=int, help="Embedded cells to run [default: 1].")
@@ -98,6 +107,10 @@ def main(ctx: click.Context, api: str) -> None:
     help="A diego.toml (env DIEGO_CONFIG).",
 )
 def serve(
+    role: str | None,
+    bbs_url: str | None,
+    cell_id: str | None,
+    zone: str | None,
     listen: str | None,
     data_dir: str | None,
     cells: int | None,
@@ -111,6 +124,10 @@ def serve(
     evacuation timeout), then stops; a second one stops at once.
     """
     overrides = {
+        "node.role": role,
+        "node.bbs_url": bbs_url,
+        "cell.id": cell_id,
+        "cell.zone": zone,
         "server.listen": listen,
         "server.data_dir": data_dir,
         "cell.count": cells,
@@ -119,8 +136,11 @@ def serve(
     }
     try:
         settings = config.load(config_file, overrides=overrides)
-        config.cell_token(settings)  # a token file that cannot be read stops us here
-    except config.ConfigError as e:
+        token = config.cell_token(settings)  # a token file that cannot be read stops us here
+        check_roles(
+            parse_roles(settings.node.role), settings.node.bbs_url, settings.cell.count, token
+        )
+    except (config.ConfigError, RoleError) as e:
         raise click.UsageError(f"configuration: {e}") from None
     logging.basicConfig(
         level=settings.log.level.upper(),

@@ -31,6 +31,7 @@ from diego.models.rules import (
     rule_metadata,
 )
 from diego.models.task import SecurityGroupRule
+from diego.roles import RoleError, parse_roles
 
 ENV_PREFIX = "DIEGO_"
 
@@ -70,6 +71,16 @@ class ServerSettings:
 
 
 @attrs.frozen(kw_only=True)
+class NodeSettings:
+    """Which roles this process runs (``diego.roles``), and where a cell-only node
+    finds the BBS and is found by it."""
+
+    role: str = attrs.field(default="all", metadata=rule_metadata(non_empty()))
+    bbs_url: str = ""
+    advertise_url: str = ""  # empty: http://HOST:PORT of [server] listen
+
+
+@attrs.frozen(kw_only=True)
 class StoreSettings:
     """The BBS store: empty ``url`` means SQLite in the data directory."""
 
@@ -91,6 +102,8 @@ class CellSettings:
     count: int = attrs.field(default=1, metadata=rule_metadata(at_least(0)))
     zones: int = attrs.field(default=1, metadata=rule_metadata(at_least(1)))
     name_prefix: str = ""  # empty: this machine's host name
+    id: str = ""  # the one cell's id (count = 1); empty: NAME_PREFIX-0
+    zone: str = ""  # every cell's zone; empty: z0, z1, ... by [cell] zones
     stacks: tuple[str, ...] = ("linux",)
     backend: str = attrs.field(default="local", metadata=rule_metadata(one_of("local", "docker")))
     memory_mb: int = attrs.field(default=0, metadata=rule_metadata(at_least(0)))
@@ -237,6 +250,7 @@ class LogSettings:
 class Settings:
     """Every setting of a node."""
 
+    node: NodeSettings = attrs.Factory(NodeSettings)
     server: ServerSettings = attrs.Factory(ServerSettings)
     store: StoreSettings = attrs.Factory(StoreSettings)
     events: EventsSettings = attrs.Factory(EventsSettings)
@@ -318,6 +332,12 @@ def load(
         raise ConfigError(str(e)) from None
     except ValueError as e:
         raise ConfigError(f"crash: {e}") from None
+    try:
+        parse_roles(settings.node.role)
+    except RoleError as e:
+        raise ConfigError(str(e)) from None
+    if settings.cell.id and settings.cell.count != 1:
+        raise ConfigError(f"cell.id: names one cell, but cell.count is {settings.cell.count}")
     if len(settings.tes.egress) > settings.limits.max_rules:
         raise ConfigError(
             f"tes.egress: {len(settings.tes.egress)} rules, more than limits.max_rules "

@@ -18,20 +18,25 @@ import socket
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import attrs
 from aiohttp import web
 
+from diego.api import bbs_for_cells
 from diego.api.app import make_app
 from diego.api.errors import BadRequestsInOneLine
 from diego.bus import Bus, follow
 from diego.callbacks import Resolver
+from diego.cell import rep_api
 from diego.cell.backends.base import Backend
 from diego.cell.backends.docker import DockerBackend, DockerOptions, remove_strays
 from diego.cell.backends.local import LocalBackend
 from diego.cell.backends.local import remove_strays as remove_local_strays
+from diego.cell.bbs_http import HttpBBS
 from diego.cell.executor import Executor, MonitorSettings
-from diego.cell.rep import Rep, RepSettings
+from diego.cell.rep import BBSClient, Rep, RepSettings
 from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
 from diego.config import Settings, cell_token
@@ -39,8 +44,10 @@ from diego.logs import LogStore
 from diego.models.events import Event, TaskCreated
 from diego.models.task import TaskState
 from diego.models.work import Resources
+from diego.roles import check_roles, parse_roles
 from diego.scheduling.auctioneer import Auctioneer
-from diego.scheduling.cells import EmbeddedCells
+from diego.scheduling.cell_http import HttpCells
+from diego.scheduling.cells import CellDirectory, EmbeddedCells, PresentCells
 from diego.scheduling.convergence import Converger
 from diego.scheduling.converger import ConvergerSettings
 from diego.scheduling.lrp_converger import LRPConvergerSettings
@@ -58,12 +65,12 @@ HTTP_LOG.addFilter(BadRequestsInOneLine())
 
 
 class ApiServer:
-    """The HTTP API on its listening address."""
+    """The HTTP API on its listening socket (bound before the parts are built, so that
+    a cell knows the port it is reached at even when the port was 0)."""
 
-    def __init__(self, app: web.Application, host: str, port: int) -> None:
+    def __init__(self, app: web.Application, sock: socket.socket) -> None:
         self.app = app
-        self.host = host
-        self.port = port
+        self.sock = sock
         self.url = ""
 
     async def run(self, on_listening: Callable[[str], None] | None = None) -> None:
@@ -71,7 +78,7 @@ class ApiServer:
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, logger=HTTP_LOG)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
+            site = web.SockSite(runner, self.sock)
             await site.start()
             host, port = runner.addresses[0][:2]
             self.url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
@@ -81,6 +88,35 @@ class ApiServer:
             await asyncio.Future()  # until cancelled
         finally:
             await runner.cleanup()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening (port 0: a free one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def advertised_url(settings: Settings, sock: socket.socket) -> str:
+    """Where the control node reaches this node's cells: ``[node] advertise_url``, or
+    the address it listens on (with a wildcard, the one it reaches the BBS from)."""
+    if settings.node.advertise_url:
+        return settings.node.advertise_url.rstrip("/")
+    host, port = sock.getsockname()[:2]
+    if host in ("0.0.0.0", "::"):
+        bbs = urlsplit(settings.node.bbs_url)
+        with socket.socket(sock.family, socket.SOCK_DGRAM) as probe:
+            probe.connect((bbs.hostname or "127.0.0.1", bbs.port or 80))
+            host = probe.getsockname()[0]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def machine_capacity(data_dir: Path, cells: int) -> Resources:
@@ -147,12 +183,15 @@ def _check_key_quota(max_containers: int) -> None:
 
 async def build_cells(
     settings: Settings,
-    bbs: BBS,
+    bbs: BBSClient,
+    bus: Bus[Event],
     logs: LogStore,
     transfers: Transfers,
     capacity_freed: asyncio.Event,
+    url: str = "",
 ) -> list[Rep]:
-    """The embedded cells of this node."""
+    """The cells of this node; ``url``: where their rep API is reached, for cells whose
+    BBS is on another machine."""
     config = settings.cell
     data_dir = settings.data_dir.resolve()
     detected = machine_capacity(data_dir, config.count)
@@ -174,7 +213,7 @@ async def build_cells(
     )
     reps = []
     for i in range(config.count):
-        cell_id = f"{prefix}-{i}"
+        cell_id = config.id or f"{prefix}-{i}"
         home = data_dir / "cells" / cell_id
         backend = await make_backend(settings, cell_id, home)
         capabilities = backend.capabilities()
@@ -195,9 +234,9 @@ async def build_cells(
             journals=home / "journals",
             tes_tail_bytes=settings.tes.tail_bytes,
         )
-        zone = f"z{i % config.zones}"
+        zone = config.zone or f"z{i % config.zones}"
         rep = Rep(
-            cell_id, zone, config.stacks, executor, bbs, bbs.bus, rep_settings, capacity_freed
+            cell_id, zone, config.stacks, executor, bbs, bus, rep_settings, capacity_freed, url
         )
         reps.append(rep)
     ours = {rep.cell_id for rep in reps}
@@ -238,22 +277,83 @@ async def serve(
     on_listening: Callable[[str], None] | None = None,
     stopping: asyncio.Event | None = None,
 ) -> None:
-    """Run a whole node until cancelled, or until ``stopping`` is set."""
+    """Run the node's roles until cancelled, or until ``stopping`` is set: a control
+    node (with its own cells or none), or a node of cells only, reaching its BBS over
+    HTTP."""
     token = cell_token(settings)
+    roles = parse_roles(settings.node.role)
+    check_roles(roles, settings.node.bbs_url, settings.cell.count, token)
+    sock = listening_socket(settings.server.host, settings.server.port)
+    try:
+        if "bbs" in roles:
+            await _serve_control(settings, roles, token, sock, on_listening, stopping)
+        else:
+            await _serve_cells(settings, token, sock, on_listening, stopping)
+    finally:
+        sock.close()
+        log.info("node-stopped")
+
+
+async def _serve_cells(
+    settings: Settings,
+    token: str,
+    sock: socket.socket,
+    on_listening: Callable[[str], None] | None,
+    stopping: asyncio.Event | None,
+) -> None:
+    """The cells of a node whose BBS is on another machine: each reaches it over HTTP
+    and is reached by the auctioneer through its rep API."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    transfers = Transfers.from_settings(settings.transfer, settings.data_dir.resolve())
+    url = advertised_url(settings, sock)
+    async with aiohttp.ClientSession() as session:
+        try:
+            clock = SystemClock()
+            bbs = HttpBBS(settings.node.bbs_url, token, session)
+            # The cell's own bus: the BBS's events stay on its machine, so the reps
+            # find cancels and stops on their polls.
+            bus: Bus[Event] = Bus(settings.events.queue_size)
+            logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
+            reps = await build_cells(settings, bbs, bus, logs, transfers, asyncio.Event(), url)
+            app = web.Application(client_max_size=settings.server.max_body_bytes)
+            rep_api.add_routes(app, reps, token)
+            log.info("cells-of-a-remote-bbs bbs=%s advertised=%s", settings.node.bbs_url, url)
+            api = ApiServer(app, sock)
+            parts = [api.run(on_listening), *(rep.run() for rep in reps)]
+            await _run_parts(parts, reps, stopping or asyncio.Event())
+        finally:
+            await transfers.close()
+
+
+async def _serve_control(
+    settings: Settings,
+    roles: frozenset[str],
+    token: str,
+    sock: socket.socket,
+    on_listening: Callable[[str], None] | None,
+    stopping: asyncio.Event | None,
+) -> None:
+    """The store and BBS, and whichever of the API, auctioneer, converger and cells
+    ``roles`` names."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     store = await Store.open(settings.store.url or sqlite_url(settings.data_dir))
     for root in settings.transfer.file_roots:
         if not Path(root).is_absolute():
             (settings.data_dir / root).mkdir(parents=True, exist_ok=True)
     transfers = Transfers.from_settings(settings.transfer, settings.data_dir.resolve())
+    session = aiohttp.ClientSession()
     try:
         clock = SystemClock()
         bus: Bus[Event] = Bus(settings.events.queue_size)
         bbs = BBS(store, bus, clock, settings.crash.policy())
         logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
         capacity_freed = asyncio.Event()
-        reps = await build_cells(settings, bbs, logs, transfers, capacity_freed)
-        cells = EmbeddedCells(reps)
+        reps = []
+        if "cell" in roles:
+            reps = await build_cells(settings, bbs, bus, logs, transfers, capacity_freed)
+        cells: CellDirectory = EmbeddedCells(reps)
+        if token:  # cells on other machines may join: the BBS holds their presences
+            cells = PresentCells(reps, bbs, HttpCells(token, session))
         auctioneer = Auctioneer(
             bbs,
             cells,
@@ -294,34 +394,32 @@ async def serve(
             ),
             logs=logs,
         )
-        app = make_app(
-            bbs,
-            settings,
-            cells=reps,
-            logs=logs,
-            lrp_controller=lrps,
-            tes=tes,
-            cell_token=token,
-        )
-        api = ApiServer(app, settings.server.host, settings.server.port)
-        await _run_parts(
-            [
-                api.run(on_listening),
-                feed_auctioneer(bbs, auctioneer),
-                auctioneer.run(),
-                _once_present(reps, converger.run),
-                resolver.run(),
-                lrps.run(),
-                tes.run(),
-                *(rep.run() for rep in reps),
-            ],
-            reps,
-            stopping or asyncio.Event(),
-        )
+        if "api" in roles:
+            app = make_app(
+                bbs,
+                settings,
+                cells=reps,
+                logs=logs,
+                lrp_controller=lrps,
+                tes=tes,
+                cell_token=token,
+            )
+        else:  # the BBS's internal API alone, for its cells
+            app = web.Application(client_max_size=settings.server.max_body_bytes)
+            if token:
+                bbs_for_cells.add_routes(app, bbs, token)
+        api = ApiServer(app, sock)
+        parts = [api.run(on_listening), resolver.run(), lrps.run(), tes.run()]
+        if "auctioneer" in roles:
+            parts += [feed_auctioneer(bbs, auctioneer), auctioneer.run()]
+        if "converger" in roles:
+            parts.append(_once_present(reps, converger.run))
+        parts += [rep.run() for rep in reps]
+        await _run_parts(parts, reps, stopping or asyncio.Event())
     finally:
+        await session.close()
         await transfers.close()
         await store.close()
-        log.info("node-stopped")
 
 
 async def _once_present(reps: Sequence[Rep], part: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -135,7 +135,10 @@ class Rep:
         bus: Bus[Event],
         settings: RepSettings,
         capacity_freed: asyncio.Event | None = None,
+        url: str = "",
     ) -> None:
+        self.url = url
+        """Where the control node reaches this cell's rep API; empty for an embedded cell."""
         self.cell_id = cell_id
         self.zone = zone
         self.stacks = tuple(stacks)
@@ -167,6 +170,7 @@ class Rep:
             capacity=Resources(
                 memory_mb=total.memory_mb, disk_mb=total.disk_mb, containers=total.containers
             ),
+            url=self.url,
         )
 
     async def state(self) -> CellSnapshot:
@@ -430,9 +434,13 @@ class Rep:
             try:
                 await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
                 self.present.set()
+            except DiegoError as e:  # a BBS not reached, or refusing this cell
+                log.warning("presence-announcement-failed cell=%s reason=%s", self.cell_id, e)
             except Exception:
                 log.exception("presence-announcement-failed cell=%s", self.cell_id)
-                await asyncio.sleep(self.settings.presence_ttl / 3)
+            else:
+                break
+            await asyncio.sleep(self.settings.presence_ttl / 3)
         subscription = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -522,6 +530,8 @@ class Rep:
             await asyncio.sleep(self.settings.presence_ttl / 3)
             try:
                 await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
+            except DiegoError as e:
+                log.warning("presence-renewal-failed cell=%s reason=%s", self.cell_id, e)
             except Exception:
                 log.exception("presence-renewal-failed cell=%s", self.cell_id)
 

@@ -30,7 +30,6 @@ from diego.models.work import CellSnapshot, Work, WorkBatch
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-
 class ServedRep(Protocol):
     """What the rep API serves of one rep."""
 

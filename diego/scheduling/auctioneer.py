@@ -159,7 +159,7 @@ class Auctioneer:
         if not batch:
             return
         self.batches += 1
-        clients = {c.cell_id: c for c in self.cells.clients()}
+        clients = {c.cell_id: c for c in await self.cells.clients()}
         snapshots = await asyncio.gather(
             *(c.state() for c in clients.values()), return_exceptions=True
         )

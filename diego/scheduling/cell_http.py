@@ -8,12 +8,14 @@ is started twice), and a snapshot it cannot read is a cell it does not place on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
 from diego.api import link_auth
 from diego.models.cell_link import REP_PREFIX
+from diego.models.cells import CellPresence
 from diego.models.codec import decode, encode
 from diego.models.errors import DiegoError
 from diego.models.lrp import ActualLRP
@@ -72,7 +74,7 @@ class HttpCell:
         except ValueError as e:
             raise CellUnreachable(f"cell {self._cell_id} sent a bad snapshot: {e}") from None
 
-    async def perform(self, work: list[Work]) -> list[Work]:
+    async def perform(self, work: Sequence[Work]) -> list[Work]:
         data = await self._call("POST", "work", encode(WorkBatch.of(work)))
         try:
             return decode(WorkBatch, data).items()
@@ -85,3 +87,15 @@ class HttpCell:
 
     async def evacuate(self) -> None:
         await self._call("POST", "evacuate")
+
+
+class HttpCells:
+    """Makes the client of each cell on another machine from its presence, all on one
+    session and with the cell token."""
+
+    def __init__(self, token: str, session: aiohttp.ClientSession) -> None:
+        self._token = token
+        self._session = session
+
+    def connect(self, presence: CellPresence) -> HttpCell:
+        return HttpCell(presence.cell_id, presence.url, self._token, self._session)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from diego.models.cells import CellPresence
 from diego.models.lrp import ActualLRP
 from diego.models.work import CellSnapshot, Work
 
@@ -37,11 +38,11 @@ class CellClient(Protocol):
 class CellDirectory(Protocol):
     """Where the scheduling loops find cells."""
 
-    def clients(self) -> Sequence[CellClient]:
+    async def clients(self) -> Sequence[CellClient]:
         """Every cell there is to place work on."""
         ...
 
-    def get(self, cell_id: str) -> CellClient | None:
+    async def get(self, cell_id: str) -> CellClient | None:
         """The cell ``cell_id``, or None if there is none of that id."""
         ...
 
@@ -53,8 +54,51 @@ class EmbeddedCells:
         self._cells = {cell.cell_id: cell for cell in cells}
         self._clients = tuple(self._cells.values())
 
-    def clients(self) -> Sequence[CellClient]:
+    async def clients(self) -> Sequence[CellClient]:
         return self._clients
 
-    def get(self, cell_id: str) -> CellClient | None:
+    async def get(self, cell_id: str) -> CellClient | None:
         return self._cells.get(cell_id)
+
+
+class Presences(Protocol):
+    """Where the cells that are alive say so: the BBS."""
+
+    async def cell_presences(self) -> list[CellPresence]: ...
+
+
+class CellConnector(Protocol):
+    """Makes the client of a cell on another machine from its presence."""
+
+    def connect(self, presence: CellPresence) -> CellClient: ...
+
+
+class PresentCells:
+    """A node's own cells, and every cell on another machine whose presence the BBS
+    holds now (with the URL of its rep API), as Diego's auctioneer finds its cells."""
+
+    def __init__(
+        self, embedded: Iterable[CellClient], presences: Presences, connector: CellConnector
+    ) -> None:
+        self._embedded = {cell.cell_id: cell for cell in embedded}
+        self._presences = presences
+        self._connector = connector
+        self._remote: dict[tuple[str, str], CellClient] = {}
+
+    async def clients(self) -> Sequence[CellClient]:
+        found = list(self._embedded.values())
+        live: dict[tuple[str, str], CellClient] = {}
+        for presence in await self._presences.cell_presences():
+            if presence.cell_id in self._embedded or not presence.url:
+                continue
+            key = (presence.cell_id, presence.url)
+            client = self._remote.get(key) or self._connector.connect(presence)
+            live[key] = client
+            found.append(client)
+        self._remote = live  # a cell gone (or moved to another URL) is forgotten
+        return found
+
+    async def get(self, cell_id: str) -> CellClient | None:
+        if cell_id in self._embedded:
+            return self._embedded[cell_id]
+        return next((c for c in await self.clients() if c.cell_id == cell_id), None)

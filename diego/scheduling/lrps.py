@@ -118,7 +118,7 @@ class LRPController:
     async def stop(self, actual: ActualLRP) -> None:
         """Stop one instance: by its cell if it has one, else compare-and-delete it."""
         if actual.state in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
-            cell = self.cells.get(actual.cell_id)
+            cell = await self.cells.get(actual.cell_id)
             if cell is not None and await cell.stop_lrp(actual):
                 return
             # No cell here to ask: the converger will see the cell gone and act.
