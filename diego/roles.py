@@ -57,5 +57,5 @@ def check_roles(roles: frozenset[str], bbs_url: str, cells: int, token: str) -> 
             )
     elif bbs_url:
         raise RoleError("node.bbs_url: given, but this node runs bbs itself")
-    if "cell" in roles and cells < 1:
-        raise RoleError("cell.count: 0, but node.role runs cell (say control for no cells)")
+    if roles == {"cell"} and cells < 1:
+        raise RoleError("cell.count: 0, but this node runs only cells")

@@ -138,6 +138,7 @@ def test_a_cell_with_a_wrong_token_is_refused(control: Server, cell: CellServer)
         (("--role", "cell", "--bbs-url", "http://127.0.0.1:1"), {}, "cell token"),
         (("--role", "control", "--bbs-url", "http://127.0.0.1:1"), ENV, "runs bbs itself"),
         (("--cells", "2", "--cell-id", "one"), {}, "cell.id"),
+        (("--role", "cell", "--cells", "0", "--bbs-url", "http://127.0.0.1:1"), ENV, "only cells"),
     ],
 )
 def test_roles_that_cannot_run_are_refused_at_start(
