@@ -34,7 +34,13 @@ from diego.cell.executor import (
 from diego.cell.reconcile import Action, ContainerState, ContainerView, TaskView, decide_task
 from diego.cell.reconcile_lrp import LRPAction, LRPContainerView, LRPDecision, decide_lrp
 from diego.models.cells import CellPresence
-from diego.models.errors import ActualLRPNotFound, DiegoError, TaskNotFound
+from diego.models.errors import (
+    ActualLRPNotFound,
+    DiegoError,
+    InvalidStateTransition,
+    RunningOnDifferentCell,
+    TaskNotFound,
+)
 from diego.models.events import Event, TaskChanged, TaskRemoved
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskState
@@ -44,6 +50,8 @@ from diego.models.work import CellSnapshot, LRPWork, Resources, TaskWork
 log = logging.getLogger("diego.cell.rep")
 
 EVACUATION_FAILURE = "timed out during cell evacuation"
+MOVED_ON = (TaskNotFound, InvalidStateTransition, RunningOnDifferentCell)
+"""What the BBS answers a completion of a Task that is no longer this container's."""
 NO_ROOM = Resources(memory_mb=0, disk_mb=0, containers=0)
 
 
@@ -317,9 +325,14 @@ class Rep:
         elif action in (Action.COMPLETE_TASK_THEN_DELETE, Action.FAIL_TASK):
             try:
                 await self.bbs.complete_task(guid, self.cell_id, failed, reason, result)
-            except DiegoError as e:
+            except MOVED_ON as e:
                 # The Task moved on (cancelled, resolved): the container goes anyway.
                 log.info("task-not-completed guid=%s reason=%s", guid, e)
+            except DiegoError as e:
+                # Not heard (a BBS out of reach, say): the container and its result
+                # stay, and the next reconcile completes it.
+                log.warning("task-completion-not-recorded guid=%s reason=%s", guid, e)
+                return
             if action is Action.COMPLETE_TASK_THEN_DELETE:
                 await self._delete(guid)
 

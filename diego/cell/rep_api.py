@@ -24,6 +24,7 @@ from diego.api import link_auth
 from diego.api.json import json_response, read_json
 from diego.models.cell_link import REP_PREFIX
 from diego.models.codec import InvalidDocument, decode, encode
+from diego.models.errors import DiegoError
 from diego.models.lrp import ActualLRP
 from diego.models.work import CellSnapshot, Work, WorkBatch
 
@@ -80,6 +81,8 @@ def add_routes(app: web.Application, reps: Iterable[ServedRep], token: str) -> N
             batch = decode(WorkBatch, await read_json(request))
         except InvalidDocument as e:
             return await bad(e)
+        except DiegoError as e:  # not JSON
+            return json_response({"name": e.name, "message": e.message}, status=400)
         refused = await rep.perform(batch.items())
         return json_response(encode(WorkBatch.of(refused)))
 
@@ -89,6 +92,8 @@ def add_routes(app: web.Application, reps: Iterable[ServedRep], token: str) -> N
             actual = decode(ActualLRP, await read_json(request))
         except InvalidDocument as e:
             return await bad(e)
+        except DiegoError as e:  # not JSON
+            return json_response({"name": e.name, "message": e.message}, status=400)
         return json_response({"stopped": await rep.stop_lrp(actual)})
 
     async def evacuate(request: web.Request) -> web.Response:

@@ -119,7 +119,16 @@ class LRPController:
         """Stop one instance: by its cell if it has one, else compare-and-delete it."""
         if actual.state in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
             cell = await self.cells.get(actual.cell_id)
-            if cell is not None and await cell.stop_lrp(actual):
+            try:
+                if cell is not None and await cell.stop_lrp(actual):
+                    return
+            except DiegoError as e:  # a cell out of reach: the converger acts later
+                log.warning(
+                    "instance-not-stopped guid=%s cell=%s reason=%s",
+                    actual.process_guid,
+                    actual.cell_id,
+                    e,
+                )
                 return
             # No cell here to ask: the converger will see the cell gone and act.
             log.info("instance-cell-unknown guid=%s cell=%s", actual.process_guid, actual.cell_id)

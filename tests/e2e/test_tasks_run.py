@@ -456,7 +456,7 @@ def test_kill_9_and_restart_resume_the_tasks_where_they_were(cell_server: CellSe
     On both backends: a local cell's shims and Docker's engine keep them running."""
     node = start_node(cell_server)
     marker = unique("mark")
-    naps = {unique("resume"): nap for nap in ("0.5", "0.5", "6", "6", "6")}
+    naps = {unique("resume"): nap for nap in ("2", "2", "9", "9", "9")}
     for guid, nap in naps.items():
         env = [{"name": "NAP", "value": nap}]
         request = task(
@@ -464,13 +464,13 @@ def test_kill_9_and_restart_resume_the_tasks_where_they_were(cell_server: CellSe
         )
         request["env"] = [*request["env"], *env]
         node.create(request)
-    poll(lambda: len(running_command(marker, ["sleep", "6"])) == 3, 15.0, "the long naps")
-    poll(lambda: len(running_command(marker, ["sleep", "0.5"])) == 2, 15.0, "the short naps")
+    poll(lambda: len(running_command(marker, ["sleep", "9"])) == 3, 15.0, "the long naps")
+    poll(lambda: len(running_command(marker, ["sleep", "2"])) == 2, 15.0, "the short naps")
 
     assert cell_server.kill() == -9
-    assert len(running_command(marker, ["sleep", "6"])) == 3  # they outlive the node
+    assert len(running_command(marker, ["sleep", "9"])) == 3  # they outlive the node
     poll(
-        lambda: not running_command(marker, ["sleep", "0.5"]),
+        lambda: not running_command(marker, ["sleep", "2"]),
         10.0,
         "the short naps to end while the node is down",
     )

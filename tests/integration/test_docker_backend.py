@@ -920,3 +920,19 @@ async def test_a_process_whose_exec_was_never_recorded_never_started(
     second = await cells.open(state_dir=state)
     assert await second.reopen(ContainerSpec(guid, stack="linux"))
     assert await second.attach(guid, "0", discard, discard) is None
+
+
+async def test_a_keyed_process_in_another_image_is_not_taken_for_never_started(
+    cells: Cells, tmp_path: Path, marked_image: str
+) -> None:
+    """A keyed process run in another image (beside the container) cannot be followed
+    by a restarted cell, which must not start it again: attach says so."""
+    state = str(tmp_path / "state")
+    first = await cells.open(state_dir=state)
+    guid = await cells.create(first)
+    sibling = ProcessSpec("/bin/true", image=marked_image, key="tes.exec.1")
+    await (await first.run(guid, sibling, discard, discard)).wait()
+    second = await cells.open(state_dir=state)
+    assert await second.reopen(ContainerSpec(guid, stack="linux"))
+    with pytest.raises(BackendError, match="another image"):
+        await second.attach(guid, "tes.exec.1", discard, discard)

@@ -17,6 +17,7 @@ import pytest
 from diego.bus import Bus
 from diego.cell.backends.base import ContainerSpec, OutputSink, ProcessSpec
 from diego.cell.backends.local import LocalBackend, LocalProcess
+from diego.cell.bbs_http import BBSUnreachable
 from diego.cell.executor import INTERRUPTED, Executor
 from diego.cell.reconcile import FAILURE_NO_CONTAINER
 from diego.cell.rep import EVACUATION_FAILURE, Rep, RepSettings
@@ -623,3 +624,39 @@ async def test_a_cell_takes_no_work_before_its_presence_is_recorded(world: World
     assert [p.cell_id for p in await world.bbs.cell_presences()] == ["cell-late"]
     assert await rep.perform([work]) == []
     await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
+
+
+class DeafOnceBBS(RecordingBBS):
+    """The BBS, whose first two completions are not heard (as a BBS out of reach): the
+    rep's completion by the CAS alone, then the table's."""
+
+    def __init__(self, bbs: BBS) -> None:
+        super().__init__(bbs)
+        self.unheard = 2
+
+    @property
+    def deaf(self) -> bool:
+        return self.unheard > 0
+
+    async def complete_task(
+        self, guid: str, cell_id: str, failed: bool, failure_reason: str, result: str
+    ) -> tuple[Task, Task]:
+        if self.unheard:
+            self.unheard -= 1
+            raise BBSUnreachable("the BBS did not answer complete_task")
+        return await self._bbs.complete_task(guid, cell_id, failed, failure_reason, result)
+
+
+async def test_a_completion_not_heard_keeps_the_result_for_the_next_try(world: World) -> None:
+    """A finished Task whose completion the BBS did not hear keeps its container and
+    result, and the next reconcile completes it with that result."""
+    deaf = DeafOnceBBS(world.bbs)
+    rep = world.rep("cell-1", bbs=deaf)
+    task = await world.desire(sh("echo kept > /tmp/out"), result_file="/tmp/out")
+    await rep.perform([TaskWork.from_task(task)])
+    assert await eventually(lambda: not deaf.deaf)
+    assert (await world.bbs.get_task(task.task_guid)).state is TaskState.RUNNING
+    assert rep.executor.get(task.task_guid) is not None
+    await rep.reconcile_all()
+    done = await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
+    assert (done.failed, done.result) == (False, "kept\n")

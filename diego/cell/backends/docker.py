@@ -76,6 +76,14 @@ from diego.cell.backends.shim import (
 
 log = logging.getLogger("diego.cell.docker")
 
+SIBLING = "sibling"
+"""The node's mark, in a keyed process's own files, that it ran in another image."""
+
+
+def _mark_sibling(files: ProcessFiles) -> None:
+    files.mine.mkdir(parents=True, exist_ok=True)
+    (files.mine / SIBLING).write_text("")
+
 PUMP_GRACE = 1.0
 """Seconds an exec's output is still read after the process exited."""
 
@@ -651,6 +659,10 @@ class DockerBackend:
         """The process an earlier run started as ``key``, running or exited."""
         container = self._get(guid)
         files = self._process_files(container, key)
+        if (files.mine / SIBLING).exists():
+            # Run in another image, beside the container: it is not followed across a
+            # restart, and it may have run (never run twice).
+            raise BackendError("a process in another image cannot be followed after a restart")
         if await asyncio.to_thread(unrecorded, files):
             # The earlier run died before it recorded the exec's pid: the engine knows.
             try:
@@ -803,6 +815,10 @@ class DockerBackend:
         volumes (and its mounted busybox), network and limits."""
         image = tagged(process.image)
         await self._image(image)
+        if process.key:
+            # A restarted cell cannot follow a sibling: it must know one may have run.
+            files = self._process_files(container, process.key)
+            await asyncio.to_thread(_mark_sibling, files)
         host = {
             key: value
             for key, value in container.host.items()
