@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from diego.cell.backends import local
 from diego.cell.backends.base import BackendError, ContainerSpec, ProcessSpec
 from diego.cell.backends.local import LocalBackend, remove_strays
 from diego.cell.backends.shim import (
@@ -326,6 +327,20 @@ def test_a_pid_file_being_written_reads_as_not_yet_recorded(tmp_path: Path) -> N
     record_pid(files, os.getpid())
     assert not unrecorded(files)
     assert sorted(p.name for p in files.mine.iterdir()) == ["err", "out", "pid"]
+
+
+def test_a_parked_shell_is_found_alive_while_its_shim_rewrites_the_pid_file(
+    tmp_path: Path,
+) -> None:
+    """The shim's own record empties the pid file before writing it; a restarted cell
+    reading it then still finds the parked shell alive, and so waits for it rather
+    than start the step again."""
+    files = ProcessFiles(tmp_path / "k-0", kept=True)
+    files.make()
+    record_pid(files, os.getpid(), parked=True)
+    files.pid.write_text("")  # the shim's redirection, caught between open and write
+    assert unrecorded(files)
+    assert local._shim_alive(files)
 
 
 async def test_a_parked_shell_gone_before_its_first_line_never_started(

@@ -84,6 +84,7 @@ def _mark_sibling(files: ProcessFiles) -> None:
     files.mine.mkdir(parents=True, exist_ok=True)
     (files.mine / SIBLING).write_text("")
 
+
 PUMP_GRACE = 1.0
 """Seconds an exec's output is still read after the process exited."""
 

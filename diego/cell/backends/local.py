@@ -67,6 +67,7 @@ from diego.cell.backends.shim import (
     ProcessNames,
     any_started,
     live_pid,
+    parked_alive,
     reattached,
     record_pid,
     tail,
@@ -1005,7 +1006,7 @@ def _shim_alive(files: ProcessFiles) -> bool:
     """Whether a process of this machine runs the process's shim: the parked shell
     recorded for it, or one whose command line names the process's pid file
     (blocking: reads every /proc/PID/cmdline)."""
-    if live_pid(files) is not None:
+    if live_pid(files) is not None or parked_alive(files):
         return True
     needle = str(files.pid).encode()
     for entry in os.scandir("/proc"):

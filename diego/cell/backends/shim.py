@@ -175,9 +175,25 @@ def record_pid(files: ProcessFiles, pid: int, parked: bool = False) -> None:
     or not at all, should the node die as it writes. ``parked``: a shell that will
     become the shim once it reads its text; its shim's first line records it again,
     not parked, so one still parked (and gone) never ran a line of it."""
-    new = files.pid.with_name("pid.new")
-    new.write_text(f"{pid} {start_time(pid)}" + (" parked" if parked else ""))
-    os.replace(new, files.pid)
+    record = f"{pid} {start_time(pid)}"
+    if parked:  # kept apart too: the shim's own record empties pid as it rewrites it
+        _write_whole(files.mine / "parked", record)
+    _write_whole(files.pid, record + (" parked" if parked else ""))
+
+
+def _write_whole(path: Path, text: str) -> None:
+    new = path.with_name(path.name + ".new")
+    new.write_text(text)
+    os.replace(new, path)
+
+
+def parked_alive(files: ProcessFiles) -> bool:
+    """Whether the parked shell the node recorded for the process still runs."""
+    try:
+        pid, started = (files.mine / "parked").read_text().split()
+    except (OSError, ValueError):
+        return False
+    return start_time(int(pid)) == started
 
 
 def recorded_pid(files: ProcessFiles) -> tuple[int, str, bool] | None:
