@@ -26,7 +26,8 @@ from aiohttp import web
 
 from diego.api import bbs_for_cells
 from diego.api.app import make_app
-from diego.api.errors import BadRequestsInOneLine
+from diego.api.errors import BadRequestsInOneLine, json_errors
+from diego.api.keys import SETTINGS_KEY
 from diego.bus import Bus, follow
 from diego.callbacks import Resolver
 from diego.cell import rep_api
@@ -315,8 +316,11 @@ async def _serve_cells(
             bus: Bus[Event] = Bus(settings.events.queue_size)
             logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
             reps = await build_cells(settings, bbs, bus, logs, transfers, asyncio.Event(), url)
-            app = web.Application(client_max_size=settings.server.max_body_bytes)
-            rep_api.add_routes(app, reps, token)
+            app = web.Application(
+                middlewares=[json_errors], client_max_size=settings.server.max_body_bytes
+            )
+            app[SETTINGS_KEY] = settings
+            rep_api.add_routes(app, reps, token, settings.limits)
             log.info("cells-of-a-remote-bbs bbs=%s advertised=%s", settings.node.bbs_url, url)
             api = ApiServer(app, sock)
             parts = [api.run(on_listening), *(rep.run() for rep in reps)]

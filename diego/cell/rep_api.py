@@ -21,10 +21,11 @@ from typing import Protocol
 from aiohttp import web
 
 from diego.api import link_auth
-from diego.api.json import json_response, read_json
+from diego.api.json import decode_model, json_response, read_json
 from diego.models.cell_link import REP_PREFIX
-from diego.models.codec import InvalidDocument, decode, encode
-from diego.models.errors import DiegoError
+from diego.models.codec import encode
+from diego.models.errors import InvalidArguments
+from diego.models.limits import Limits
 from diego.models.lrp import ActualLRP
 from diego.models.work import CellSnapshot, Work, WorkBatch
 
@@ -49,8 +50,13 @@ class ServedRep(Protocol):
     async def evacuate(self) -> None: ...
 
 
-def add_routes(app: web.Application, reps: Iterable[ServedRep], token: str) -> None:
-    """Serve the rep API of each of ``reps`` on ``app``, to callers bearing ``token``."""
+def add_routes(
+    app: web.Application, reps: Iterable[ServedRep], token: str, limits: Limits | None = None
+) -> None:
+    """Serve the rep API of each of ``reps`` on ``app`` (whose ``json_errors`` middleware
+    answers a bad body 400, naming each field), to callers bearing ``token``; bodies
+    are held to ``limits``."""
+    limits = limits or Limits()
     by_id = {rep.cell_id: rep for rep in reps}
     evacuations: set[asyncio.Task[None]] = set()
 
@@ -59,11 +65,6 @@ def add_routes(app: web.Application, reps: Iterable[ServedRep], token: str) -> N
         if rep is None:
             raise web.HTTPNotFound(text=f"no cell {request.match_info['cell_id']!r} here")
         return rep
-
-    async def bad(document: InvalidDocument) -> web.Response:
-        errors = [{"field": p.path, "rule": p.rule} for p in document.problems]
-        body = {"name": "InvalidRequest", "message": str(document), "errors": errors}
-        return json_response(body, status=400)
 
     def guarded(handler: Handler) -> Handler:
         async def checked(request: web.Request) -> web.StreamResponse:
@@ -77,23 +78,13 @@ def add_routes(app: web.Application, reps: Iterable[ServedRep], token: str) -> N
 
     async def work(request: web.Request) -> web.Response:
         rep = rep_of(request)
-        try:
-            batch = decode(WorkBatch, await read_json(request))
-        except InvalidDocument as e:
-            return await bad(e)
-        except DiegoError as e:  # not JSON
-            return json_response({"name": e.name, "message": e.message}, status=400)
+        batch = decode_model(await read_json(request), WorkBatch, InvalidArguments, limits)
         refused = await rep.perform(batch.items())
         return json_response(encode(WorkBatch.of(refused)))
 
     async def stop_lrp(request: web.Request) -> web.Response:
         rep = rep_of(request)
-        try:
-            actual = decode(ActualLRP, await read_json(request))
-        except InvalidDocument as e:
-            return await bad(e)
-        except DiegoError as e:  # not JSON
-            return json_response({"name": e.name, "message": e.message}, status=400)
+        actual = decode_model(await read_json(request), ActualLRP, InvalidArguments, limits)
         return json_response({"stopped": await rep.stop_lrp(actual)})
 
     async def evacuate(request: web.Request) -> web.Response:

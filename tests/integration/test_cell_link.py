@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from diego.api import bbs_for_cells
+from diego.api.errors import json_errors
 from diego.cell import rep_api
 from diego.cell.bbs_http import BBSUnreachable, HttpBBS
 from diego.cell.rep import Rep
@@ -164,7 +165,7 @@ async def test_an_unreachable_bbs_is_one_error(session: aiohttp.ClientSession) -
 async def rep_served(world: World) -> AsyncIterator[tuple[Rep, str]]:
     """A rep of the world, its rep API served on 127.0.0.1; the rep and the URL."""
     rep = world.rep("cell-b")
-    app = web.Application()
+    app = web.Application(middlewares=[json_errors])
     rep_api.add_routes(app, [rep], TOKEN)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
