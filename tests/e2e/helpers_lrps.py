@@ -17,6 +17,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -238,6 +239,18 @@ class EventRecorder:
         """The events received so far."""
         with self._lock:
             return list(self.events)
+
+    def until(
+        self, done: Callable[[list[tuple[str, dict[str, Any]]]], bool], deadline: float, what: str
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The events received once ``done(events)`` holds: a state read over HTTP can be
+        ahead of its event, which is still on its way down the stream."""
+        end = time.monotonic() + deadline
+        while not done(events := self.snapshot()):
+            if time.monotonic() > end:
+                pytest.fail(f"timed out after {deadline:g}s waiting for {what}: {events[-5:]}")
+            time.sleep(0.02)
+        return events
 
     def close(self) -> None:
         """Stop following."""

@@ -169,7 +169,9 @@ def test_always_exiting_process_restarts_twice_at_once_then_stays_crashed(
             return now if now is not None and now["state"] == "CRASHED" else None
 
         final = poll(crashed, LRP_DEADLINE, "the instance to be CRASHED", interval=0.05)
-        events = recorder.snapshot()
+        events = recorder.until(
+            lambda seen: _crash_counts(seen, guid)[-1:] == [3], 10.0, "the third crash event"
+        )
     finally:
         recorder.close()
 
@@ -229,7 +231,9 @@ def test_always_exiting_process_walks_the_backoff_to_the_limit(
             return now if done else None
 
         poll(at_the_limit, 20.0, "the instance to reach 5 crashes", interval=0.05)
-        events = recorder.snapshot()
+        events = recorder.until(
+            lambda seen: _crash_counts(seen, guid)[-1:] == [5], 10.0, "the fifth crash event"
+        )
     finally:
         recorder.close()
 
@@ -252,6 +256,14 @@ def test_always_exiting_process_walks_the_backoff_to_the_limit(
         now = instances_of(node, guid)[0]
         assert (now["state"], now["crash_count"]) == ("CRASHED", 5), now
         time.sleep(0.05)
+
+
+def _crash_counts(events: list[tuple[str, dict[str, Any]]], guid: str) -> list[int]:
+    return [
+        data["crash_count"]
+        for kind, data in events
+        if kind == "actual_lrp_crashed" and data["actual_lrp"]["process_guid"] == guid
+    ]
 
 
 def _desire_fewer_behind_the_nodes_back(node: Node, guid: str, instances: int) -> None:
