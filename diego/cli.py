@@ -595,23 +595,26 @@ def cells(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
-    rows = [
-        (
-            c["cell_id"],
-            c["zone"],
-            ",".join(c["stacks"]),
-            f"{c['available']['memory_mb']}/{c['capacity']['memory_mb']}",
-            f"{c['available']['disk_mb']}/{c['capacity']['disk_mb']}",
-            str(c["containers"]),
-            "evacuating" if c["evacuating"] else "",
-        )
-        for c in found
-    ]
+    rows = [_cell_row(c) for c in found]
     header = ("CELL", "ZONE", "STACKS", "FREE MEMORY MB", "FREE DISK MB", "CONTAINERS", "")
     click.echo(_table(header, rows))
 
 
 # ------------------------------------------------------------------ output
+
+
+def _cell_row(cell: dict[str, Any]) -> tuple[str, ...]:
+    if not cell.get("reachable", True):
+        return (cell["cell_id"], "", "", "", "", "", f"unreachable: {cell.get('error', '')}")
+    return (
+        cell["cell_id"],
+        cell["zone"],
+        ",".join(cell["stacks"]),
+        f"{cell['available']['memory_mb']}/{cell['capacity']['memory_mb']}",
+        f"{cell['available']['disk_mb']}/{cell['capacity']['disk_mb']}",
+        str(cell["containers"]),
+        "evacuating" if cell["evacuating"] else "",
+    )
 
 
 def _outcome(task: Task) -> str:

@@ -47,6 +47,7 @@ from diego.models.task import TaskState
 from diego.models.work import Resources
 from diego.roles import check_roles, parse_roles
 from diego.scheduling.auctioneer import Auctioneer
+from diego.scheduling.cancels import CancelsToCells
 from diego.scheduling.cell_http import HttpCells
 from diego.scheduling.cells import CellDirectory, EmbeddedCells, PresentCells
 from diego.scheduling.convergence import Converger
@@ -393,16 +394,14 @@ async def _serve_control(
                 tail_bytes=t.tail_bytes,
                 egress=t.egress,
             ),
-            docker_cells=lambda: any(
-                "docker" in rep.executor.backend.capabilities().rootfs_providers for rep in reps
-            ),
+            cells,
             logs=logs,
         )
         if "api" in roles:
             app = make_app(
                 bbs,
                 settings,
-                cells=reps,
+                cells=cells,
                 logs=logs,
                 lrp_controller=lrps,
                 tes=tes,
@@ -414,6 +413,8 @@ async def _serve_control(
                 bbs_for_cells.add_routes(app, bbs, token)
         api = ApiServer(app, sock)
         parts = [api.run(on_listening), resolver.run(), lrps.run(), tes.run()]
+        if token:
+            parts.append(CancelsToCells(bus, cells).run())
         if "auctioneer" in roles:
             parts += [feed_auctioneer(bbs, auctioneer), auctioneer.run()]
         if "converger" in roles:

@@ -68,6 +68,12 @@ class LogTail(Protocol):
     def tail(self, log_guid: str, count: int) -> list[LogLine]: ...
 
 
+class ImageCells(Protocol):
+    """Whether some cell can run TES images: the root_fs schemes the cells run."""
+
+    async def rootfs_providers(self) -> frozenset[str]: ...
+
+
 @attrs.frozen(kw_only=True)
 class TesSettings:
     """How TES tasks become internal Tasks, and how long they are kept."""
@@ -87,13 +93,13 @@ class TesService:
         self,
         bbs: BBS,
         settings: TesSettings,
-        docker_cells: Callable[[], bool],
+        cells: ImageCells,
         logs: LogTail,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.bbs = bbs
         self.settings = settings
-        self.docker_cells = docker_cells
+        self.cells = cells
         self.logs = logs
         self.clock = clock
 
@@ -115,7 +121,7 @@ class TesService:
                 "preemptible: accepted; diego preempts no task for another, but any task "
                 "whose cell is evacuated under it ends PREEMPTED"
             )
-        use_images = self.docker_cells()
+        use_images = await self._docker_cells()
         if not use_images and self.settings.egress:
             raise InvalidRequest(
                 "executors[0].image: this node has no Docker cell, and TES egress ([tes] "
@@ -263,7 +269,10 @@ class TesService:
 
     async def _desire(self, task: TesTask) -> None:
         with contextlib.suppress(TaskGuidAlreadyExists):
-            await self.bbs.desire_task(self._internal_task(task, self.docker_cells()))
+            await self.bbs.desire_task(self._internal_task(task, await self._docker_cells()))
+
+    async def _docker_cells(self) -> bool:
+        return "docker" in await self.cells.rootfs_providers()
 
     async def follow(self, task: Task) -> None:
         """Move the TES task of ``task`` to the state ``task`` is in."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -24,11 +23,10 @@ from diego.api.keys import (
     OpenStreams,
 )
 from diego.api.routes import Reply, Route, register
-from diego.cell.rep import Rep
 from diego.config import Settings
 from diego.logs import LogStore
 from diego.models.work import LRPWork
-from diego.scheduling.cells import EmbeddedCells
+from diego.scheduling.cells import CellDirectory, EmbeddedCells
 from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 from diego.tes import TesService, TesSettings
@@ -75,7 +73,7 @@ def all_routes() -> list[Route]:
 def make_app(
     bbs: BBS,
     settings: Settings,
-    cells: Sequence[Rep] = (),
+    cells: CellDirectory | None = None,
     logs: LogStore | None = None,
     lrp_controller: LRPController | None = None,
     tes: TesService | None = None,
@@ -87,12 +85,11 @@ def make_app(
     app[BBS_KEY] = bbs
     app[SETTINGS_KEY] = settings
     app[STREAMS_KEY] = OpenStreams()
-    app[CELLS_KEY] = cells
+    app[CELLS_KEY] = cells = cells or EmbeddedCells(())
     app[LOGS_KEY] = logs = logs if logs is not None else LogStore(bbs.clock)
-    app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, EmbeddedCells(()))
-    app[tes_api.TES_KEY] = tes or TesService(bbs, TesSettings(), lambda: False, logs)
-    evacuations: set[asyncio.Task[None]] = set()
-    app[cells_api.EVACUATIONS_KEY] = evacuations
+    app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, cells)
+    app[tes_api.TES_KEY] = tes or TesService(bbs, TesSettings(), cells, logs)
+    app[cells_api.EVACUATIONS_KEY] = {}
     register(app, all_routes())
     if cell_token:
         bbs_for_cells.add_routes(app, bbs, cell_token)

@@ -1,53 +1,60 @@
-"""/v1/cells: the cells of this node, and evacuating one."""
+"""/v1/cells: the cells of this node (its own, and those on other machines), and
+evacuating one."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
-import attrs
 from aiohttp import web
 
 from diego.api.json import json_response
 from diego.api.keys import CELLS_KEY
 from diego.api.routes import Param, Reply, Route
-from diego.models.errors import CellNotFound
+from diego.models.codec import encode
+from diego.models.errors import CellNotFound, DiegoError
+from diego.scheduling.cells import CellClient
+
+log = logging.getLogger("diego.api.cells")
 
 
 async def list_cells(request: web.Request) -> web.Response:
-    """Every cell: identity, stacks, capacity, free capacity, capabilities."""
+    """Every cell, embedded or on another machine: identity, stacks, capacity, free
+    capacity, capabilities; a cell whose presence holds but which does not answer is
+    listed as unreachable."""
     out = []
-    for rep in request.app[CELLS_KEY]:
-        state = await rep.state()
-        out.append(
-            {
-                "cell_id": rep.cell_id,
-                "zone": rep.zone,
-                "stacks": list(rep.stacks),
-                "rootfs_providers": sorted(state.rootfs_providers),
-                "capacity": attrs.asdict(state.total),
-                "available": attrs.asdict(state.available),
-                "containers": len(rep.executor.containers()),
-                "evacuating": rep.evacuating,
-                "capabilities": attrs.asdict(rep.executor.backend.capabilities()),
-            }
-        )
+    for cell in await request.app[CELLS_KEY].clients():
+        try:
+            report = await cell.report()
+        except DiegoError as e:
+            out.append({"cell_id": cell.cell_id, "reachable": False, "error": str(e)})
+            continue
+        out.append({**encode(report), "reachable": True})
     return json_response(out)
 
 
 async def evacuate_cell(request: web.Request) -> web.Response:
     """Start evacuating a cell: it takes no new work; its Tasks get the evacuation timeout."""
     cell_id = request.match_info["cell_id"]
-    for rep in request.app[CELLS_KEY]:
-        if rep.cell_id == cell_id:
-            if not rep.evacuating:
-                task = asyncio.create_task(rep.evacuate(), name=f"evacuate {cell_id}")
-                request.app[EVACUATIONS_KEY].add(task)
-                task.add_done_callback(request.app[EVACUATIONS_KEY].discard)
-            return json_response({"cell_id": cell_id, "evacuating": True}, status=202)
-    raise CellNotFound(f"cell {cell_id!r} not found")
+    cell = await request.app[CELLS_KEY].get(cell_id)
+    if cell is None:
+        raise CellNotFound(f"cell {cell_id!r} not found")
+    evacuations = request.app[EVACUATIONS_KEY]
+    if cell_id not in evacuations:
+        # Kept once done too: a cell evacuates once.
+        evacuations[cell_id] = asyncio.create_task(_evacuate(cell), name=f"evacuate {cell_id}")
+    return json_response({"cell_id": cell_id, "evacuating": True}, status=202)
 
 
-EVACUATIONS_KEY = web.AppKey("evacuations", set[asyncio.Task[None]])
+async def _evacuate(cell: CellClient) -> None:
+    try:
+        await cell.evacuate()
+    except DiegoError as e:
+        log.warning("evacuation-not-started cell=%s reason=%s", cell.cell_id, e)
+
+
+EVACUATIONS_KEY = web.AppKey("evacuations", dict[str, asyncio.Task[None]])
+"""The evacuations this API started, by cell id."""
 
 ROUTES = [
     Route(

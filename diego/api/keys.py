@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 
 from diego.bus import Subscription
-from diego.cell.rep import Rep
 from diego.config import Settings
 from diego.logs import LogStore
+from diego.scheduling.cells import CellDirectory
 from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 
@@ -31,8 +30,8 @@ class OpenStreams:
 
 
 STREAMS_KEY = web.AppKey("streams", OpenStreams)
-CELLS_KEY = web.AppKey("cells", Sequence[Rep])
-"""The cells this node runs (embedded reps)."""
+CELLS_KEY = web.AppKey("cells", CellDirectory)
+"""The cells of this node: its own, and those on other machines."""
 
 LOGS_KEY = web.AppKey("logs", LogStore)
 """Container logs."""

@@ -33,7 +33,7 @@ from diego.cell.executor import (
 )
 from diego.cell.reconcile import Action, ContainerState, ContainerView, TaskView, decide_task
 from diego.cell.reconcile_lrp import LRPAction, LRPContainerView, LRPDecision, decide_lrp
-from diego.models.cells import CellPresence
+from diego.models.cells import CellPresence, CellReport
 from diego.models.errors import (
     ActualLRPNotFound,
     DiegoError,
@@ -195,6 +195,29 @@ class Rep:
                 collections.Counter(c.process_guid for c in self.executor.lrp_containers())
             ),
         )
+
+    async def report(self) -> CellReport:
+        """What an operator is shown of this cell."""
+        state = await self.state()
+        return CellReport(
+            cell_id=self.cell_id,
+            zone=self.zone,
+            stacks=self.stacks,
+            rootfs_providers=tuple(sorted(state.rootfs_providers)),
+            capacity=state.total,
+            available=state.available,
+            containers=len(self.executor.containers()),
+            evacuating=self.evacuating,
+            capabilities=self.executor.backend.capabilities(),
+            url=self.url,
+        )
+
+    async def cancel_task(self, guid: str) -> None:
+        """The BBS cancelled the Task ``guid``: if its container runs here, stop it now
+        rather than at the next poll."""
+        container = self.executor.get(guid)
+        if container is not None and container.state is not ContainerState.COMPLETED:
+            await self.reconcile(guid)
 
     async def perform(self, work: Sequence[TaskWork | LRPWork]) -> list[TaskWork | LRPWork]:
         """Take the work that fits: reserve each container; the rest is returned."""

@@ -3,8 +3,10 @@
 Under ``/internal/rep/v1/cells/CELL_ID`` (a cell node may run several cells):
 
 - ``GET state``: the cell's snapshot, as the auction reads it;
+- ``GET report``: what an operator is shown of it (``GET /v1/cells`` on the node);
 - ``POST work``: a ``WorkBatch`` to perform; the answer is the batch it refused;
 - ``POST stop_lrp``: an ActualLRP to stop; ``{"stopped": bool}``;
+- ``POST cancel_task``: ``{"task_guid": ...}``, a Task the BBS cancelled (204);
 - ``POST evacuate``: start evacuating (202);
 - ``GET ping``: whether the cell answers, and whether it has announced itself.
 
@@ -22,7 +24,8 @@ from aiohttp import web
 
 from diego.api import link_auth
 from diego.api.json import decode_model, json_response, read_json
-from diego.models.cell_link import REP_PREFIX
+from diego.models.cell_link import REP_PREFIX, TaskCancel
+from diego.models.cells import CellReport
 from diego.models.codec import encode
 from diego.models.errors import InvalidArguments
 from diego.models.limits import Limits
@@ -46,6 +49,10 @@ class ServedRep(Protocol):
     async def perform(self, work: list[Work]) -> list[Work]: ...
 
     async def stop_lrp(self, actual: ActualLRP) -> bool: ...
+
+    async def cancel_task(self, guid: str) -> None: ...
+
+    async def report(self) -> CellReport: ...
 
     async def evacuate(self) -> None: ...
 
@@ -76,6 +83,9 @@ def add_routes(
     async def state(request: web.Request) -> web.Response:
         return json_response(encode(await rep_of(request).state()))
 
+    async def report(request: web.Request) -> web.Response:
+        return json_response(encode(await rep_of(request).report()))
+
     async def work(request: web.Request) -> web.Response:
         rep = rep_of(request)
         batch = decode_model(await read_json(request), WorkBatch, InvalidArguments, limits)
@@ -86,6 +96,12 @@ def add_routes(
         rep = rep_of(request)
         actual = decode_model(await read_json(request), ActualLRP, InvalidArguments, limits)
         return json_response({"stopped": await rep.stop_lrp(actual)})
+
+    async def cancel_task(request: web.Request) -> web.Response:
+        rep = rep_of(request)
+        cancel = decode_model(await read_json(request), TaskCancel, InvalidArguments, limits)
+        await rep.cancel_task(cancel.task_guid)
+        return web.Response(status=204)
 
     async def evacuate(request: web.Request) -> web.Response:
         rep = rep_of(request)
@@ -101,6 +117,8 @@ def add_routes(
     cell = REP_PREFIX + "/{cell_id}"
     app.router.add_get(cell + "/state", guarded(state))
     app.router.add_post(cell + "/work", guarded(work))
+    app.router.add_get(cell + "/report", guarded(report))
     app.router.add_post(cell + "/stop_lrp", guarded(stop_lrp))
+    app.router.add_post(cell + "/cancel_task", guarded(cancel_task))
     app.router.add_post(cell + "/evacuate", guarded(evacuate))
     app.router.add_get(cell + "/ping", guarded(ping))

@@ -29,6 +29,13 @@ REP_PREFIX = "/internal/rep/v1/cells"
 
 
 @attrs.frozen
+class TaskCancel:
+    """The body of the rep API's ``POST cancel_task``: the Task the BBS cancelled."""
+
+    task_guid: str
+
+
+@attrs.frozen
 class Result:
     """How a verb's answer crosses: one model, a list of them, a (before, after) pair
     (``before`` optional when ``maybe_before``), or nothing."""

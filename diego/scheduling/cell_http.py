@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 
 from diego.api import link_auth
-from diego.models.cell_link import REP_PREFIX
-from diego.models.cells import CellPresence
+from diego.models.cell_link import REP_PREFIX, TaskCancel
+from diego.models.cells import CellPresence, CellReport
 from diego.models.codec import decode, encode
 from diego.models.errors import DiegoError
 from diego.models.lrp import ActualLRP
@@ -58,6 +58,8 @@ class HttpCell:
                 headers=self._headers,
                 timeout=self._timeout,
             ) as reply:
+                if reply.status == 204:
+                    return None
                 if reply.status not in (200, 202):
                     text = await reply.text()
                     raise CellUnreachable(
@@ -81,9 +83,19 @@ class HttpCell:
         except ValueError as e:
             raise CellUnreachable(f"cell {self._cell_id} sent a bad answer: {e}") from None
 
+    async def report(self) -> CellReport:
+        data = await self._call("GET", "report")
+        try:
+            return decode(CellReport, data)
+        except ValueError as e:
+            raise CellUnreachable(f"cell {self._cell_id} sent a bad report: {e}") from None
+
     async def stop_lrp(self, actual: ActualLRP) -> bool:
         data = await self._call("POST", "stop_lrp", encode(actual))
         return isinstance(data, dict) and data.get("stopped") is True
+
+    async def cancel_task(self, guid: str) -> None:
+        await self._call("POST", "cancel_task", encode(TaskCancel(task_guid=guid)))
 
     async def evacuate(self) -> None:
         await self._call("POST", "evacuate")

@@ -1,9 +1,10 @@
-"""The cells the scheduling loops reach, as the narrow protocol each needs of one.
+"""The cells the control node reaches: Diego's rep client, and where to find cells.
 
 The auctioneer reads a cell's snapshot and gives it work; the LRP controller asks
-the cell that runs an instance to stop it. Both find cells in a ``CellDirectory``.
-An embedded cell's rep is its own client (in-process); a cell on another machine
-is reached over HTTP by a client of the same protocol.
+the cell that runs an instance to stop it; the cancels part tells a cell of a Task
+the BBS cancelled; the API reports cells and evacuates one. All find cells in a
+``CellDirectory``. An embedded cell's rep is its own client (in-process); a cell on
+another machine is reached over HTTP by a client of the same protocol.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from diego.models.cells import CellPresence
+from diego.models.cells import CellPresence, CellReport
 from diego.models.lrp import ActualLRP
 from diego.models.work import CellSnapshot, Work
 
@@ -34,6 +35,18 @@ class CellClient(Protocol):
         """Stop the instance ``actual``; False if it is not this cell's."""
         ...
 
+    async def cancel_task(self, guid: str) -> None:
+        """The BBS cancelled the Task ``guid``: stop its container if it runs here."""
+        ...
+
+    async def report(self) -> CellReport:
+        """What an operator is shown of the cell."""
+        ...
+
+    async def evacuate(self) -> None:
+        """Take no new work; move the cell's instances away, let its Tasks finish."""
+        ...
+
 
 class CellDirectory(Protocol):
     """Where the scheduling loops find cells."""
@@ -44,6 +57,10 @@ class CellDirectory(Protocol):
 
     async def get(self, cell_id: str) -> CellClient | None:
         """The cell ``cell_id``, or None if there is none of that id."""
+        ...
+
+    async def rootfs_providers(self) -> frozenset[str]:
+        """The root_fs schemes some cell can run now."""
         ...
 
 
@@ -59,6 +76,9 @@ class EmbeddedCells:
 
     async def get(self, cell_id: str) -> CellClient | None:
         return self._cells.get(cell_id)
+
+    async def rootfs_providers(self) -> frozenset[str]:
+        return await _providers(self._clients)
 
 
 class Presences(Protocol):
@@ -102,3 +122,16 @@ class PresentCells:
         if cell_id in self._embedded:
             return self._embedded[cell_id]
         return next((c for c in await self.clients() if c.cell_id == cell_id), None)
+
+    async def rootfs_providers(self) -> frozenset[str]:
+        found = set(await _providers(self._embedded.values()))
+        for presence in await self._presences.cell_presences():
+            found.update(presence.rootfs_providers)
+        return frozenset(found)
+
+
+async def _providers(cells: Iterable[CellClient]) -> frozenset[str]:
+    found: set[str] = set()
+    for cell in cells:
+        found.update((await cell.state()).rootfs_providers)
+    return frozenset(found)

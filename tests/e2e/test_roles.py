@@ -7,10 +7,11 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .conftest import DIEGO, Server, clean_env, no_traceback, poll
+from .conftest import DIEGO, Server, clean_env, no_traceback, poll, run_cli
 from .helpers_cells import (
     CellServer,
     cell_server_in,
@@ -47,8 +48,14 @@ def cell(tmp_path: Path) -> Iterator[CellServer]:
         yield helper
 
 
-def start_cell(cell: CellServer, control: Server, token: str = TOKEN) -> str:
-    config = write_config(cell.tmp_path / "diego.toml", [cell.tmp_path])
+def start_cell(
+    cell: CellServer,
+    control: Server,
+    token: str = TOKEN,
+    cell_settings: dict[str, Any] | None = None,
+) -> str:
+    overrides = {"cell": cell_settings} if cell_settings else {}
+    config = write_config(cell.tmp_path / "diego.toml", [cell.tmp_path], **overrides)
     return cell.start(
         "--role",
         "cell",
@@ -80,6 +87,29 @@ def test_a_task_submitted_to_the_control_node_runs_on_the_remote_cell(
     assert (done["failed"], done["cell_id"]) == (False, "cell-b"), done
     assert done["result"].startswith("ran on "), done
     assert "cells-of-a-remote-bbs" in cell.stderr
+    (listed,) = control.request("GET", "/v1/cells").body
+    assert (listed["cell_id"], listed["zone"], listed["reachable"]) == ("cell-b", "z1", True)
+    assert listed["url"] == cell.url, listed
+    shown = run_cli("cells", api=control.url)
+    assert shown.code == 0, shown.err
+    row = next(line.split() for line in shown.out.splitlines() if "cell-b" in line)
+    assert row[:2] == ["cell-b", "z1"], shown.out
+
+
+def test_a_cancel_on_the_control_node_stops_the_task_on_the_remote_cell_at_once(
+    control: Server, cell: CellServer
+) -> None:
+    """The control node tells the cell: its container stops though the cell would not
+    poll for an hour."""
+    start_cell(cell, control, cell_settings={"poll_interval": 3600.0})
+    guid, marker = unique("cancel"), unique("mark")
+    body = task(guid, sh("sleep 1000"), marker=marker)
+    assert control.post_json("/v1/tasks", body).status == 201
+    poll(lambda: marked_processes(marker) or None, 20.0, "the Task's processes", interval=0.1)
+    assert control.request("POST", f"/v1/tasks/{guid}/cancel").status in (200, 204)
+    poll(lambda: not marked_processes(marker) or None, 10.0, "its processes to end")
+    done = control.request("GET", f"/v1/tasks/{guid}").body
+    assert (done["state"], done["failure_reason"]) == ("COMPLETED", "cancelled"), done
 
 
 def test_an_lrp_runs_on_the_remote_cell_and_is_stopped_there(

@@ -4,6 +4,8 @@ aiohttp server over a real store, and the rep's client of it (``HttpBBS``)."""
 # ruff: noqa: F811  (the world fixture, imported from test_rep)
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,6 +19,7 @@ from diego.api.errors import json_errors
 from diego.cell import rep_api
 from diego.cell.bbs_http import BBSUnreachable, HttpBBS
 from diego.cell.rep import Rep
+from diego.models.actions import RunAction
 from diego.models.cell_link import PREFIX, REP_PREFIX
 from diego.models.cells import CellPresence
 from diego.models.errors import (
@@ -29,7 +32,10 @@ from diego.models.errors import (
 from diego.models.lrp import ActualLRP, ActualLRPState
 from diego.models.task import TaskState
 from diego.models.work import Resources, TaskWork
+from diego.scheduling.cancels import CancelsToCells
 from diego.scheduling.cell_http import CellUnreachable, HttpCell
+from diego.scheduling.cells import EmbeddedCells
+from tests.integration.processes import eventually, host_pids_with, sleep_arg, sleeping
 from tests.integration.test_rep import TOTAL, World, sh, world  # noqa: F401
 
 TOKEN = "s3cret-cell-token"
@@ -219,3 +225,35 @@ async def test_a_remote_cell_refuses_a_caller_without_the_token(
 async def test_an_unreachable_cell_is_one_error(session: aiohttp.ClientSession) -> None:
     with pytest.raises(CellUnreachable, match="did not answer"):
         await HttpCell("cell-b", "http://127.0.0.1:9", TOKEN, session, timeout=2).state()
+
+
+async def test_a_remote_cell_reports_itself_whole(
+    rep_served: tuple[Rep, str], session: aiohttp.ClientSession
+) -> None:
+    """GET /v1/cells of a control node shows a remote cell as its rep reports itself."""
+    rep, url = rep_served
+    assert await HttpCell("cell-b", url, TOKEN, session).report() == await rep.report()
+
+
+async def test_a_cancel_reaches_a_remote_cell_at_once(
+    world: World, rep_served: tuple[Rep, str], session: aiohttp.ClientSession
+) -> None:
+    """The control node tells the cell of a Task the BBS cancelled: its container is
+    gone at once, though the rep neither polls nor hears the BBS's bus."""
+    rep, url = rep_served  # its loops are not running: no poll, no bus
+    cancels = asyncio.create_task(
+        CancelsToCells(world.bus, EmbeddedCells([HttpCell("cell-b", url, TOKEN, session)])).run()
+    )
+    try:
+        arg = sleep_arg()
+        task = await world.desire(RunAction(path="/bin/sleep", args=(arg,)))
+        assert await rep.perform([TaskWork.from_task(task)]) == []
+        await world.task_until(task.task_guid, lambda t: t.state is TaskState.RUNNING)
+        assert await eventually(lambda: bool(sleeping(arg)))
+        await world.bbs.cancel_task(task.task_guid)
+        assert await eventually(lambda: rep.executor.get(task.task_guid) is None, within=5.0)
+        assert await eventually(lambda: not host_pids_with(arg), within=1.0)
+    finally:
+        cancels.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancels

@@ -43,6 +43,20 @@ CELL = "cell-1"
 HOUR = 3600.0
 
 
+@attrs.frozen
+class Cells:
+    """Cells that run these root_fs schemes (the service's ``ImageCells``)."""
+
+    providers: frozenset[str]
+
+    async def rootfs_providers(self) -> frozenset[str]:
+        return self.providers
+
+
+DOCKER_CELLS = Cells(frozenset({"preloaded", "docker"}))
+LOCAL_CELLS = Cells(frozenset({"preloaded"}))
+
+
 @attrs.define
 class World:
     """A store, its BBS on a bus, a clock the test moves, and a TES service."""
@@ -57,7 +71,7 @@ class World:
         """A new node's TES service over the same store (a new bus, nothing followed)."""
         bbs = BBS(self.store, Bus[Event](), self.clock)
         return TesService(
-            bbs, TesSettings(**settings), lambda: True, LogStore(self.clock), clock=self.clock.now
+            bbs, TesSettings(**settings), DOCKER_CELLS, LogStore(self.clock), clock=self.clock.now
         )
 
     async def tes(self, task_id: str) -> TesTask:
@@ -72,7 +86,8 @@ def make_world(store: Store, *, docker: bool = True, **settings: Any) -> World:
     clock = FakeClock()
     bbs = BBS(store, Bus[Event](), clock)
     logs = LogStore(clock)
-    service = TesService(bbs, TesSettings(**settings), lambda: docker, logs, clock=clock.now)
+    cells = DOCKER_CELLS if docker else LOCAL_CELLS
+    service = TesService(bbs, TesSettings(**settings), cells, logs, clock=clock.now)
     return World(store, clock, bbs, service, logs)
 
 
@@ -677,7 +692,7 @@ async def test_prune_removes_only_old_finished_tasks(world: World) -> None:
     service = TesService(
         world.bbs,
         TesSettings(retention=HOUR, prune_interval=HOUR),
-        lambda: True,
+        DOCKER_CELLS,
         LogStore(world.clock),
         clock=world.clock.now,
     )

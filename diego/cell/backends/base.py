@@ -17,6 +17,7 @@ from typing import Protocol
 
 import attrs
 
+from diego.models.cells import Capabilities
 from diego.models.task import SecurityGroupRule
 
 OutputSink = Callable[[str], None]
@@ -70,23 +71,6 @@ class ProcessSpec:
     # A name for the process, unique in its container, that a restarted cell can
     # find it again by (``Backend.attach``); "" for a process nobody looks for again.
     key: str = ""
-
-
-@attrs.frozen
-class Capabilities:
-    """What a backend can enforce on this machine; said at start and in GET /v1/cells."""
-
-    backend: str
-    memory_limit: bool
-    cpu_weight: bool
-    disk_limit: bool
-    user_namespaces: bool
-    network_isolation: bool
-    egress_rules: str  # how security group rules are honoured
-    pids_limit: bool = False  # whether max_pids is enforced
-    notes: tuple[str, ...] = ()
-    rootfs_providers: tuple[str, ...] = ("preloaded",)  # root_fs schemes the backend runs
-    unprivileged: str = ""  # what privileged=false means here
 
 
 class GuidLocks:

@@ -54,7 +54,6 @@ import attrs
 
 from diego.cell.backends.base import (
     BackendError,
-    Capabilities,
     ContainerSpec,
     GuidLocks,
     Leftover,
@@ -73,6 +72,7 @@ from diego.cell.backends.shim import (
     tail,
     unrecorded,
 )
+from diego.models.cells import Capabilities
 
 log = logging.getLogger("diego.cell.local")
 
