@@ -14,7 +14,14 @@ import attrs
 from diego.models.lrp import ActualLRP, ActualLRPKey
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.models.work import TaskWork
-from diego.scheduling.converger import ConvergerSettings, Plan, TaskSnapshot, TaskView, plan
+from diego.scheduling.converger import (
+    ConvergerSettings,
+    Plan,
+    TaskSnapshot,
+    TaskView,
+    plan,
+    watch_cells,
+)
 from diego.scheduling.lrp_converger import (
     DesiredLRPView,
     LRPConvergerSettings,
@@ -50,12 +57,40 @@ class Converger:
         self.lrp_settings = lrp_settings or LRPConvergerSettings()
         self.start_lrps = start_lrps
         self.stop_lrp = stop_lrp
+        self._cells_gone = asyncio.Event()
 
     async def run(self) -> None:
-        """Converge until cancelled."""
+        """Converge every ``interval``, and at once when a cell's presence expires (its
+        Tasks fail and its LRP instances start elsewhere now, not at the next tick),
+        until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_cells())
+            group.create_task(self._tick())
+
+    async def _watch_cells(self) -> None:
+        live: frozenset[str] = frozenset()
+        while True:
+            try:
+                seen = watch_cells(
+                    live, await self.bbs.cell_expiries(), self.bbs.clock.now(), self.interval
+                )
+            except Exception:
+                log.exception("cell-watch-failed")
+                await asyncio.sleep(self.interval)
+                continue
+            if seen.gone:
+                log.info("cells-disappeared cells=%s: converging now", ",".join(sorted(seen.gone)))
+                self._cells_gone.set()
+            live = seen.live
+            await asyncio.sleep(seen.next_look)
+
+    async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._cells_gone.wait()
+            self._cells_gone.clear()
             started = loop.time()
             try:
                 await self.converge()

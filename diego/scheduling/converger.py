@@ -35,7 +35,7 @@ is sorted by Task guid, so a plan does not depend on the order of the snapshot.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import attrs
@@ -198,3 +198,31 @@ def plan(snapshot: TaskSnapshot, now: int, settings: ConvergerSettings) -> Plan:
         demote=tuple(sorted(demote)),
         delete=tuple(sorted(delete)),
     )
+
+
+@attrs.frozen
+class CellWatch:
+    """What a look at the cells' presences found: who is live, who went since the last
+    look, and how long until the next look is worth taking."""
+
+    live: frozenset[str]
+    gone: frozenset[str]
+    next_look: float  # seconds
+
+
+def watch_cells(
+    before: frozenset[str], expiries: Mapping[str, int], now: int, longest: float
+) -> CellWatch:
+    """The cells live at ``now`` by their presences' ``expiries`` (ns), those of
+    ``before`` no longer live, and when to look again: just after the soonest live
+    presence would expire if not renewed, and at most ``longest`` seconds on."""
+    live = frozenset(cell for cell, expires_at in expiries.items() if expires_at > now)
+    soonest = min((expiries[cell] for cell in live), default=None)
+    next_look = longest
+    if soonest is not None:
+        next_look = min(longest, (soonest - now) / 1e9 + PAST_EXPIRY)
+    return CellWatch(live=live, gone=before - live, next_look=max(next_look, PAST_EXPIRY))
+
+
+PAST_EXPIRY = 0.01
+"""Seconds past a presence's expiry before looking: at the instant itself it still holds."""

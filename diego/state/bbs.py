@@ -140,6 +140,10 @@ class BBS:
         """The cells alive now."""
         return await self.store.cell_presences(self.clock.now())
 
+    async def cell_expiries(self) -> dict[str, int]:
+        """The cells alive now, and when each presence expires unless renewed (ns)."""
+        return await self.store.cell_expiries(self.clock.now())
+
     async def remove_cell_presence(self, cell_id: str) -> None:
         """Forget a cell."""
         await self.store.remove_cell_presence(cell_id)

@@ -426,6 +426,11 @@ class Store:
         rows = await self._rows(_PRESENCES, {"now": now})
         return [decode_trusted(CellPresence, json.loads(row.presence)) for row in rows]
 
+    async def cell_expiries(self, now: int) -> dict[str, int]:
+        """The cells whose presence has not expired at ``now``: when each would (ns)."""
+        rows = await self._rows(_EXPIRIES, {"now": now})
+        return {row.cell_id: row.expires_at for row in rows}
+
     async def remove_cell_presence(self, cell_id: str) -> None:
         """Forget a cell (it stopped)."""
         await self._execute(cells.delete().where(cells.c.cell_id == cell_id))
@@ -1222,6 +1227,9 @@ def _task_page(after: bool, domain: bool) -> Prepared:
 
 _PRESENCES = Prepared(
     sa.select(cells.c.presence).where(cells.c.expires_at > _param("now")).order_by(cells.c.cell_id)
+)
+_EXPIRIES = Prepared(
+    sa.select(cells.c.cell_id, cells.c.expires_at).where(cells.c.expires_at > _param("now"))
 )
 _DOMAINS = Prepared(
     sa.select(domains)
