@@ -7,29 +7,14 @@ publishes each line on its own bus for followers.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict, deque
-from typing import Any
-
-import attrs
 
 from diego.bus import Bus, Subscription
 from diego.clock import Clock
+from diego.models.logs import LogBatch, LogLine
 
-
-@attrs.frozen
-class LogLine:
-    """One line of output."""
-
-    log_guid: str
-    source_type: str  # the log_source: "TASK", or a run action's own
-    source_instance: str
-    message: str
-    stream: str  # "OUT" or "ERR"
-    timestamp: int  # ns since the epoch
-
-    def data(self) -> dict[str, Any]:
-        """The line as JSON data."""
-        return attrs.asdict(self)
+log = logging.getLogger("diego.logs")
 
 
 class LogStore:
@@ -41,12 +26,17 @@ class LogStore:
         self.keep_guids = keep_guids
         self.bus: Bus[LogLine] = Bus()
         self._recent: OrderedDict[str, deque[LogLine]] = OrderedDict()
+        self._shipped: dict[str, int] = {}  # a shipping source → the last seq taken
 
     def emit(self, log_guid: str, source: str, message: str, stream: str = "OUT") -> None:
         """Record a line (lines of Tasks with no log_guid are not kept)."""
         if not log_guid:
             return
-        line = LogLine(log_guid, source, "0", message, stream, self.clock.now())
+        self.record(LogLine(log_guid, source, "0", message, stream, self.clock.now()))
+
+    def record(self, line: LogLine) -> None:
+        """Keep ``line`` (made here, or on a cell on another machine) and publish it."""
+        log_guid = line.log_guid
         recent = self._recent.get(log_guid)
         if recent is None:
             recent = self._recent[log_guid] = deque(maxlen=self.keep_lines)
@@ -56,6 +46,18 @@ class LogStore:
             self._recent.move_to_end(log_guid)
         recent.append(line)
         self.bus.publish(line)
+
+    async def ship_logs(self, batch: LogBatch) -> None:
+        """Take the lines a cell node shipped, once: a batch sent again is known by its
+        source and seq."""
+        if batch.seq <= self._shipped.get(batch.source, -1):
+            return
+        self._shipped[batch.source] = batch.seq
+        if batch.dropped:
+            log.warning("log-lines-dropped source=%s count=%d", batch.source, batch.dropped)
+        for line in batch.lines:
+            if line.log_guid:
+                self.record(line)
 
     def tail(self, log_guid: str, count: int) -> list[LogLine]:
         """The last ``count`` lines of ``log_guid`` kept."""

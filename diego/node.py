@@ -36,7 +36,8 @@ from diego.cell.backends.docker import DockerBackend, DockerOptions, remove_stra
 from diego.cell.backends.local import LocalBackend
 from diego.cell.backends.local import remove_strays as remove_local_strays
 from diego.cell.bbs_http import HttpBBS
-from diego.cell.executor import Executor, MonitorSettings
+from diego.cell.executor import Executor, LogSink, MonitorSettings
+from diego.cell.log_shipping import LogShipper, ShippingSettings
 from diego.cell.rep import BBSClient, Rep, RepSettings
 from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
@@ -187,7 +188,7 @@ async def build_cells(
     settings: Settings,
     bbs: BBSClient,
     bus: Bus[Event],
-    logs: LogStore,
+    logs: LogSink,
     transfers: Transfers,
     capacity_freed: asyncio.Event,
     url: str = "",
@@ -315,8 +316,18 @@ async def _serve_cells(
             # The cell's own bus: the BBS's events stay on its machine, so the reps
             # find cancels and stops on their polls.
             bus: Bus[Event] = Bus(settings.events.queue_size)
-            logs = LogStore(clock, settings.logs.keep_lines, settings.logs.keep_guids)
-            reps = await build_cells(settings, bbs, bus, logs, transfers, asyncio.Event(), url)
+            g = settings.logs
+            shipper = LogShipper(
+                bbs,
+                clock,
+                ShippingSettings(
+                    interval=g.ship_interval,
+                    batch_lines=g.ship_batch_lines,
+                    buffer_lines=g.ship_buffer_lines,
+                    retry_interval=g.ship_retry_interval,
+                ),
+            )
+            reps = await build_cells(settings, bbs, bus, shipper, transfers, asyncio.Event(), url)
             app = web.Application(
                 middlewares=[json_errors], client_max_size=settings.server.max_body_bytes
             )
@@ -324,7 +335,7 @@ async def _serve_cells(
             rep_api.add_routes(app, reps, token, settings.limits)
             log.info("cells-of-a-remote-bbs bbs=%s advertised=%s", settings.node.bbs_url, url)
             api = ApiServer(app, sock)
-            parts = [api.run(on_listening), *(rep.run() for rep in reps)]
+            parts = [api.run(on_listening), shipper.run(), *(rep.run() for rep in reps)]
             await _run_parts(parts, reps, stopping or asyncio.Event())
         finally:
             await transfers.close()
@@ -410,7 +421,7 @@ async def _serve_control(
         else:  # the BBS's internal API alone, for its cells
             app = web.Application(client_max_size=settings.server.max_body_bytes)
             if token:
-                bbs_for_cells.add_routes(app, bbs, token)
+                bbs_for_cells.add_routes(app, bbs, token, logs)
         api = ApiServer(app, sock)
         parts = [api.run(on_listening), resolver.run(), lrps.run(), tes.run()]
         if token:

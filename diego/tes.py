@@ -29,7 +29,6 @@ import attrs
 from diego.bus import follow
 from diego.cell.rep import EVACUATION_FAILURE
 from diego.cell.tes_job import logs_of_lines, report_of
-from diego.logs import LogLine
 from diego.models.codec import InvalidDocument, decode, encode
 from diego.models.errors import (
     DiegoError,
@@ -39,6 +38,7 @@ from diego.models.errors import (
     TesTaskNotFound,
 )
 from diego.models.events import Event, TaskChanged, TaskCreated
+from diego.models.logs import LogLine
 from diego.models.task import SecurityGroupRule, Task, TaskCreateRequest, TaskState
 from diego.models.tes import (
     FINAL_STATES,

@@ -92,7 +92,7 @@ def make_app(
     app[cells_api.EVACUATIONS_KEY] = {}
     register(app, all_routes())
     if cell_token:
-        bbs_for_cells.add_routes(app, bbs, cell_token)
+        bbs_for_cells.add_routes(app, bbs, cell_token, logs)
 
     async def end_streams(app: web.Application) -> None:
         # Event streams end when their subscriptions do; otherwise shutdown

@@ -17,12 +17,13 @@ from diego.api import link_auth
 from diego.api.errors import status_of
 from diego.api.json import json_response, read_json
 from diego.models import cell_link, errors
-from diego.models.cell_link import PREFIX, VERBS
+from diego.models.cell_link import LOG_VERBS, PREFIX, VERBS
 
 
-def add_routes(app: web.Application, bbs: object, token: str) -> None:
+def add_routes(app: web.Application, bbs: object, token: str, logs: object = None) -> None:
     """Serve the cell verbs of ``bbs`` (each looked up on it by name: the BBS has them
-    all) on ``app``, to callers bearing ``token``."""
+    all) and of ``logs`` (the log store: the lines cells ship) on ``app``, to callers
+    bearing ``token``."""
     if not token:
         raise ValueError("the cell link needs a token")
 
@@ -35,8 +36,11 @@ def add_routes(app: web.Application, bbs: object, token: str) -> None:
             if verb not in VERBS:
                 known = ", ".join(VERBS)
                 raise errors.InvalidRequest(f"no verb {verb!r}: the verbs are {known}")
+            target = logs if verb in LOG_VERBS else bbs
+            if target is None:
+                raise errors.InvalidRequest(f"{verb}: this node keeps no logs")
             args = cell_link.decode_args(verb, await read_json(request))
-            result: Any = await getattr(bbs, verb)(**args)
+            result: Any = await getattr(target, verb)(**args)
         except errors.DiegoError as e:
             return json_response(cell_link.error_data(e), status=status_of(e))
         return json_response({"result": VERBS[verb].result.encode(result)})

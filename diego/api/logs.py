@@ -9,8 +9,8 @@ from aiohttp import web
 from diego.api.keys import LOGS_KEY
 from diego.api.routes import Param, Reply, Route
 from diego.api.sse import stream
-from diego.logs import LogLine
 from diego.models.errors import InvalidRequest
+from diego.models.logs import LogLine
 
 DEFAULT_TAIL = 100
 

@@ -18,6 +18,7 @@ from diego.api import link_auth
 from diego.models import cell_link
 from diego.models.cells import CellPresence
 from diego.models.errors import DiegoError
+from diego.models.logs import LogBatch
 from diego.models.lrp import ActualLRP, DesiredLRP
 from diego.models.task import Task
 from diego.models.tes import TesTask
@@ -205,3 +206,6 @@ class HttpBBS:
             instance_guid=instance_guid,
         )
         return result
+
+    async def ship_logs(self, batch: LogBatch) -> None:
+        await self._call("ship_logs", batch=batch)

@@ -22,6 +22,7 @@ import posixpath
 import shutil
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 
@@ -32,7 +33,6 @@ from diego.cell.reconcile_lrp import LRPContainerView
 from diego.cell.steps import StepContext, StepFailed, perform
 from diego.cell.tes_job import DEFAULT_TAIL_BYTES, TesJob
 from diego.cell.transfer import TransferError, Transfers, first_file_of_tar
-from diego.logs import LogStore
 from diego.models.actions import Action, DownloadAction, UploadAction
 from diego.models.lrp import DesiredLRP
 from diego.models.task import MAX_RESULT_BYTES, Task
@@ -223,6 +223,13 @@ class _Container:
         return ContainerView(self.guid, self.state, self.failed, self.failure_reason, self.result)
 
 
+class LogSink(Protocol):
+    """Where the executor writes its containers' output: the node's log store, or for
+    a cell node whose control node is on another machine, the shipper to it."""
+
+    def emit(self, log_guid: str, source: str, message: str, stream: str = "OUT") -> None: ...
+
+
 class Executor:
     """One cell's containers."""
 
@@ -230,7 +237,7 @@ class Executor:
         self,
         backend: Backend,
         total: Resources,
-        logs: LogStore,
+        logs: LogSink,
         transfers: Transfers,
         scratch: Path,
         on_event: Callable[[ContainerEvent], None] = lambda _e: None,

@@ -42,8 +42,8 @@ import attrs
 from diego.cell.backends.base import Backend, BackendError, Process, ProcessSpec, kill_and_wait
 from diego.cell.journal import Journal
 from diego.cell.transfer import TransferError, Transfers, extract_first_file, tar_as
-from diego.logs import LogLine
 from diego.models.codec import decode_trusted, encode
+from diego.models.logs import LogLine
 from diego.models.tes import (
     TesExecutor,
     TesExecutorLog,

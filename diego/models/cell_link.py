@@ -18,6 +18,7 @@ import attrs
 from diego.models import errors
 from diego.models.cells import CellPresence
 from diego.models.codec import InvalidDocument, Problem, decode, encode
+from diego.models.logs import LogBatch
 from diego.models.lrp import ActualLRP, DesiredLRP
 from diego.models.task import Task
 from diego.models.tes import TesTask
@@ -140,7 +141,10 @@ VERBS: dict[str, Verb] = {
     "remove_evacuating_actual_lrp": Verb(
         {"process_guid": _STR, "index": _INT, "instance_guid": _STR}, Result(ActualLRP)
     ),
+    "ship_logs": Verb({"batch": LogBatch}, Result(None)),
 }
+LOG_VERBS = frozenset({"ship_logs"})
+"""The verbs the node's log store answers, not its BBS."""
 
 
 def encode_args(verb: str, values: Mapping[str, Any]) -> dict[str, Any]:

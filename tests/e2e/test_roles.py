@@ -96,6 +96,27 @@ def test_a_task_submitted_to_the_control_node_runs_on_the_remote_cell(
     assert row[:2] == ["cell-b", "z1"], shown.out
 
 
+def test_the_control_node_serves_the_logs_of_a_task_on_the_remote_cell(
+    control: Server, cell: CellServer
+) -> None:
+    """``diego logs`` on the control node prints what a Task wrote on the remote cell,
+    as for an embedded cell."""
+    start_cell(cell, control)
+    guid, log_guid = unique("remote-logs"), unique("logs-guid")
+    script = "echo to-stdout; echo to-stderr >&2; echo again"
+    assert control.post_json("/v1/tasks", task(guid, sh(script), log_guid=log_guid)).status == 201
+
+    def shown() -> list[str] | None:
+        result = run_cli("logs", log_guid, api=control.url)
+        lines = result.out.splitlines()
+        return lines if result.code == 0 and "[TASK/OUT] again" in lines else None
+
+    lines = poll(shown, 20.0, "the Task's lines on the control node", interval=0.2)
+    # stdout and stderr are read apart: only each one's own order holds.
+    assert sorted(lines) == ["[TASK/ERR] to-stderr", "[TASK/OUT] again", "[TASK/OUT] to-stdout"]
+    assert lines.index("[TASK/OUT] to-stdout") < lines.index("[TASK/OUT] again")
+
+
 def test_a_cancel_on_the_control_node_stops_the_task_on_the_remote_cell_at_once(
     control: Server, cell: CellServer
 ) -> None:
