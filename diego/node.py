@@ -429,7 +429,10 @@ async def _serve_control(
         if "auctioneer" in roles:
             parts += [feed_auctioneer(bbs, auctioneer), auctioneer.run()]
         if "converger" in roles:
-            parts.append(_once_present(reps, converger.run))
+            # Cells on other machines could not renew while this node was down: a
+            # presence TTL for them to do so before their absence counts.
+            grace = settings.cell.presence_ttl if token else 0.0
+            parts.append(_once_present(reps, grace, converger.run))
         parts += [rep.run() for rep in reps]
         await _run_parts(parts, reps, stopping or asyncio.Event())
     finally:
@@ -438,10 +441,16 @@ async def _serve_control(
         await store.close()
 
 
-async def _once_present(reps: Sequence[Rep], part: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``part`` once every embedded cell has announced itself: a restarted node's
-    converger must not take its own cells, not back yet, for gone."""
+async def _once_present(
+    reps: Sequence[Rep], grace: float, part: Callable[[], Coroutine[Any, Any, None]]
+) -> None:
+    """Run ``part`` once every embedded cell has announced itself, and ``grace``
+    seconds have passed for the cells on other machines: a restarted node's converger
+    must not take cells not back yet for gone."""
     await asyncio.gather(*(rep.present.wait() for rep in reps))
+    if grace:
+        log.info("converger-waiting seconds=%g: for the cells to renew their presences", grace)
+        await asyncio.sleep(grace)
     await part()
 
 

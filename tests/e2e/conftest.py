@@ -107,6 +107,9 @@ class Server:
         self.data_dir = tmp_path / "data"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.prefix: tuple[str, ...] = ()
+        """What the command runs under, e.g. ``ip netns exec NAME`` (which execs it:
+        the pid is diego's own)."""
         self.log_path: Path | None = None
         self._all: list[subprocess.Popen[bytes]] = []
         self._logs: list[Path] = []
@@ -122,7 +125,7 @@ class Server:
         """Start ``diego serve`` and wait until it listens; its URL."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("a server is already running; stop it first")
-        args = [str(DIEGO), "serve", "--data-dir", str(self.data_dir)]
+        args = [*self.prefix, str(DIEGO), "serve", "--data-dir", str(self.data_dir)]
         if listen is not None:
             args += ["--listen", listen]
         args += extra_args
