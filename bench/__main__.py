@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "memory": "bench.memory",
     "docker": "bench.docker_task",
     "crash": "bench.crash",
+    "cells": "bench.cells",
 }
 """Benchmark name → its module, imported only when it runs."""
 
