@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "docker": "bench.docker_task",
     "crash": "bench.crash",
     "cells": "bench.cells",
+    "lost-cell": "bench.lost_cell",
 }
 """Benchmark name → its module, imported only when it runs."""
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.node import DIEGO, _wait_listening, bench_home
+from bench.node import DIEGO, _wait_listening, bench_home, marked_pids
 
 CONCURRENCY = 50
 DOMAIN = "crash"
@@ -282,15 +282,4 @@ def _settle(marker: str, count: int, deadline: float = 60.0) -> None:
 
 
 def _marked(marker: str) -> list[int]:
-    """Pids of host processes whose environment carries the bench's marker."""
-    needle = f"{MARK}={marker}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
+    return marked_pids(MARK, marker)
