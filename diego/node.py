@@ -28,7 +28,7 @@ from diego.api import bbs_for_cells
 from diego.api.app import make_app
 from diego.api.errors import BadRequestsInOneLine, json_errors
 from diego.api.keys import SETTINGS_KEY
-from diego.bus import Bus, follow
+from diego.bus import Bus
 from diego.callbacks import Resolver
 from diego.cell import rep_api
 from diego.cell.backends.base import Backend
@@ -43,8 +43,7 @@ from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
 from diego.config import Settings, cell_token
 from diego.logs import LogStore
-from diego.models.events import Event, TaskCreated
-from diego.models.task import TaskState
+from diego.models.events import Event
 from diego.models.work import Resources
 from diego.roles import check_roles, parse_roles
 from diego.scheduling.auctioneer import Auctioneer
@@ -53,6 +52,7 @@ from diego.scheduling.cell_http import HttpCells
 from diego.scheduling.cells import CellDirectory, EmbeddedCells, PresentCells
 from diego.scheduling.convergence import Converger
 from diego.scheduling.converger import ConvergerSettings
+from diego.scheduling.intake import Intake
 from diego.scheduling.lrp_converger import LRPConvergerSettings
 from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
@@ -255,26 +255,6 @@ async def build_cells(
     return reps
 
 
-async def feed_auctioneer(bbs: BBS, auctioneer: Auctioneer) -> None:
-    """Send the auctioneer every PENDING Task: those already stored, then each new one
-    (and those stored again, should it fall behind the bus)."""
-
-    async def pending() -> None:
-        auctioneer.submit(await bbs.tasks(states=[TaskState.PENDING]))
-
-    async def created(event: Event) -> None:
-        assert isinstance(event, TaskCreated)
-        auctioneer.submit([event.task])
-
-    await follow(
-        bbs.bus,
-        lambda e: isinstance(e, TaskCreated),
-        created,
-        name="auctioneer",
-        catch_up=pending,
-    )
-
-
 async def serve(
     settings: Settings,
     on_listening: Callable[[str], None] | None = None,
@@ -427,7 +407,8 @@ async def _serve_control(
         if token:
             parts.append(CancelsToCells(bus, cells).run())
         if "auctioneer" in roles:
-            parts += [feed_auctioneer(bbs, auctioneer), auctioneer.run()]
+            intake = Intake(bbs, auctioneer, lrps, settings.auction.intake_poll)
+            parts += [intake.run(), auctioneer.run()]
         if "converger" in roles:
             # Cells on other machines could not renew while this node was down: a
             # presence TTL for them to do so before their absence counts.

@@ -140,6 +140,14 @@ class BBS:
         """The cells alive now."""
         return await self.store.cell_presences(self.clock.now())
 
+    async def pending_tasks_created(self, after: int, until: int) -> list[Task]:
+        """The Tasks still PENDING that were created in (``after``, ``until``] (ns)."""
+        return await self.store.pending_tasks_created(after, until)
+
+    async def unclaimed_actual_lrps_since(self, after: int, until: int) -> list[ActualLRP]:
+        """The UNCLAIMED ActualLRPs that became so in (``after``, ``until``] (ns)."""
+        return await self.store.unclaimed_actual_lrps_since(after, until)
+
     async def cell_expiries(self) -> dict[str, int]:
         """The cells alive now, and when each presence expires unless renewed (ns)."""
         return await self.store.cell_expiries(self.clock.now())

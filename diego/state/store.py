@@ -287,6 +287,12 @@ class Store:
         rows = await self._rows(query, {"domain": domain, "cell_id": cell_id})
         return [_task(row) for row in rows]
 
+    async def pending_tasks_created(self, after: int, until: int) -> list[Task]:
+        """The Tasks still PENDING that were created in (``after``, ``until``] (ns),
+        oldest first: a range of the created index."""
+        rows = await self._rows(_PENDING_CREATED, {"after": after, "until": until})
+        return [_task(row) for row in rows]
+
     async def page_of_tasks(
         self, *, limit: int, cursor: str | None = None, domain: str | None = None
     ) -> Page:
@@ -520,6 +526,12 @@ class Store:
         query = _actual_listing(process_guid is not None, domain is not None, cell_id is not None)
         params = {"process_guid": process_guid, "domain": domain, "cell_id": cell_id}
         return list(map(_actual_of_tuple, await self._rows(query, params)))
+
+    async def unclaimed_actual_lrps_since(self, after: int, until: int) -> list[ActualLRP]:
+        """The UNCLAIMED ActualLRPs (not evacuating) that became so in (``after``,
+        ``until``] (ns): a lookup of the cell index (an UNCLAIMED one has no cell)."""
+        rows = await self._rows(_UNCLAIMED_SINCE, {"after": after, "until": until})
+        return list(map(_actual_of_tuple, rows))
 
     async def actual_lrps_versioned(self) -> list[tuple[ActualLRP, int]]:
         """Every ActualLRP with the version of its row, by (process_guid, index,
@@ -1225,6 +1237,25 @@ def _task_page(after: bool, domain: bool) -> Prepared:
     return Prepared(query)
 
 
+_PENDING_CREATED = Prepared(
+    sa.select(tasks)
+    .where(
+        tasks.c.created_at > _param("after"),
+        tasks.c.created_at <= _param("until"),
+        tasks.c.state == TaskState.PENDING.value,
+    )
+    .order_by(*_TASK_ORDER)
+)
+_UNCLAIMED_SINCE = Prepared(
+    sa.select(*(actual_lrps.c[name] for name in _ACTUAL_FIELDS), actual_lrps.c.version).where(
+        actual_lrps.c.cell_id == "",
+        actual_lrps.c.state == ActualLRPState.UNCLAIMED.value,
+        actual_lrps.c.evacuating == sa.false(),
+        actual_lrps.c.since > _param("after"),
+        actual_lrps.c.since <= _param("until"),
+    ),
+    tuples=True,
+)
 _PRESENCES = Prepared(
     sa.select(cells.c.presence).where(cells.c.expires_at > _param("now")).order_by(cells.c.cell_id)
 )

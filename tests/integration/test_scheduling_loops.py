@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from diego.scheduling.auctioneer import Auctioneer
 from diego.scheduling.cells import EmbeddedCells
 from diego.scheduling.convergence import Converger
 from diego.scheduling.converger import CELL_DISAPPEARED, EXPIRED_PENDING, ConvergerSettings
+from diego.scheduling.intake import Intake
 from diego.state.bbs import BBS
 from diego.state.schema import actual_lrps
 from diego.state.store import Store, _actual_columns, sqlite_url
@@ -397,3 +399,58 @@ async def test_an_auction_takes_at_most_max_batch_items_oldest_first(bbs: BBS) -
     await auctioneer.auction()
     await auctioneer.auction()
     assert cell.given == [f"t{i}" for i in range(5)]
+
+
+class Taken:
+    """The intake's two outlets, recording what reached them."""
+
+    def __init__(self) -> None:
+        self.tasks: list[str] = []
+        self.instances: list[tuple[str, int]] = []
+
+    def submit(self, tasks: Sequence[Task]) -> None:
+        self.tasks += [t.task_guid for t in tasks]
+
+    def request_starts(self, keys: Sequence[tuple[str, int]]) -> None:
+        self.instances += list(keys)
+
+
+async def test_the_intake_finds_in_the_store_what_no_event_brought(bbs: BBS) -> None:
+    """Work written by another node (its events on its own bus) reaches this node's
+    auctioneer by the intake's read of the store, one interval after it is made; work
+    no longer waiting by then does not."""
+    assert isinstance(bbs.clock, FakeClock)
+    taken = Taken()
+    intake = Intake(bbs, taken, taken, poll=0.02)
+    running = asyncio.create_task(intake.run())
+    try:
+        await asyncio.sleep(0.05)
+        assert taken.tasks == []  # nothing waiting at the start
+        other = BBS(bbs.store, Bus(), bbs.clock)  # another node's BBS on the same store
+        bbs.clock.advance(0.01)
+        await other.desire_task(request("waiting"))
+        await other.desire_task(request("started"))
+        await other.start_task("started", "cell-1")
+        await other.create_unclaimed_actual_lrps([("web", 0, "d"), ("web", 1, "d")])
+        await asyncio.sleep(0.1)
+        assert taken.tasks == []  # not yet an interval old
+        bbs.clock.advance(1.0)
+        for _ in range(100):
+            if taken.tasks and taken.instances:
+                break
+            await asyncio.sleep(0.02)
+        assert taken.tasks == ["waiting"]
+        assert sorted(taken.instances) == [("web", 0), ("web", 1)]
+        await asyncio.sleep(0.1)  # read once: later reads start past them
+        assert taken.tasks == ["waiting"]
+        assert len(taken.instances) == 2
+        await bbs.desire_task(request("nudged"))  # this node's event: taken at once
+        for _ in range(50):
+            if "nudged" in taken.tasks:
+                break
+            await asyncio.sleep(0.01)
+        assert taken.tasks == ["waiting", "nudged"]
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
