@@ -31,8 +31,8 @@ from diego.bus import Bus
 from diego.clock import FakeClock
 from diego.models.events import Event
 from diego.models.lrp import ActualLRP
-from diego.scheduling.convergence import Converger
-from diego.scheduling.converger import ConvergerSettings
+from diego.scheduling.convergence import ConvergerSettings
+from diego.scheduling.converger import Converger
 from diego.state.bbs import BBS
 from diego.state.store import Store, sqlite_url
 

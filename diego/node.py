@@ -50,10 +50,10 @@ from diego.scheduling.auctioneer import Auctioneer
 from diego.scheduling.cancels import CancelsToCells
 from diego.scheduling.cell_http import HttpCells
 from diego.scheduling.cells import CellDirectory, EmbeddedCells, PresentCells
-from diego.scheduling.convergence import Converger
-from diego.scheduling.converger import ConvergerSettings
+from diego.scheduling.convergence import ConvergerSettings
+from diego.scheduling.converger import Converger
 from diego.scheduling.intake import Intake
-from diego.scheduling.lrp_converger import LRPConvergerSettings
+from diego.scheduling.lrp_convergence import LRPConvergerSettings
 from diego.scheduling.lrps import LRPController
 from diego.state.bbs import BBS
 from diego.state.store import Store, sqlite_url

@@ -27,8 +27,6 @@ from typing import Any, Protocol
 import attrs
 
 from diego.bus import follow
-from diego.cell.rep import EVACUATION_FAILURE
-from diego.cell.tes_job import logs_of_lines, report_of
 from diego.models.codec import InvalidDocument, decode, encode
 from diego.models.errors import (
     DiegoError,
@@ -38,6 +36,7 @@ from diego.models.errors import (
     TesTaskNotFound,
 )
 from diego.models.events import Event, TaskChanged, TaskCreated
+from diego.models.lifecycle import EVACUATION_FAILURE
 from diego.models.logs import LogLine
 from diego.models.task import SecurityGroupRule, Task, TaskCreateRequest, TaskState
 from diego.models.tes import (
@@ -50,6 +49,7 @@ from diego.models.tes import (
     TesTaskLog,
     rfc3339,
 )
+from diego.models.tes_report import logs_of_lines, report_of
 from diego.state.bbs import BBS
 from diego.state.tes_store import TesStore
 

@@ -31,8 +31,21 @@ from diego.cell.executor import (
     RunRequest,
     lrp_request,
 )
-from diego.cell.reconcile import Action, ContainerState, ContainerView, TaskView, decide_task
-from diego.cell.reconcile_lrp import LRPAction, LRPContainerView, LRPDecision, decide_lrp
+from diego.cell.reconcile import (
+    Action,
+    ContainerState,
+    ContainerView,
+    TaskView,
+    containers_and_tasks,
+    decide_task,
+)
+from diego.cell.reconcile_lrp import (
+    LRPAction,
+    LRPContainerView,
+    LRPDecision,
+    decide_lrp,
+    pair_lrps,
+)
 from diego.models.cells import CellPresence, CellReport
 from diego.models.errors import (
     ActualLRPNotFound,
@@ -42,6 +55,7 @@ from diego.models.errors import (
     TaskNotFound,
 )
 from diego.models.events import Event, TaskChanged, TaskRemoved
+from diego.models.lifecycle import EVACUATION_FAILURE
 from diego.models.lrp import ActualLRP, ActualLRPState, DesiredLRP
 from diego.models.task import Task, TaskState
 from diego.models.tes import TES_DOMAIN, TesTask
@@ -49,7 +63,6 @@ from diego.models.work import CellSnapshot, LRPWork, Resources, TaskWork
 
 log = logging.getLogger("diego.cell.rep")
 
-EVACUATION_FAILURE = "timed out during cell evacuation"
 MOVED_ON = (TaskNotFound, InvalidStateTransition, RunningOnDifferentCell)
 """What the BBS answers a completion of a Task that is no longer this container's."""
 NO_ROOM = Resources(memory_mb=0, disk_mb=0, containers=0)
@@ -447,19 +460,22 @@ class Rep:
         return True
 
     async def reconcile_all(self) -> None:
-        """One polling pass: every container here, and every Task the BBS puts here."""
-        lrps = {c.instance_guid for c in self.executor.lrp_containers()}
-        for actual in await self.bbs.actual_lrps(cell_id=self.cell_id):
-            if actual.evacuating or actual.instance_guid in lrps:
-                continue
-            if actual.state in (ActualLRPState.CLAIMED, ActualLRPState.RUNNING):
+        """One polling pass over the pairs the tables' pairing functions make: every
+        container here with its BBS record, and every record the BBS puts here with
+        no container; each then decided on a fresh read under its guid's lock."""
+        actuals = await self.bbs.actual_lrps(cell_id=self.cell_id)
+        for lrp, actual in pair_lrps(self.cell_id, self.executor.lrp_containers(), actuals):
+            if lrp is not None:
+                await self.reconcile_lrp(lrp.instance_guid)
+            elif actual is not None:
                 await self._reconcile_lost(actual)
-        guids = {c.guid for c in self.executor.containers()}
-        for task in await self.bbs.tasks(cell_id=self.cell_id):
-            if task.state in (TaskState.CLAIMED, TaskState.RUNNING):
-                guids.add(task.task_guid)
-        for guid in sorted(guids):
-            await self.reconcile(guid)
+        tasks = [TaskView.of(t) for t in await self.bbs.tasks(cell_id=self.cell_id)]
+        containers = [c for c in self.executor.containers() if self.executor.lrp_of(c.guid) is None]
+        for container, task in containers_and_tasks(self.cell_id, containers, tasks):
+            if container is not None:
+                await self.reconcile(container.guid)
+            elif task is not None:
+                await self.reconcile(task.task_guid)
         self._prune_locks()
 
     # ------------------------------------------------------------ loops

@@ -28,12 +28,11 @@ import collections
 import fnmatch
 import json
 import posixpath
-import re
 import shutil
 import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,6 @@ from diego.cell.backends.base import Backend, BackendError, Process, ProcessSpec
 from diego.cell.journal import Journal
 from diego.cell.transfer import TransferError, Transfers, extract_first_file, tar_as
 from diego.models.codec import decode_trusted, encode
-from diego.models.logs import LogLine
 from diego.models.tes import (
     TesExecutor,
     TesExecutorLog,
@@ -56,9 +54,12 @@ from diego.models.tes import (
     is_wildcard,
     rfc3339,
 )
-
-TES_SOURCE = "TES"
-"""The log source of a TES task's own lines: which executor started, how it exited."""
+from diego.models.tes_report import (
+    TES_SOURCE,
+    executor_exited,
+    executor_source,
+    executor_started,
+)
 
 DEFAULT_TAIL_BYTES = 10 * 1024
 """How much of an executor's stdout and stderr its log keeps (the end)."""
@@ -73,64 +74,6 @@ REDIRECT = (
 )
 """Redirects only the streams named, so a stream left alone stays the pipe the cell
 reads: reopening /dev/stderr inside a sandbox of another uid is refused."""
-
-
-def executor_started(index: int) -> str:
-    """The TES source's line when executor ``index`` starts."""
-    return f"executor {index} started"
-
-
-def executor_exited(index: int, status: int) -> str:
-    """The TES source's line when executor ``index`` exits with ``status``."""
-    return f"executor {index} exited with status {status}"
-
-
-_STARTED = re.compile(r"executor (\d+) started")
-_EXITED = re.compile(r"executor (\d+) exited with status (-?\d+)")
-_EXECUTOR_SOURCE = re.compile(r"TES-EXEC-(\d+)")
-
-
-def logs_of_lines(
-    lines: Iterable[LogLine], tail_bytes: int, now: int
-) -> tuple[TesExecutorLog, ...]:
-    """The executor logs that a TES task's log lines tell, for a task that ended with no
-    report (cancelled): one for each executor up to the last that started, with its
-    times, its exit code and the end of its stdout and stderr. The one that was killed
-    has no exit code and ends ``now``. Lines the log store no longer keeps are missing."""
-    started: dict[int, int] = {}
-    exited: dict[int, tuple[int, int]] = {}
-    output: dict[tuple[int, str], list[str]] = collections.defaultdict(list)
-    for line in lines:
-        if line.source_type == TES_SOURCE:
-            if match := _STARTED.fullmatch(line.message):
-                started[int(match[1])] = line.timestamp
-            elif match := _EXITED.fullmatch(line.message):
-                exited[int(match[1])] = (line.timestamp, int(match[2]))
-        elif match := _EXECUTOR_SOURCE.fullmatch(line.source_type):
-            index = int(match[1])
-            started.setdefault(index, line.timestamp)
-            output[index, line.stream].append(line.message)
-    if not started:
-        return ()
-
-    def log_of(index: int) -> TesExecutorLog:
-        end, status = exited.get(index, (now, None))
-        start = started.get(index)
-        text = {
-            stream: "".join(f"{m}\n" for m in output[index, stream])[-tail_bytes:]
-            if tail_bytes
-            else ""
-            for stream in ("OUT", "ERR")
-        }
-        return TesExecutorLog(
-            start_time=rfc3339(start) if start is not None else None,
-            end_time=rfc3339(end),
-            stdout=text["OUT"],
-            stderr=text["ERR"],
-            exit_code=status,
-        )
-
-    return tuple(log_of(i) for i in range(max(started) + 1))
 
 
 @attrs.frozen
@@ -272,7 +215,7 @@ class TesJob:
 
     async def _execute(self, index: int, executor: TesExecutor) -> TesExecutorLog:
         tails = {"OUT": _Tail(self.tail_bytes), "ERR": _Tail(self.tail_bytes)}
-        source = f"TES-EXEC-{index}"
+        source = executor_source(index)
 
         def sink(stream: str) -> Callable[[str], None]:
             def take(line: str) -> None:
@@ -475,12 +418,3 @@ def _path_of(out: TesOutput, url: str) -> str:
     """The container path of a file of a DIRECTORY output, from the URL it went to."""
     base = out.url.rstrip("/")
     return posixpath.join(out.path, url[len(base) :].lstrip("/")) if url.startswith(base) else url
-
-
-def report_of(result: str) -> dict[str, Any] | None:
-    """A TES report read back from a Task's result, or None if it is not one."""
-    try:
-        data = json.loads(result)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and "state" in data else None

@@ -41,6 +41,8 @@ DELETABLE = frozenset({D, V})
 """The states a Task may be removed from."""
 
 CANCELLED = "cancelled"
+EVACUATION_FAILURE = "timed out during cell evacuation"
+"""Why an evacuating cell fails the Tasks still running when its timeout ends."""
 
 
 def can_transition(before: TaskState, after: TaskState) -> bool:

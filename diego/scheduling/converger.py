@@ -1,228 +1,276 @@
-"""The converger's plan for Tasks: a pure function from a BBS snapshot and ``now``.
-
-The converger repairs what lost messages, dead cells and dead resolvers leave
-behind. Tasks run at most once, so it never restarts one: it fails, re-auctions,
-re-kicks and reaps. Each pass reads a :class:`TaskSnapshot`, asks :func:`plan` what
-to do, and a separate loop applies the :class:`Plan` with compare-and-swap and
-compare-and-delete (a Task that changed meanwhile simply loses the race).
-
-    state                 condition (older: ``now - t > interval``)      bucket
-    --------------------  ---------------------------------------------  ------------------
-    CLAIMED, RUNNING      ``cell_id`` is not a live cell                 fail, CELL_DISAPPEARED
-    PENDING               ``created_at`` older than expire_pending_task  fail, EXPIRED_PENDING
-    PENDING               else ``updated_at`` older than kick interval   auction
-    COMPLETED, RESOLVING  ``first_completed_at`` older than              delete
-                          expire_completed_task
-    COMPLETED             else has a ``completion_callback_url`` and     resolve
-                          ``updated_at`` older than kick interval
-    RESOLVING             else ``updated_at`` older than kick interval   demote
-
-Rows are tried top to bottom for a Task's state and the first that matches wins,
-so every Task lands in at most one bucket; a Task that matches none needs nothing.
-A COMPLETED Task without a callback URL is never kicked: its consumer polls and
-deletes it, and the converger reaps it once it expires. A CLAIMED or RUNNING Task
-on a live cell is the rep's business, never the converger's.
-
-A demoted Task is back in COMPLETED with its ``updated_at`` refreshed; if it has a
-callback URL, the loop should kick it right after demoting it (as Diego's pass does,
-which demotes before it collects the COMPLETED Tasks to kick), otherwise it waits
-for its consumer or for expiry.
-
-Times are int nanoseconds since the epoch; the settings are seconds. Every bucket
-is sorted by Task guid, so a plan does not depend on the order of the snapshot.
-"""
+"""The converger's loop: snapshot the BBS, ``plan()``, apply the plan, repeat."""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+import asyncio
+import contextlib
+import gc
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
 
 import attrs
 
-from diego.models.task import Task, TaskState
+from diego.models.lrp import ActualLRP, ActualLRPKey
+from diego.models.task import Task, TaskCreateRequest, TaskState
+from diego.models.work import TaskWork
+from diego.scheduling.convergence import (
+    ConvergerSettings,
+    Plan,
+    TaskSnapshot,
+    TaskView,
+    plan,
+    watch_cells,
+)
+from diego.scheduling.lrp_convergence import (
+    DesiredLRPView,
+    LRPConvergerSettings,
+    LRPPlan,
+    LRPSnapshot,
+    plan_lrps,
+)
+from diego.state.bbs import BBS
+from diego.state.store import TaskChange, TaskSummary
 
-CELL_DISAPPEARED = "cell disappeared before completion"
-"""The failure reason of a CLAIMED or RUNNING Task whose cell is gone (Diego's words)."""
-
-EXPIRED_PENDING = "not started within time limit"
-"""The failure reason of a Task left PENDING too long (Diego's words)."""
-
-
-def to_nanos(seconds: float) -> int:
-    """``seconds`` as int nanoseconds (truncated, as the settings are coarse)."""
-    return int(seconds * 1e9)
-
-
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value >= 0:  # also refuses NaN
-        raise ValueError(f"{attribute.name} must be at least 0, not {value!r}")
-
-
-@attrs.frozen
-class ConvergerSettings:
-    """The converger's Task timings in seconds, with Diego's defaults."""
-
-    kick_task_interval: float = attrs.field(default=30.0, validator=_non_negative)
-    """A PENDING, COMPLETED or RESOLVING Task untouched this long is kicked again."""
-    expire_pending_task: float = attrs.field(default=30 * 60.0, validator=_non_negative)
-    """A Task still PENDING this long after its creation is failed."""
-    expire_completed_task: float = attrs.field(default=120.0, validator=_non_negative)
-    """A Task completed this long ago and still not resolved is deleted."""
+log = logging.getLogger("diego.converger")
 
 
-class TaskView(NamedTuple):
-    """The fields of a Task that the converger decides on.
+class Converger:
+    """Repairs drift between the BBS and reality, every ``interval`` seconds."""
 
-    A named tuple, not an attrs class: a pass makes one for every Task stored, and
-    a tuple is made in a third of the time.
-    """
+    def __init__(
+        self,
+        bbs: BBS,
+        settings: ConvergerSettings,
+        interval: float,
+        auction: Callable[[Sequence[TaskWork]], None],
+        resolve: Callable[[Task], None],
+        lrp_settings: LRPConvergerSettings | None = None,
+        start_lrps: Callable[[Sequence[ActualLRPKey]], None] = lambda _keys: None,
+        stop_lrp: Callable[[ActualLRP], Awaitable[None]] | None = None,
+    ) -> None:
+        self.bbs = bbs
+        self.settings = settings
+        self.interval = interval
+        self.auction = auction
+        self.resolve = resolve
+        self.lrp_settings = lrp_settings or LRPConvergerSettings()
+        self.start_lrps = start_lrps
+        self.stop_lrp = stop_lrp
+        self._cells_gone = asyncio.Event()
 
-    task_guid: str
-    state: TaskState
-    cell_id: str = ""
-    created_at: int = 0
-    updated_at: int = 0
-    first_completed_at: int = 0
-    completion_callback_url: str = ""
+    async def run(self) -> None:
+        """Converge every ``interval``, and at once when a cell's presence expires (its
+        Tasks fail and its LRP instances start elsewhere now, not at the next tick),
+        until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_cells())
+            group.create_task(self._tick())
 
-    @classmethod
-    def from_task(cls, task: Task) -> TaskView:
-        """The converger's view of ``task``."""
-        return cls(
-            task_guid=task.task_guid,
-            state=task.state,
-            cell_id=task.cell_id,
-            created_at=task.created_at,
-            updated_at=task.updated_at,
-            first_completed_at=task.first_completed_at,
-            completion_callback_url=task.completion_callback_url,
+    async def _watch_cells(self) -> None:
+        live: frozenset[str] = frozenset()
+        while True:
+            try:
+                seen = watch_cells(
+                    live, await self.bbs.cell_expiries(), self.bbs.clock.now(), self.interval
+                )
+            except Exception:
+                log.exception("cell-watch-failed")
+                await asyncio.sleep(self.interval)
+                continue
+            if seen.gone:
+                log.info("cells-disappeared cells=%s: converging now", ",".join(sorted(seen.gone)))
+                self._cells_gone.set()
+            live = seen.live
+            await asyncio.sleep(seen.next_look)
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._cells_gone.wait()
+            self._cells_gone.clear()
+            started = loop.time()
+            try:
+                await self.converge()
+                await self.converge_lrps()
+            except Exception:
+                log.exception("convergence-failed")
+            log.info("convergence-pass-done seconds=%.3f", loop.time() - started)
+
+    async def converge(self) -> Plan:
+        """One pass; the plan it applied.
+
+        It reads only the columns it decides on (``task_summaries``), applies each
+        bucket with the BBS's verbs on many rows at once, hands the auction what it
+        needs of each Task to place (picked out of the definitions by the database)
+        and reads whole Tasks only for a resolver, a batch at a time.
+        """
+        with collection_paused():
+            return await self._converge()
+
+    async def _converge(self) -> Plan:
+        summaries = await self.bbs.task_summaries()
+        live = [c.cell_id for c in await self.bbs.cell_presences()]
+        snapshot = TaskSnapshot(tasks=map(_task_view, summaries), live_cells=live)
+        del summaries
+        todo = plan(snapshot, self.bbs.clock.now(), self.settings)
+        del snapshot
+        if todo.is_empty:
+            return todo
+        log.info(
+            "converging fail=%d auction=%d resolve=%d demote=%d delete=%d",
+            len(todo.fail),
+            len(todo.auction),
+            len(todo.resolve),
+            len(todo.demote),
+            len(todo.delete),
         )
+        # The buckets are disjoint: the writes (on the store's writer thread) and the
+        # reading of whole Tasks to hand over (decoded here) overlap.
+        failed, (demoted, deleted), _ = await asyncio.gather(
+            self.bbs.fail_tasks(todo.fail),
+            self._demote_then_delete(todo),
+            self._hand_over(todo),
+        )
+        log.info(
+            "converged failed=%d demoted=%d deleted=%d",
+            len(failed),
+            len(demoted),
+            len(deleted),
+        )
+        return todo
+
+    async def _demote_then_delete(self, todo: Plan) -> tuple[list[TaskChange], list[Task]]:
+        # A demoted Task is COMPLETED again; its task_changed event kicks its callback.
+        return await self.bbs.demote_tasks(todo.demote), await self.bbs.delete_tasks(todo.delete)
+
+    async def _hand_over(self, todo: Plan) -> None:
+        """The auction's work of each Task to auction, and whole Tasks to a resolver."""
+        for guids in _batches(todo.auction):
+            found = await self.bbs.definition_fields(guids, PLACEMENT)
+            self.auction([_work(*row) for row in found if row[2] == TaskState.PENDING])
+        for guids in _batches(todo.resolve):
+            for task in await self.bbs.tasks_by_guid(guids):
+                if task.state is TaskState.COMPLETED:
+                    self.resolve(task)
+
+    async def converge_lrps(self) -> LRPPlan:
+        """One pass over the LRPs; the plan it applied."""
+        with collection_paused():
+            return await self._converge_lrps()
+
+    async def _converge_lrps(self) -> LRPPlan:
+        now = self.bbs.clock.now()
+        versioned = await self.bbs.actual_lrps_versioned()
+        snapshot = LRPSnapshot(
+            desired=(DesiredLRPView(*s) for s in await self.bbs.desired_lrp_summaries()),
+            actuals=(actual for actual, _ in versioned),
+            live_cells=[c.cell_id for c in await self.bbs.cell_presences()],
+            fresh_domains=[d.name for d in await self.bbs.domains() if d.fresh(now)],
+        )
+        todo = plan_lrps(snapshot, now, self.lrp_settings)
+        del snapshot
+        if todo.is_empty:
+            return todo
+        # What is unclaimed or restarted was read just now: decided on as read, its
+        # write compared on the version read.
+        stepped_keys = {_pair(k) for k in (*todo.unclaim, *todo.restart)}
+        known = {
+            (a.process_guid, a.index): (a, version)
+            for a, version in versioned
+            if not a.evacuating and (a.process_guid, a.index) in stepped_keys
+        }
+        del versioned
+        log.info(
+            "converging-lrps unclaim=%d create=%d stop=%d restart=%d auction=%d",
+            len(todo.unclaim),
+            len(todo.create),
+            len(todo.stop),
+            len(todo.restart),
+            len(todo.auction),
+        )
+        done: set[tuple[str, int]] = set()
+        unclaimed = await self.bbs.unclaim_actual_lrps([_pair(k) for k in todo.unclaim], known)
+        done.update((b.process_guid, b.index) for b, _ in unclaimed)
+        pairs = [_pair(k) for k in todo.remove_evacuating]
+        await self.bbs.remove_actual_lrps(pairs, evacuating=True)
+        missing = [(m.process_guid, m.index, m.domain) for m in todo.create]
+        created = await self.bbs.create_unclaimed_actual_lrps(missing)
+        done.update((a.process_guid, a.index) for a in created)
+        restarted = await self.bbs.restart_actual_lrps([_pair(k) for k in todo.restart], known)
+        done.update((b.process_guid, b.index) for b, _ in restarted)
+        if self.stop_lrp is not None:
+            for actual in todo.stop:
+                await self.stop_lrp(actual)
+        # What needed a step is auctioned only if its step was made; stale UNCLAIMED
+        # instances needed none.
+        stepped = {_pair(k) for k in (*todo.unclaim, *todo.restart)}
+        stepped.update((m.process_guid, m.index) for m in todo.create)
+        self.start_lrps(
+            [key for key in todo.auction if _pair(key) not in stepped or _pair(key) in done]
+        )
+        return todo
 
 
-def _unique_guids(
-    instance: object, attribute: attrs.Attribute[tuple[TaskView, ...]], value: tuple[TaskView, ...]
-) -> None:
-    guids = [t.task_guid for t in value]
-    if len(set(guids)) == len(guids):
-        return  # the usual case, found without counting
-    repeated = sorted(g for g, n in Counter(guids).items() if n > 1)
-    if repeated:
-        raise ValueError(f"{attribute.name}: task guids appear more than once: {repeated}")
+@contextlib.contextmanager
+def collection_paused() -> Iterator[None]:
+    """No automatic cyclic garbage collection in the block (unless it was off already).
+
+    A pass over 100,000 Tasks or ActualLRPs makes several hundred thousand objects
+    that live until the pass ends. Each survivor counts toward CPython's next full
+    collection, which walks every object alive: a dozen of them in one pass, a
+    quarter of its time (bench/converge.py). None of these objects is part of a
+    cycle (reference counting frees them), so the pass does without; whatever
+    cycles the rest of the node makes meanwhile wait the second or so for the next
+    collection.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
-def _views(tasks: Iterable[TaskView]) -> tuple[TaskView, ...]:
-    return tuple(tasks)
+PLACEMENT = tuple(f.name for f in attrs.fields(TaskWork) if f.name not in ("task_guid", "domain"))
+"""What the auction needs of a Task beyond its guid and domain: TaskWork's fields, each
+a field of the Task's definition of the same name (as TaskWork.from_task copies them)."""
+
+_DEFAULTS: dict[str, Any] = {
+    name: attrs.fields_dict(TaskCreateRequest)[name].default for name in PLACEMENT
+}
 
 
-def _cells(cells: Iterable[str]) -> frozenset[str]:
-    return frozenset(cells)
+def _work(guid: str, domain: str, state: str, values: Sequence[Any]) -> TaskWork:
+    """A Task's work, as TaskWork.from_task makes it, from its definition's PLACEMENT
+    values (a field a definition written before it existed takes its default)."""
+    fields: dict[str, Any] = {
+        name: _DEFAULTS[name] if value is None else value
+        for name, value in zip(PLACEMENT, values, strict=True)
+    }
+    return TaskWork(task_guid=guid, domain=domain, **fields)
 
 
-@attrs.frozen
-class TaskSnapshot:
-    """Every Task in the BBS and the cells present, read at one moment."""
-
-    tasks: tuple[TaskView, ...] = attrs.field(default=(), converter=_views, validator=_unique_guids)
-    live_cells: frozenset[str] = attrs.field(default=frozenset(), converter=_cells)
-
-    @classmethod
-    def of(cls, tasks: Iterable[Task], live_cells: Iterable[str]) -> TaskSnapshot:
-        """A snapshot of whole Tasks, as a store lists them."""
-        return cls(tasks=tuple(TaskView.from_task(t) for t in tasks), live_cells=live_cells)
-
-
-@attrs.frozen
-class Plan:
-    """What one convergence pass should do, each bucket sorted by Task guid."""
-
-    fail: tuple[tuple[str, str], ...] = ()
-    """(task_guid, failure_reason): CAS to COMPLETED, failed, with that reason."""
-    auction: tuple[str, ...] = ()
-    """PENDING Tasks to send to the auctioneer again."""
-    resolve: tuple[str, ...] = ()
-    """COMPLETED Tasks with a callback URL whose callback should be kicked again."""
-    demote: tuple[str, ...] = ()
-    """RESOLVING Tasks stuck too long: CAS back to COMPLETED (then kicked if they have a
-    callback URL)."""
-    delete: tuple[str, ...] = ()
-    """COMPLETED or RESOLVING Tasks completed way too long ago: compare-and-delete."""
-
-    @property
-    def is_empty(self) -> bool:
-        """Whether the pass has nothing to do."""
-        return not (self.fail or self.auction or self.resolve or self.demote or self.delete)
-
-
-def plan(snapshot: TaskSnapshot, now: int, settings: ConvergerSettings) -> Plan:
-    """What to do about every Task in ``snapshot`` at ``now`` (int nanoseconds)."""
-    kick = to_nanos(settings.kick_task_interval)
-    expire_pending = to_nanos(settings.expire_pending_task)
-    expire_completed = to_nanos(settings.expire_completed_task)
-
-    def older(t: int, interval: int) -> bool:
-        return now - t > interval
-
-    fail: list[tuple[str, str]] = []
-    auction: list[str] = []
-    resolve: list[str] = []
-    demote: list[str] = []
-    delete: list[str] = []
-
-    for task in snapshot.tasks:
-        guid = task.task_guid
-        match task.state:
-            case TaskState.CLAIMED | TaskState.RUNNING:
-                if task.cell_id not in snapshot.live_cells:
-                    fail.append((guid, CELL_DISAPPEARED))
-            case TaskState.PENDING:
-                if older(task.created_at, expire_pending):
-                    fail.append((guid, EXPIRED_PENDING))
-                elif older(task.updated_at, kick):
-                    auction.append(guid)
-            case TaskState.COMPLETED:
-                if older(task.first_completed_at, expire_completed):
-                    delete.append(guid)
-                elif task.completion_callback_url and older(task.updated_at, kick):
-                    resolve.append(guid)
-            case TaskState.RESOLVING:
-                if older(task.first_completed_at, expire_completed):
-                    delete.append(guid)
-                elif older(task.updated_at, kick):
-                    demote.append(guid)
-
-    return Plan(
-        fail=tuple(sorted(fail)),
-        auction=tuple(sorted(auction)),
-        resolve=tuple(sorted(resolve)),
-        demote=tuple(sorted(demote)),
-        delete=tuple(sorted(delete)),
+def _task_view(summary: TaskSummary) -> TaskView:
+    guid, state, cell_id, created_at, updated_at, first_completed_at, callback_url = summary
+    return TaskView(
+        guid, _STATES[state], cell_id, created_at, updated_at, first_completed_at, callback_url
     )
 
 
-@attrs.frozen
-class CellWatch:
-    """What a look at the cells' presences found: who is live, who went since the last
-    look, and how long until the next look is worth taking."""
+_STATES = {state.value: state for state in TaskState}
 
-    live: frozenset[str]
-    gone: frozenset[str]
-    next_look: float  # seconds
+HANDOVER_BATCH = 1000
+"""Whole Tasks read at once to hand over: enough to be cheap, few enough to stay small."""
 
 
-def watch_cells(
-    before: frozenset[str], expiries: Mapping[str, int], now: int, longest: float
-) -> CellWatch:
-    """The cells live at ``now`` by their presences' ``expiries`` (ns), those of
-    ``before`` no longer live, and when to look again: just after the soonest live
-    presence would expire if not renewed, and at most ``longest`` seconds on."""
-    live = frozenset(cell for cell, expires_at in expiries.items() if expires_at > now)
-    soonest = min((expiries[cell] for cell in live), default=None)
-    next_look = longest
-    if soonest is not None:
-        next_look = min(longest, (soonest - now) / 1e9 + PAST_EXPIRY)
-    return CellWatch(live=live, gone=before - live, next_look=max(next_look, PAST_EXPIRY))
+def _batches(guids: Sequence[str]) -> list[Sequence[str]]:
+    return [guids[i : i + HANDOVER_BATCH] for i in range(0, len(guids), HANDOVER_BATCH)]
 
 
-PAST_EXPIRY = 0.01
-"""Seconds past a presence's expiry before looking: at the instant itself it still holds."""
+def _pair(key: ActualLRPKey) -> tuple[str, int]:
+    return (key.process_guid, key.index)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -218,20 +218,6 @@ class Store:
             return await self._threads.write(lambda conn: conn.execute(statement).rowcount)
         async with self.engine.begin() as conn:
             return (await conn.execute(statement)).rowcount
-
-    async def _fetch(self, query: sa.Executable) -> Sequence[Row[Any]]:
-        """The rows of ``query``."""
-        if self._threads is not None:
-            return await self._threads.read(lambda conn: conn.execute(query).all())
-        async with self.engine.connect() as conn:
-            return (await conn.execute(query)).all()
-
-    async def _fetch_one(self, query: sa.Executable) -> Row[Any] | None:
-        """The first row of ``query``, or None."""
-        if self._threads is not None:
-            return await self._threads.read(lambda conn: conn.execute(query).first())
-        async with self.engine.connect() as conn:
-            return (await conn.execute(query)).first()
 
     async def _rows(self, query: Prepared, params: Mapping[str, Any] = NO_PARAMS) -> Sequence[Any]:
         """The rows of a prepared ``query`` run with ``params`` (on SQLite's driver itself)."""

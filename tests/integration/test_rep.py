@@ -20,14 +20,14 @@ from diego.cell.backends.local import LocalBackend, LocalProcess
 from diego.cell.bbs_http import BBSUnreachable
 from diego.cell.executor import INTERRUPTED, Executor
 from diego.cell.reconcile import FAILURE_NO_CONTAINER
-from diego.cell.rep import EVACUATION_FAILURE, Rep, RepSettings
+from diego.cell.rep import Rep, RepSettings
 from diego.cell.transfer import Transfers
 from diego.clock import SystemClock
 from diego.logs import LogStore
 from diego.models.actions import Action, RunAction
 from diego.models.errors import InvalidStateTransition
 from diego.models.events import Event, TaskChanged
-from diego.models.lifecycle import CANCELLED
+from diego.models.lifecycle import CANCELLED, EVACUATION_FAILURE
 from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.models.work import Resources, TaskWork
 from diego.scheduling.auctioneer import Auctioneer

@@ -24,8 +24,8 @@ from diego.models.task import Task, TaskCreateRequest, TaskState
 from diego.models.work import CellSnapshot, Resources, TaskWork
 from diego.scheduling.auctioneer import Auctioneer
 from diego.scheduling.cells import EmbeddedCells
-from diego.scheduling.convergence import Converger
-from diego.scheduling.converger import CELL_DISAPPEARED, EXPIRED_PENDING, ConvergerSettings
+from diego.scheduling.convergence import CELL_DISAPPEARED, EXPIRED_PENDING, ConvergerSettings
+from diego.scheduling.converger import Converger
 from diego.scheduling.intake import Intake
 from diego.state.bbs import BBS
 from diego.state.schema import actual_lrps

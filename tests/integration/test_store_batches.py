@@ -12,7 +12,7 @@ from diego.models.codec import decode
 from diego.models.lrp import ActualLRPState, DesiredLRP
 from diego.models.task import TaskCreateRequest, TaskState
 from diego.models.work import TaskWork
-from diego.scheduling.convergence import PLACEMENT, _work
+from diego.scheduling.converger import PLACEMENT, _work
 from diego.state.queries import Prepared
 from diego.state.schema import tasks
 from diego.state.store import BATCH, TASK_SUMMARY, Store

@@ -19,12 +19,12 @@ import attrs
 import pytest
 
 from diego.bus import Bus
-from diego.cell.rep import EVACUATION_FAILURE
-from diego.cell.tes_job import TES_SOURCE, TesReport, executor_exited, executor_started
+from diego.cell.tes_job import TesReport
 from diego.clock import FakeClock
 from diego.logs import LogStore
 from diego.models.errors import InvalidRequest, TaskNotFound, TesTaskNotFound
 from diego.models.events import Event
+from diego.models.lifecycle import EVACUATION_FAILURE
 from diego.models.task import SecurityGroupRule, TaskState
 from diego.models.tes import (
     TES_DOMAIN,
@@ -35,6 +35,7 @@ from diego.models.tes import (
     decode_create,
     rfc3339,
 )
+from diego.models.tes_report import TES_SOURCE, executor_exited, executor_started
 from diego.state.bbs import BBS
 from diego.state.store import Store
 from diego.tes import TesService, TesSettings

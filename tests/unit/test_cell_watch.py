@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from diego.scheduling.converger import PAST_EXPIRY, watch_cells
+from diego.scheduling.convergence import PAST_EXPIRY, watch_cells
 
 S = 1_000_000_000  # ns
 

@@ -26,7 +26,6 @@ from diego.cell.tes_job import (
     _path_of,
     _Tail,
     _tail_of_tar,
-    report_of,
 )
 from diego.cell.transfer import tar_as
 from diego.models.codec import decode
@@ -39,6 +38,7 @@ from diego.models.tes import (
     TesState,
     rfc3339,
 )
+from diego.models.tes_report import report_of
 
 # ---------------------------------------------------------------- _Tail
 

@@ -61,7 +61,7 @@ import attrs
 from diego.models.crash_policy import CrashPolicy
 from diego.models.lrp import ActualLRP, ActualLRPKey, ActualLRPState, DesiredLRP, Domain
 from diego.models.lrp_delta import actual_order, delta
-from diego.scheduling.converger import to_nanos
+from diego.scheduling.convergence import to_nanos
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from diego.models.actions import RunAction
 from diego.models.crash_policy import CrashPolicy
 from diego.models.lrp import ActualLRP, ActualLRPKey, ActualLRPState, DesiredLRP, Domain
-from diego.scheduling.lrp_converger import (
+from diego.scheduling.lrp_convergence import (
     DesiredLRPView,
     LRPConvergerSettings,
     LRPPlan,
@@ -591,7 +591,7 @@ def test_the_shortcut_past_delta_is_taken_only_when_delta_is_empty(
 ) -> None:
     """plan_lrps skips delta() for a process whose instances are complete: only then."""
     from diego.models.lrp_delta import delta
-    from diego.scheduling.lrp_converger import _complete
+    from diego.scheduling.lrp_convergence import _complete
 
     actuals = [
         ActualLRP(process_guid="p", index=i, domain="d", evacuating=e) for i, e in sorted(present)

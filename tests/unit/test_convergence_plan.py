@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from diego.models.actions import RunAction
 from diego.models.task import Task, TaskCreateRequest, TaskState
-from diego.scheduling.converger import (
+from diego.scheduling.convergence import (
     CELL_DISAPPEARED,
     EXPIRED_PENDING,
     ConvergerSettings,
