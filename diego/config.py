@@ -170,6 +170,7 @@ class AuctionSettings:
     retry_interval: float = attrs.field(default=1.0, metadata=rule_metadata(_positive()))
     max_batch: int = attrs.field(default=10_000, metadata=rule_metadata(at_least(1)))
     intake_poll: float = attrs.field(default=1.0, metadata=rule_metadata(_positive()))
+    cell_state_timeout: float = attrs.field(default=1.0, metadata=rule_metadata(_positive()))
 
 
 @attrs.frozen(kw_only=True)

@@ -349,7 +349,8 @@ async def _serve_control(
             reps = await build_cells(settings, bbs, bus, logs, transfers, capacity_freed)
         cells: CellDirectory = EmbeddedCells(reps)
         if token:  # cells on other machines may join: the BBS holds their presences
-            cells = PresentCells(reps, bbs, HttpCells(token, session))
+            connector = HttpCells(token, session, settings.auction.cell_state_timeout)
+            cells = PresentCells(reps, bbs, connector)
         auctioneer = Auctioneer(
             bbs,
             cells,

@@ -484,10 +484,12 @@ class Rep:
         """Announce the cell, then poll, renew presence and follow events until cancelled."""
         while not self.present.is_set():
             try:
-                await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
+                await self._announce()
                 self.present.set()
             except DiegoError as e:  # a BBS not reached, or refusing this cell
                 log.warning("presence-announcement-failed cell=%s reason=%s", self.cell_id, e)
+            except TimeoutError:
+                log.warning("presence-announcement-failed cell=%s reason=timed out", self.cell_id)
             except Exception:
                 log.exception("presence-announcement-failed cell=%s", self.cell_id)
             else:
@@ -581,11 +583,19 @@ class Rep:
         while True:
             await asyncio.sleep(self.settings.presence_ttl / 3)
             try:
-                await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
+                await self._announce()
             except DiegoError as e:
                 log.warning("presence-renewal-failed cell=%s reason=%s", self.cell_id, e)
+            except TimeoutError:
+                log.warning("presence-renewal-failed cell=%s reason=timed out", self.cell_id)
             except Exception:
                 log.exception("presence-renewal-failed cell=%s", self.cell_id)
+
+    async def _announce(self) -> None:
+        """Record the presence, giving up after a third of its TTL: a renewal that
+        hangs longer would let it expire while the next one waits."""
+        async with asyncio.timeout(self.settings.presence_ttl / 3):
+            await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
 
     def _concerns_a_container(self, event: Event) -> bool:
         if isinstance(event, TaskChanged):

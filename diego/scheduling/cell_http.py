@@ -38,25 +38,35 @@ class HttpCell:
         token: str,
         session: aiohttp.ClientSession,
         timeout: float = 10.0,
+        state_timeout: float = 1.0,
     ) -> None:
         self._cell_id = cell_id
         self.url = f"{url.rstrip('/')}{REP_PREFIX}/{cell_id}"
         self._headers = link_auth.headers(token)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # Every auction waits on every cell's snapshot: a cell that does not answer
+        # (paused, its link lost) must not hold them all up for long (Diego: 1 s).
+        self._state_timeout = aiohttp.ClientTimeout(total=min(timeout, state_timeout))
 
     @property
     def cell_id(self) -> str:
         return self._cell_id
 
-    async def _call(self, method: str, route: str, body: Any = None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        route: str,
+        body: Any = None,
+        limit: aiohttp.ClientTimeout | None = None,
+    ) -> Any:
         try:
             async with self._session.request(
                 method,
                 f"{self.url}/{route}",
                 json=body,
                 headers=self._headers,
-                timeout=self._timeout,
+                timeout=limit or self._timeout,
             ) as reply:
                 if reply.status == 204:
                     return None
@@ -70,7 +80,7 @@ class HttpCell:
             raise CellUnreachable(f"cell {self._cell_id} did not answer {route}: {e!r}") from None
 
     async def state(self) -> CellSnapshot:
-        data = await self._call("GET", "state")
+        data = await self._call("GET", "state", limit=self._state_timeout)
         try:
             return decode(CellSnapshot, data)
         except ValueError as e:
@@ -105,9 +115,18 @@ class HttpCells:
     """Makes the client of each cell on another machine from its presence, all on one
     session and with the cell token."""
 
-    def __init__(self, token: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, token: str, session: aiohttp.ClientSession, state_timeout: float = 1.0
+    ) -> None:
         self._token = token
         self._session = session
+        self._state_timeout = state_timeout
 
     def connect(self, presence: CellPresence) -> HttpCell:
-        return HttpCell(presence.cell_id, presence.url, self._token, self._session)
+        return HttpCell(
+            presence.cell_id,
+            presence.url,
+            self._token,
+            self._session,
+            state_timeout=self._state_timeout,
+        )

@@ -46,15 +46,27 @@ class LRPController:
         self.cells = cells
         self.max_creates = max_creates
         """Instances created by one change, at most; the converger makes the rest."""
-        self._background: set[asyncio.Task[None]] = set()
+        self._wanted: dict[tuple[str, int], None] = {}
+        self._reading: asyncio.Task[None] | None = None
 
     def request_starts(self, keys: Sequence[tuple[str, int] | ActualLRPKey]) -> None:
-        """Auction these instances (by process and index) as soon as their DesiredLRP is read."""
-        pairs = [(k.process_guid, k.index) if isinstance(k, ActualLRPKey) else k for k in keys]
-        if pairs:
-            task = asyncio.create_task(self._start_keys(pairs))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        """Auction these instances (by process and index) as soon as their DesiredLRP is
+        read. Requests made together (a lost cell's instances, one event each) are read
+        together: one read of each DesiredLRP, one submission."""
+        for k in keys:
+            self._wanted[(k.process_guid, k.index) if isinstance(k, ActualLRPKey) else k] = None
+        if self._wanted and (self._reading is None or self._reading.done()):
+            self._reading = asyncio.create_task(self._read_wanted())
+
+    async def _read_wanted(self) -> None:
+        while self._wanted:
+            await asyncio.sleep(0)  # the rest of a burst of events comes in first
+            keys = list(self._wanted)
+            self._wanted.clear()
+            try:
+                await self._start_keys(keys)
+            except Exception:  # the store, say: the converger auctions them later
+                log.exception("lrp-starts-not-read instances=%d", len(keys))
 
     async def _start_keys(self, keys: Sequence[tuple[str, int]]) -> None:
         work = []

@@ -257,3 +257,27 @@ async def test_a_cancel_reaches_a_remote_cell_at_once(
         cancels.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await cancels
+
+
+async def test_a_cell_that_does_not_answer_its_state_is_left_out_soon(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A cell that takes the connection but never answers (paused, say) costs an auction
+    its state timeout, not the client's ten seconds for other calls."""
+
+    async def never(_request: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get(REP_PREFIX + "/cell-p/state", never)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        url = str(server.make_url("")).rstrip("/")
+        cell = HttpCell("cell-p", url, TOKEN, session, timeout=600, state_timeout=0.2)
+        async with asyncio.timeout(30):  # far past the state timeout, far short of 600
+            with pytest.raises(CellUnreachable, match="did not answer state"):
+                await cell.state()
+    finally:
+        await server.close()
