@@ -54,12 +54,6 @@ async def served(world: World) -> AsyncIterator[str]:
         await server.close()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as made:
-        yield made
-
-
 async def test_a_domain_error_arrives_as_the_same_class(
     world: World, served: str, session: aiohttp.ClientSession
 ) -> None:

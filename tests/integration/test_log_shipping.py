@@ -62,12 +62,6 @@ async def node() -> AsyncIterator[Node]:
         await made.stop()
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as made:
-        yield made
-
-
 @contextlib.asynccontextmanager
 async def shipping(shipper: LogShipper) -> AsyncIterator[asyncio.Task[None]]:
     running = asyncio.create_task(shipper.run())
