@@ -389,3 +389,28 @@ def test_a_cell_with_a_wrong_token_is_refused_and_its_address_logged(cluster: Cl
     )
     assert "not-the-token" not in cluster.control.stderr
     assert cluster.listed() == set()
+
+
+def test_evacuating_a_remote_cell_moves_its_instances(cluster: Cluster) -> None:
+    """POST /v1/cells/CELL/evacuate on the control node reaches the cell's rep API: its
+    instance starts on the other cell before it is stopped there, and the cell is then
+    listed as evacuating."""
+    cluster.start_all()
+    marker = unique("evacuated")
+    try:
+        process = unique("evacuated-lrp")
+        _lrp_on_both(cluster, process, marker)
+        reply = cluster.control.request("POST", "/v1/cells/cell-b/evacuate")
+        assert reply.status == 202, reply.text
+        _all_running_on(cluster, process, "cell-c")
+        listed = {c["cell_id"]: c for c in cluster.control.request("GET", "/v1/cells").body}
+        assert listed["cell-b"]["evacuating"] is True, listed
+        poll(
+            lambda: sorted(len(p) for p in instance_pids(marker).values()) == [1, 1] or None,
+            20.0,
+            "one process per instance",
+        )
+        missing = cluster.control.request("POST", "/v1/cells/cell-q/evacuate")
+        assert missing.status == 404, missing.text
+    finally:
+        kill_marked(marker)
