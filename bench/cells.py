@@ -161,7 +161,7 @@ class NoBBS:
     def __init__(self) -> None:
         self.failures = 0
 
-    async def fail_task(self, guid: str, failure_reason: str) -> Any:
+    async def reject_task(self, guid: str, failure_reason: str) -> Any:
         self.failures += 1
 
     async def fail_actual_lrp_placement(self, process_guid: str, index: int, error: str) -> Any:

@@ -245,6 +245,8 @@ class Rep:
                     self._spawn(self._start_lrp(item, instance_guid))
                 else:
                     refused.append(item)
+            elif self.executor.get(item.task_guid) is not None:
+                continue  # a copy of work already here (the intake's, say): taken
             elif self.executor.reserve(item.task_guid, item.memory_mb, item.disk_mb):
                 self._spawn(self._start(item.task_guid))
             else:

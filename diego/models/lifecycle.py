@@ -105,6 +105,14 @@ def fail(task: Task, failure_reason: str, now: int) -> Task:
     return _move(task, D, now, failed=True, failure_reason=failure_reason, result="")
 
 
+def reject(task: Task, failure_reason: str, now: int) -> Task:
+    """The auction finds no cell that could ever run a PENDING Task. Only a PENDING
+    one: a copy of it the auction held may be older than a start elsewhere."""
+    if task.state is not P:
+        raise InvalidStateTransition(task.task_guid, task.state, D)
+    return fail(task, failure_reason, now)
+
+
 def cancel(task: Task, now: int) -> Task:
     """The consumer cancels a Task that has not completed."""
     return fail(task, CANCELLED, now)

@@ -33,10 +33,10 @@ Work = TaskWork | LRPWork
 
 
 class AuctionBBS(Protocol):
-    """What the auctioneer needs of the BBS: failing Tasks that fit nowhere, and
+    """What the auctioneer needs of the BBS: failing PENDING Tasks that fit nowhere, and
     recording why an LRP instance could not be placed."""
 
-    async def fail_task(self, guid: str, failure_reason: str) -> tuple[Task, Task]: ...
+    async def reject_task(self, guid: str, failure_reason: str) -> tuple[Task, Task]: ...
 
     async def fail_actual_lrp_placement(
         self, process_guid: str, index: int, error: str
@@ -221,6 +221,8 @@ class Auctioneer:
 
     async def _fail(self, guid: str, reason: str) -> None:
         try:
-            await self.bbs.fail_task(guid, reason)
+            # Only if still PENDING: the work auctioned may be a copy older than a
+            # start on a cell this auction did not hear from.
+            await self.bbs.reject_task(guid, reason)
         except DiegoError as e:
             log.info("task-not-failed guid=%s reason=%s", guid, e)

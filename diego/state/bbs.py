@@ -113,6 +113,10 @@ class BBS:
         """Give up on a Task that has not completed."""
         return self._published(await self.store.fail_task(guid, failure_reason, self.clock.now()))
 
+    async def reject_task(self, guid: str, failure_reason: str) -> TaskChange:
+        """Fail a Task the auction could place nowhere, if it is still PENDING."""
+        return self._published(await self.store.reject_task(guid, failure_reason, self.clock.now()))
+
     async def cancel_task(self, guid: str) -> TaskChange:
         """The consumer cancels a Task → COMPLETED, failed, "cancelled"."""
         return self._published(await self.store.cancel_task(guid, self.clock.now()))

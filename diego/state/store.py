@@ -352,6 +352,10 @@ class Store:
         """PENDING, CLAIMED or RUNNING → COMPLETED and failed, wherever it runs."""
         return await self._swap(guid, lambda t: lifecycle.fail(t, failure_reason, now))
 
+    async def reject_task(self, guid: str, failure_reason: str, now: int) -> TaskChange:
+        """PENDING (only) → COMPLETED and failed: the auction found no cell for it."""
+        return await self._swap(guid, lambda t: lifecycle.reject(t, failure_reason, now))
+
     async def cancel_task(self, guid: str, now: int) -> TaskChange:
         """PENDING, CLAIMED or RUNNING → COMPLETED, failed, "cancelled"."""
         return await self._swap(guid, lambda t: lifecycle.cancel(t, now))

@@ -298,6 +298,19 @@ async def test_failing_task_completes_failed_with_reason(world: World) -> None:
     assert (done.failed, done.failure_reason) == (True, "Exited with status 3")
 
 
+async def test_a_copy_of_work_already_here_is_taken_not_refused(world: World) -> None:
+    """A Task given again to the cell that holds it is neither run twice nor handed back
+    (handed back, the auctioneer would offer it again every retry interval)."""
+    rep = world.rep("cell-1")
+    task = await world.desire(sh("sleep 0.5"))
+    work = TaskWork.from_task(task)
+    assert await rep.perform([work]) == []
+    assert await rep.perform([work]) == []
+    done = await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
+    assert done.failed is False
+    assert world.backends[0].created.count(task.task_guid) == 1
+
+
 async def test_perform_refuses_what_does_not_fit(world: World) -> None:
     """Work beyond the cell's capacity is handed back; capacity returns when the Task is done."""
     rep = world.rep("cell-1", total=Resources(memory_mb=100, disk_mb=100, containers=1))

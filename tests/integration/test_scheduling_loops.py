@@ -94,6 +94,20 @@ async def test_auction_places_and_fails_what_fits_nowhere(bbs: BBS) -> None:
     )
 
 
+async def test_a_stale_copy_of_a_started_task_is_never_failed_by_the_auction(bbs: BBS) -> None:
+    """The auction fails only what is still PENDING: a copy read before the Task started
+    (the intake's, the converger's) that no cell answering now could hold leaves it
+    running."""
+    cell = SimulatedCell("a", memory_mb=100)
+    auctioneer = Auctioneer(bbs, EmbeddedCells([cell]))
+    stale = await bbs.desire_task(request("started-elsewhere", memory_mb=500))
+    await bbs.start_task("started-elsewhere", "cell-b")  # cell-b did not answer the auction
+    auctioneer.submit([stale])
+    await auctioneer.auction()
+    after = await bbs.get_task("started-elsewhere")
+    assert (after.state, after.cell_id, after.failed) == (TaskState.RUNNING, "cell-b", False)
+
+
 async def test_refused_work_is_carried_but_unanswered_work_is_not(bbs: BBS) -> None:
     """A cell that refuses gets the work again next batch; a cell that does not answer does not."""
     refusing = SimulatedCell("a", memory_mb=100, refuse=True)

@@ -19,7 +19,7 @@ class PlacementErrors:
         self.known = known
         self.recorded: list[tuple[str, int, str]] = []
 
-    async def fail_task(self, guid: str, failure_reason: str) -> tuple[Task, Task]:
+    async def reject_task(self, guid: str, failure_reason: str) -> tuple[Task, Task]:
         raise AssertionError("no Task in these tests")
 
     async def fail_actual_lrp_placement(
