@@ -238,11 +238,15 @@ class LogsSettings:
     keep_lines: int = attrs.field(default=1000, metadata=rule_metadata(at_least(0)))
     keep_guids: int = attrs.field(default=10_000, metadata=rule_metadata(at_least(1)))
     # A cell node ships its lines to the control node: batched for ship_interval
-    # seconds, at most ship_batch_lines each, holding at most ship_buffer_lines
-    # not yet taken (the oldest dropped past it), retried every ship_retry_interval.
+    # seconds, at most ship_batch_lines and ship_batch_bytes each, holding at most
+    # ship_buffer_bytes not yet taken (the oldest dropped past it), retried every
+    # ship_retry_interval.
     ship_interval: float = attrs.field(default=0.1, metadata=rule_metadata(_positive()))
     ship_batch_lines: int = attrs.field(default=500, metadata=rule_metadata(at_least(1)))
-    ship_buffer_lines: int = attrs.field(default=100_000, metadata=rule_metadata(at_least(1)))
+    ship_batch_bytes: int = attrs.field(default=256 * 1024, metadata=rule_metadata(at_least(1)))
+    ship_buffer_bytes: int = attrs.field(
+        default=64 * 1024 * 1024, metadata=rule_metadata(at_least(1))
+    )
     ship_retry_interval: float = attrs.field(default=1.0, metadata=rule_metadata(_positive()))
 
 

@@ -17,6 +17,11 @@ from diego.models.logs import LogBatch, LogLine
 log = logging.getLogger("diego.logs")
 
 
+MAX_SHIPPERS = 10_000
+"""Shipping sources remembered (the least recently heard forgotten first): each cell
+node's life is one."""
+
+
 class LogStore:
     """Recent lines per log_guid, and a live feed of new ones."""
 
@@ -26,7 +31,9 @@ class LogStore:
         self.keep_guids = keep_guids
         self.bus: Bus[LogLine] = Bus()
         self._recent: OrderedDict[str, deque[LogLine]] = OrderedDict()
-        self._shipped: dict[str, int] = {}  # a shipping source → the last seq taken
+        self._shipped: OrderedDict[str, int] = OrderedDict()
+        """A shipping source → the last seq taken (in memory: a batch sent again across
+        a restart of this node is taken twice)."""
 
     def emit(self, log_guid: str, source: str, message: str, stream: str = "OUT") -> None:
         """Record a line (lines of Tasks with no log_guid are not kept)."""
@@ -53,6 +60,9 @@ class LogStore:
         if batch.seq <= self._shipped.get(batch.source, -1):
             return
         self._shipped[batch.source] = batch.seq
+        self._shipped.move_to_end(batch.source)
+        while len(self._shipped) > MAX_SHIPPERS:
+            self._shipped.popitem(last=False)
         if batch.dropped:
             log.warning("log-lines-dropped source=%s count=%d", batch.source, batch.dropped)
         for line in batch.lines:

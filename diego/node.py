@@ -303,7 +303,8 @@ async def _serve_cells(
                 ShippingSettings(
                     interval=g.ship_interval,
                     batch_lines=g.ship_batch_lines,
-                    buffer_lines=g.ship_buffer_lines,
+                    batch_bytes=g.ship_batch_bytes,
+                    buffer_bytes=g.ship_buffer_bytes,
                     retry_interval=g.ship_retry_interval,
                 ),
             )
@@ -400,7 +401,10 @@ async def _serve_control(
                 cell_token=token,
             )
         else:  # the BBS's internal API alone, for its cells
-            app = web.Application(client_max_size=settings.server.max_body_bytes)
+            app = web.Application(
+                middlewares=[json_errors], client_max_size=settings.server.max_body_bytes
+            )
+            app[SETTINGS_KEY] = settings
             if token:
                 bbs_for_cells.add_routes(app, bbs, token, logs)
         api = ApiServer(app, sock)
