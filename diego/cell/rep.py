@@ -582,21 +582,33 @@ class Rep:
             await asyncio.sleep(self.settings.poll_interval)
 
     async def _renew_presence(self) -> None:
+        """Renew a third of the TTL after the last renewal that was recorded; after one
+        that failed, again a tenth of the TTL later, so that several tries fit before
+        the presence would expire (its expiry fails the cell's Tasks at once)."""
+        loop = asyncio.get_running_loop()
+        ttl = self.settings.presence_ttl
+        renewed = loop.time()  # the announcement run() just made
         while True:
-            await asyncio.sleep(self.settings.presence_ttl / 3)
-            try:
-                await self._announce()
-            except DiegoError as e:
-                log.warning("presence-renewal-failed cell=%s reason=%s", self.cell_id, e)
-            except TimeoutError:
-                log.warning("presence-renewal-failed cell=%s reason=timed out", self.cell_id)
-            except Exception:
-                log.exception("presence-renewal-failed cell=%s", self.cell_id)
+            await asyncio.sleep(max(0.0, renewed + ttl / 3 - loop.time()))
+            while True:
+                started = loop.time()
+                try:
+                    await self._announce()
+                except DiegoError as e:
+                    log.warning("presence-renewal-failed cell=%s reason=%s", self.cell_id, e)
+                except TimeoutError:
+                    log.warning("presence-renewal-failed cell=%s reason=timed out", self.cell_id)
+                except Exception:
+                    log.exception("presence-renewal-failed cell=%s", self.cell_id)
+                else:
+                    renewed = started
+                    break
+                await asyncio.sleep(ttl / 10)
 
     async def _announce(self) -> None:
-        """Record the presence, giving up after a third of its TTL: a renewal that
-        hangs longer would let it expire while the next one waits."""
-        async with asyncio.timeout(self.settings.presence_ttl / 3):
+        """Record the presence, giving up after a quarter of its TTL: a renewal that
+        hangs longer would leave no time to try again before it expires."""
+        async with asyncio.timeout(self.settings.presence_ttl / 4):
             await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
 
     def _concerns_a_container(self, event: Event) -> bool:

@@ -673,3 +673,40 @@ async def test_a_completion_not_heard_keeps_the_result_for_the_next_try(world: W
     await rep.reconcile_all()
     done = await world.task_until(task.task_guid, lambda t: t.state is TaskState.COMPLETED)
     assert (done.failed, done.result) == (False, "kept\n")
+
+
+class FailingRenewals:
+    """A BBS whose presence renewals fail, ``failures`` of them, after the first."""
+
+    def __init__(self, bbs: BBS, failures: int) -> None:
+        self._bbs = bbs
+        self.failures = failures
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bbs, name)
+
+    async def renew_cell_presence(self, presence: Any, ttl: float) -> None:
+        self.calls += 1
+        if self.calls > 1 and self.failures > 0:
+            self.failures -= 1
+            raise BBSUnreachable("the BBS did not answer renew_cell_presence")
+        await self._bbs.renew_cell_presence(presence, ttl)
+
+
+async def test_a_failed_renewal_is_tried_again_before_the_presence_expires(world: World) -> None:
+    """Three renewals lost (a blip on the link) do not let the presence lapse, which
+    would fail the cell's Tasks at once: the next try comes a tenth of the TTL later,
+    not a third."""
+    flaky = FailingRenewals(world.bbs, failures=3)
+    settings = RepSettings(poll_interval=3600, presence_ttl=3.0, evacuation_timeout=600)
+    rep = world.rep("cell-1", settings=settings, bbs=flaky)
+    world.start(rep)
+    deadline = time.monotonic() + 4.5  # past the first renewal's TTL
+    while time.monotonic() < deadline:
+        live = {p.cell_id for p in await world.bbs.cell_presences()}
+        if flaky.calls:
+            assert "cell-1" in live, f"the presence lapsed after {flaky.calls} renewals"
+        await asyncio.sleep(0.05)
+    assert flaky.failures == 0
+    assert flaky.calls >= 3
