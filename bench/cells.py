@@ -119,7 +119,7 @@ class SimulatedRep:
             ),
         )
 
-    async def evacuate(self) -> None:
+    async def begin_evacuation(self) -> None:
         return None
 
     def reset(self) -> None:

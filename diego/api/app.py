@@ -89,7 +89,6 @@ def make_app(
     app[LOGS_KEY] = logs = logs if logs is not None else LogStore(bbs.clock)
     app[LRPS_KEY] = lrp_controller or LRPController(bbs, _no_auction, cells)
     app[tes_api.TES_KEY] = tes or TesService(bbs, TesSettings(), cells, logs)
-    app[cells_api.EVACUATIONS_KEY] = {}
     register(app, all_routes())
     if cell_token:
         bbs_for_cells.add_routes(app, bbs, cell_token, logs)

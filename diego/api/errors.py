@@ -34,6 +34,7 @@ STATUS: dict[type[errors.DiegoError], int] = {
     errors.InvalidActualLRPTransition: 409,
     errors.ActualLRPOnDifferentCell: 409,
     errors.CellNotFound: 404,
+    errors.CellUnreachable: 503,
 }
 
 HTTP_NAMES = {

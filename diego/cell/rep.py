@@ -176,6 +176,7 @@ class Rep:
         self._evacuating: dict[str, tuple[str, int]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._evacuation: asyncio.Future[None] | None = None
         executor.on_event = self._container_event
 
     # ------------------------------------------------------------ the auction's side
@@ -644,8 +645,21 @@ class Rep:
 
     # ------------------------------------------------------------ evacuation
 
+    async def begin_evacuation(self) -> None:
+        """Start evacuating, in the background (once: a cell evacuates once)."""
+        if self._evacuation is None:
+            self._evacuation = asyncio.ensure_future(self._evacuate())
+            self._evacuation.add_done_callback(_log_failure)
+
     async def evacuate(self) -> None:
-        """Refuse new work; wait for the containers to finish, then fail what is left."""
+        """Evacuate, and return once done: refuse new work, move the instances away,
+        wait for the containers to finish, then fail what is left. A second call (or
+        one after ``begin_evacuation``) waits for the first."""
+        await self.begin_evacuation()
+        assert self._evacuation is not None
+        await asyncio.shield(self._evacuation)
+
+    async def _evacuate(self) -> None:
         self.evacuating = True
         log.info("evacuation-started cell=%s", self.cell_id)
         loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ Under ``/internal/rep/v1/cells/CELL_ID`` (a cell node may run several cells):
 - ``POST work``: a ``WorkBatch`` to perform; the answer is the batch it refused;
 - ``POST stop_lrp``: an ActualLRP to stop; ``{"stopped": bool}``;
 - ``POST cancel_task``: ``{"task_guid": ...}``, a Task the BBS cancelled (204);
-- ``POST evacuate``: start evacuating (202);
+- ``POST evacuate``: start evacuating (202; again: still 202, one evacuation);
 - ``GET ping``: whether the cell answers, and whether it has announced itself.
 
 Every call bears the cell token (``diego.api.link_auth``); the control node's
@@ -54,7 +54,7 @@ class ServedRep(Protocol):
 
     async def report(self) -> CellReport: ...
 
-    async def evacuate(self) -> None: ...
+    async def begin_evacuation(self) -> None: ...
 
 
 def add_routes(
@@ -65,7 +65,6 @@ def add_routes(
     are held to ``limits``."""
     limits = limits or Limits()
     by_id = {rep.cell_id: rep for rep in reps}
-    evacuations: set[asyncio.Task[None]] = set()
 
     def rep_of(request: web.Request) -> ServedRep:
         rep = by_id.get(request.match_info["cell_id"])
@@ -105,9 +104,7 @@ def add_routes(
 
     async def evacuate(request: web.Request) -> web.Response:
         rep = rep_of(request)
-        task = asyncio.create_task(rep.evacuate(), name=f"evacuate {rep.cell_id}")
-        evacuations.add(task)
-        task.add_done_callback(evacuations.discard)
+        await rep.begin_evacuation()
         return json_response({"cell_id": rep.cell_id, "evacuating": True}, status=202)
 
     async def ping(request: web.Request) -> web.Response:

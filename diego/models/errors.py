@@ -224,3 +224,10 @@ class TesTaskAlreadyExists(DiegoError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"a tes task with id {task_id!r} already exists")
         self.task_id = task_id
+
+
+class CellUnreachable(DiegoError):
+    """A cell on another machine did not answer, or answered what is not its rep
+    API's answer."""
+
+    name = "CellUnreachable"

@@ -17,15 +17,9 @@ from diego.api import link_auth
 from diego.models.cell_link import REP_PREFIX, TaskCancel
 from diego.models.cells import CellPresence, CellReport
 from diego.models.codec import decode, encode
-from diego.models.errors import DiegoError
+from diego.models.errors import CellUnreachable
 from diego.models.lrp import ActualLRP
 from diego.models.work import CellSnapshot, Work, WorkBatch
-
-
-class CellUnreachable(DiegoError):
-    """The cell did not answer, or answered what is not its rep API's answer."""
-
-    name = "CellUnreachable"
 
 
 class HttpCell:
@@ -45,8 +39,9 @@ class HttpCell:
         self._headers = link_auth.headers(token)
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        # Every auction waits on every cell's snapshot: a cell that does not answer
-        # (paused, its link lost) must not hold them all up for long (Diego: 1 s).
+        # Every auction waits on every cell's snapshot (and a listing of cells on its
+        # report): a cell that does not answer (paused, its link lost) must not hold
+        # them all up for long (Diego: 1 s).
         self._state_timeout = aiohttp.ClientTimeout(total=min(timeout, state_timeout))
 
     @property
@@ -94,7 +89,7 @@ class HttpCell:
             raise CellUnreachable(f"cell {self._cell_id} sent a bad answer: {e}") from None
 
     async def report(self) -> CellReport:
-        data = await self._call("GET", "report")
+        data = await self._call("GET", "report", limit=self._state_timeout)
         try:
             return decode(CellReport, data)
         except ValueError as e:
@@ -107,7 +102,7 @@ class HttpCell:
     async def cancel_task(self, guid: str) -> None:
         await self._call("POST", "cancel_task", encode(TaskCancel(task_guid=guid)))
 
-    async def evacuate(self) -> None:
+    async def begin_evacuation(self) -> None:
         await self._call("POST", "evacuate")
 
 

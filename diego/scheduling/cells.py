@@ -43,8 +43,9 @@ class CellClient(Protocol):
         """What an operator is shown of the cell."""
         ...
 
-    async def evacuate(self) -> None:
-        """Take no new work; move the cell's instances away, let its Tasks finish."""
+    async def begin_evacuation(self) -> None:
+        """Start evacuating (once): take no new work, move the cell's instances away,
+        let its Tasks finish; return once it has begun."""
         ...
 
 

@@ -24,6 +24,7 @@ from diego.models.cell_link import PREFIX, REP_PREFIX
 from diego.models.cells import CellPresence
 from diego.models.errors import (
     ActualLRPNotFound,
+    CellUnreachable,
     InvalidFields,
     InvalidStateTransition,
     RunningOnDifferentCell,
@@ -33,7 +34,7 @@ from diego.models.lrp import ActualLRP, ActualLRPState
 from diego.models.task import TaskState
 from diego.models.work import Resources, TaskWork
 from diego.scheduling.cancels import CancelsToCells
-from diego.scheduling.cell_http import CellUnreachable, HttpCell
+from diego.scheduling.cell_http import HttpCell
 from diego.scheduling.cells import EmbeddedCells
 from tests.integration.processes import eventually, host_pids_with, sleep_arg, sleeping
 from tests.integration.test_rep import TOTAL, World, sh, world  # noqa: F401
