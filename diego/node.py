@@ -293,8 +293,8 @@ async def _serve_cells(
         try:
             clock = SystemClock()
             bbs = HttpBBS(settings.node.bbs_url, token, session)
-            # The cell's own bus: the BBS's events stay on its machine, so the reps
-            # find cancels and stops on their polls.
+            # The cell's own bus, which no BBS publishes on: cancels and stops come
+            # through the rep API (or, if missed, at the reps' polls).
             bus: Bus[Event] = Bus(settings.events.queue_size)
             g = settings.logs
             shipper = LogShipper(
@@ -349,8 +349,8 @@ async def _serve_control(
         if "cell" in roles:
             reps = await build_cells(settings, bbs, bus, logs, transfers, capacity_freed)
         cells: CellDirectory = EmbeddedCells(reps)
+        connector = HttpCells(token, session, settings.auction.cell_state_timeout)
         if token:  # cells on other machines may join: the BBS holds their presences
-            connector = HttpCells(token, session, settings.auction.cell_state_timeout)
             cells = PresentCells(reps, bbs, connector)
         auctioneer = Auctioneer(
             bbs,
@@ -409,8 +409,8 @@ async def _serve_control(
                 bbs_for_cells.add_routes(app, bbs, token, logs)
         api = ApiServer(app, sock)
         parts = [api.run(on_listening), resolver.run(), lrps.run(), tes.run()]
-        if token:
-            parts.append(CancelsToCells(bus, cells).run())
+        if token:  # cancels for the cells on other machines (the node's own follow the bus)
+            parts.append(CancelsToCells(bus, PresentCells((), bbs, connector)).run())
         if "auctioneer" in roles:
             intake = Intake(bbs, auctioneer, lrps, settings.auction.intake_poll)
             parts += [intake.run(), auctioneer.run()]

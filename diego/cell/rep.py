@@ -485,19 +485,11 @@ class Rep:
 
     async def run(self) -> None:
         """Announce the cell, then poll, renew presence and follow events until cancelled."""
-        while not self.present.is_set():
-            try:
-                await self._announce()
-                self.present.set()
-            except DiegoError as e:  # a BBS not reached, or refusing this cell
-                log.warning("presence-announcement-failed cell=%s reason=%s", self.cell_id, e)
-            except TimeoutError:
-                log.warning("presence-announcement-failed cell=%s reason=timed out", self.cell_id)
-            except Exception:
-                log.exception("presence-announcement-failed cell=%s", self.cell_id)
-            else:
+        while True:  # tried again a third of the TTL on, until the BBS records it
+            if await self._announce("presence-announcement-failed"):
                 break
             await asyncio.sleep(self.settings.presence_ttl / 3)
+        self.present.set()
         subscription = None
         try:
             async with asyncio.TaskGroup() as group:
@@ -591,26 +583,28 @@ class Rep:
         renewed = loop.time()  # the announcement run() just made
         while True:
             await asyncio.sleep(max(0.0, renewed + ttl / 3 - loop.time()))
-            while True:
-                started = loop.time()
-                try:
-                    await self._announce()
-                except DiegoError as e:
-                    log.warning("presence-renewal-failed cell=%s reason=%s", self.cell_id, e)
-                except TimeoutError:
-                    log.warning("presence-renewal-failed cell=%s reason=timed out", self.cell_id)
-                except Exception:
-                    log.exception("presence-renewal-failed cell=%s", self.cell_id)
-                else:
-                    renewed = started
-                    break
+            started = loop.time()
+            while not await self._announce("presence-renewal-failed"):
                 await asyncio.sleep(ttl / 10)
+                started = loop.time()
+            renewed = started
 
-    async def _announce(self) -> None:
-        """Record the presence, giving up after a quarter of its TTL: a renewal that
-        hangs longer would leave no time to try again before it expires."""
-        async with asyncio.timeout(self.settings.presence_ttl / 4):
-            await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
+    async def _announce(self, failure: str) -> bool:
+        """Record the presence; whether it was. It gives up after a quarter of the TTL
+        (a renewal that hangs longer would leave no time to try again before it
+        expires) and logs a failure as ``failure``."""
+        try:
+            async with asyncio.timeout(self.settings.presence_ttl / 4):
+                await self.bbs.renew_cell_presence(self.presence(), self.settings.presence_ttl)
+        except DiegoError as e:  # a BBS not reached, or refusing this cell
+            log.warning("%s cell=%s reason=%s", failure, self.cell_id, e)
+        except TimeoutError:
+            log.warning("%s cell=%s reason=timed out", failure, self.cell_id)
+        except Exception:
+            log.exception("%s cell=%s", failure, self.cell_id)
+        else:
+            return True
+        return False
 
     def _concerns_a_container(self, event: Event) -> bool:
         if isinstance(event, TaskChanged):
@@ -647,17 +641,19 @@ class Rep:
 
     async def begin_evacuation(self) -> None:
         """Start evacuating, in the background (once: a cell evacuates once)."""
-        if self._evacuation is None:
-            self._evacuation = asyncio.ensure_future(self._evacuate())
-            self._evacuation.add_done_callback(_log_failure)
+        self._evacuation_started()
 
     async def evacuate(self) -> None:
         """Evacuate, and return once done: refuse new work, move the instances away,
         wait for the containers to finish, then fail what is left. A second call (or
         one after ``begin_evacuation``) waits for the first."""
-        await self.begin_evacuation()
-        assert self._evacuation is not None
-        await asyncio.shield(self._evacuation)
+        await asyncio.shield(self._evacuation_started())
+
+    def _evacuation_started(self) -> asyncio.Future[None]:
+        if self._evacuation is None:
+            self._evacuation = asyncio.ensure_future(self._evacuate())
+            self._evacuation.add_done_callback(_log_failure)
+        return self._evacuation
 
     async def _evacuate(self) -> None:
         self.evacuating = True

@@ -9,7 +9,7 @@ is started twice), and a snapshot it cannot read is a cell it does not place on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -20,6 +20,8 @@ from diego.models.codec import decode, encode
 from diego.models.errors import CellUnreachable
 from diego.models.lrp import ActualLRP
 from diego.models.work import CellSnapshot, Work, WorkBatch
+
+M = TypeVar("M")
 
 
 class HttpCell:
@@ -74,26 +76,23 @@ class HttpCell:
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
             raise CellUnreachable(f"cell {self._cell_id} did not answer {route}: {e!r}") from None
 
+    def _decoded(self, model: type[M], data: Any, route: str) -> M:
+        try:
+            return decode(model, data)
+        except ValueError as e:
+            raise CellUnreachable(f"cell {self._cell_id} sent a bad {route}: {e}") from None
+
     async def state(self) -> CellSnapshot:
         data = await self._call("GET", "state", limit=self._state_timeout)
-        try:
-            return decode(CellSnapshot, data)
-        except ValueError as e:
-            raise CellUnreachable(f"cell {self._cell_id} sent a bad snapshot: {e}") from None
+        return self._decoded(CellSnapshot, data, "state")
 
     async def perform(self, work: Sequence[Work]) -> list[Work]:
         data = await self._call("POST", "work", encode(WorkBatch.of(work)))
-        try:
-            return decode(WorkBatch, data).items()
-        except ValueError as e:
-            raise CellUnreachable(f"cell {self._cell_id} sent a bad answer: {e}") from None
+        return self._decoded(WorkBatch, data, "work answer").items()
 
     async def report(self) -> CellReport:
         data = await self._call("GET", "report", limit=self._state_timeout)
-        try:
-            return decode(CellReport, data)
-        except ValueError as e:
-            raise CellUnreachable(f"cell {self._cell_id} sent a bad report: {e}") from None
+        return self._decoded(CellReport, data, "report")
 
     async def stop_lrp(self, actual: ActualLRP) -> bool:
         data = await self._call("POST", "stop_lrp", encode(actual))

@@ -157,7 +157,11 @@ class LRPController:
         auctions itself; the converger would otherwise do it on its next pass."""
         # Falling behind loses nothing for good: the converger's next pass starts
         # whatever these events would have.
-        await follow(self.bbs.bus, _concerns_starts, self._changed, name="lrp-controller")
+        try:
+            await follow(self.bbs.bus, _concerns_starts, self._changed, name="lrp-controller")
+        finally:
+            if self._reading is not None:
+                self._reading.cancel()
 
     async def _changed(self, event: object) -> None:
         if isinstance(event, ActualLRPChanged):

@@ -277,13 +277,11 @@ def test_kill_9_of_a_cell_moves_its_instances_and_fails_its_tasks(cluster: Clust
         process = unique("moved-lrp")
         _lrp_on_both(cluster, process, lrp_marker)
 
-        killed_at = time.monotonic()
         cluster.cells["cell-b"].kill()
         failed = cluster.wait_task(guid, "COMPLETED", deadline=15.0)
         assert (failed["failed"], failed["failure_reason"]) == (True, DISAPPEARED), failed
         _all_running_on(cluster, process, "cell-c")
-        recovered = time.monotonic() - killed_at
-        assert recovered < 15.0  # a tick would have been 30 s away
+        # The watch acted, not a tick 30 s away (bench lost-cell measures how soon).
         assert "cells-disappeared cells=cell-b" in cluster.control.stderr
 
         # Its processes outlived it; started again, the cell removes them.
